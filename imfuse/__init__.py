@@ -1,0 +1,3 @@
+"""imfuse: arbitrary neural style transfer with a full MLOps lifecycle."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from imfuse.cli import main
+
+sys.exit(main())
