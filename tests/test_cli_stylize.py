@@ -1,0 +1,63 @@
+"""`imfuse stylize` end to end through the CLI entry point (in-process)."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imfuse.cli import main
+from imfuse.cli.stylize import parse_style_spec
+
+
+def test_parse_style_spec():
+    assert parse_style_spec("a.jpg:0.7") == ("a.jpg", 0.7)
+    assert parse_style_spec("a.jpg") == ("a.jpg", 1.0)
+    assert parse_style_spec("http://host/x.jpg") == ("http://host/x.jpg", 1.0)
+    assert parse_style_spec("http://host:8000/x.jpg:0.5") == ("http://host:8000/x.jpg", 0.5)
+
+
+def test_stylize_optimize_writes_png(tmp_path, shared_data, capsys):
+    out = tmp_path / "out.png"
+    code = main([
+        "stylize", str(shared_data / "content" / "golden_gate_sq.jpg"),
+        "--style", str(shared_data / "styles" / "starry_night.jpg") + ":0.7",
+        "--style", str(shared_data / "styles" / "bricks_sq.jpg") + ":0.3",
+        "-o", str(out), "--steps", "3", "--size", "48", "--no-progress", "--preserve-color",
+    ])
+    assert code == 0
+    img = np.asarray(Image.open(out))
+    assert img.shape == (48, 48, 3)
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--method", "model"], "--model"),
+        (["--steps", "0"], "steps"),
+    ],
+)
+def test_stylize_bad_options_exit_2(tmp_path, shared_data, capsys, extra, needle):
+    code = main([
+        "stylize", str(shared_data / "content" / "golden_gate_sq.jpg"),
+        str(shared_data / "styles" / "bricks_sq.jpg"), "-o", str(tmp_path / "o.png"), *extra,
+    ])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_stylize_missing_and_corrupt_inputs_exit_2(tmp_path, shared_data, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"this is not a jpeg")
+    for content in (str(tmp_path / "missing.jpg"), str(bad)):
+        code = main(["stylize", content, str(shared_data / "styles" / "bricks_sq.jpg"), "-o", str(tmp_path / "o.png")])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert err.startswith("imfuse: error:") and content.split("/")[-1] in err and err.count("\n") == 1
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_stylize_without_style_exit_2(tmp_path, shared_data, capsys):
+    code = main(["stylize", str(shared_data / "content" / "golden_gate_sq.jpg"), "-o", str(tmp_path / "o.png")])
+    assert code == 2
+    assert "style" in capsys.readouterr().err

