@@ -32,6 +32,7 @@ class OptimizeConfig:
     init: str = "content"  # or "noise"
     preserve_color: bool = False
     jit_compile: bool = False  # XLA measured slower on CPU here (bench/gatys_step); useful on GPU
+    precision: str = "auto"  # loss-network compute: auto picks bfloat16 where the CPU has it
     seed: int = 0
 
     def validate(self) -> None:
@@ -45,6 +46,9 @@ class OptimizeConfig:
             raise ConfigError(f"unknown init '{self.init}'; choose content or noise")
         if self.learning_rate <= 0:
             raise ConfigError("learning rate must be positive")
+        from imfuse.lossnet import dtype_policy_for
+
+        dtype_policy_for(self.precision)
 
 
 @dataclass
@@ -109,9 +113,9 @@ def run_optimization(
     if any(w <= 0 for _, w in styles):
         raise ConfigError("style weights must be positive")
     if lossnet is None:
-        from imfuse.lossnet import build_loss_network
+        from imfuse.lossnet import build_loss_network, dtype_policy_for
 
-        lossnet = build_loss_network()
+        lossnet = build_loss_network(dtype_policy=dtype_policy_for(config.precision))
     content, content_in, style_images, mask_hw = _prepare_inputs(content_rgb, styles, config, mask)
 
     c = tf.constant(content_in[None])

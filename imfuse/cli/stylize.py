@@ -50,6 +50,8 @@ def register(subparsers) -> None:
     g.add_argument("--tv-weight", type=float, default=None)
     g.add_argument("--init", choices=("content", "noise"), default="content")
     g.add_argument("--loss-network", default="vgg16-hed", help="vgg16-hed (offline), vgg16-imagenet, vgg19-imagenet")
+    g.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="loss-network compute precision; auto = bfloat16 on CPUs with AVX512-BF16/AMX")
     g.add_argument("--xla", action="store_true", help="XLA-compile the optimisation step (helps on GPU, not on CPU)")
     m = p.add_argument_group("model (feed-forward)")
     m.add_argument("--model", help="trained model (.keras from `imfuse train`)")
@@ -91,7 +93,7 @@ def run(args) -> int:
     mask = load_mask(args.mask, content.shape[:2]) if args.mask else None
     started = time.perf_counter()
     if args.method == "optimize":
-        from imfuse.lossnet import build_loss_network
+        from imfuse.lossnet import build_loss_network, dtype_policy_for
         from imfuse.optimize import OptimizeConfig, run_optimization
 
         config = OptimizeConfig(
@@ -103,9 +105,10 @@ def run(args) -> int:
             init=args.init,
             preserve_color=args.preserve_color,
             jit_compile=args.xla,
+            precision=args.precision,
         )
         config.validate()
-        lossnet = build_loss_network(args.loss_network)
+        lossnet = build_loss_network(args.loss_network, dtype_policy=dtype_policy_for(args.precision))
         print(f"loss network: {lossnet.name} ({lossnet.weights_source})", file=sys.stderr)
         result = run_optimization(content, styles, config, lossnet, mask, progress=not args.no_progress)
         image = result.image
