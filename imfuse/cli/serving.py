@@ -1,0 +1,157 @@
+"""`imfuse serve` (local TF Serving stand-in) and `imfuse client ...` (gRPC/REST client).
+
+Flags mirror tensorflow_model_server's (`--model_base_path` spellings are accepted too)
+so commands move between this server and the real one unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from imfuse.errors import ConfigError, ImageError
+
+
+def _flag(parser: argparse.ArgumentParser, *names: str, **kwargs) -> None:
+    """--a-b plus TF Serving's --a_b spelling (for each given name)."""
+    flags = []
+    for name in names:
+        flags.append(f"--{name}")
+        if "-" in name:
+            flags.append(f"--{name.replace('-', '_')}")
+    parser.add_argument(*flags, **kwargs)
+
+
+def register(subparsers) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="serve SavedModels over TF Serving's gRPC and REST APIs (development stand-in)",
+        description="Local stand-in for TF Serving: PredictionService/ModelService over gRPC and "
+        "TF Serving's REST API, polling the versioned base path. Production runs tensorflow/serving.",
+    )
+    _flag(serve, "model-name", default="imfuse", help="model name (default: imfuse)")
+    _flag(serve, "model-base-path", help="folder holding integer version folders, e.g. models/imfuse")
+    _flag(serve, "model-config-file", help="TF Serving model_config_list text proto (e.g. serving/models.config)")
+    _flag(serve, "port", type=int, default=8500, help="gRPC port (default 8500)")
+    _flag(serve, "rest-port", "rest-api-port", type=int, default=8501, help="REST port (default 8501; 0 disables REST)")
+    _flag(serve, "host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    _flag(serve, "enable-batching", action="store_true", help="merge concurrent requests into batches")
+    _flag(serve, "batching-parameters-file", help="TF Serving BatchingParameters text proto (implies batching)")
+    _flag(serve, "file-system-poll-wait-seconds", type=float, default=2.0, help="base path poll interval (0: load once)")
+    _flag(serve, "max-request-bytes", type=int, default=64 * 1024 * 1024, help="largest accepted request (default 64 MiB)")
+    _flag(serve, "version-labels", help="version labels, e.g. stable=1,canary=2 (adds to the config file's)")
+    serve.set_defaults(func=run_serve)
+
+    client = subparsers.add_parser("client", help="call a TF Serving / imfuse serve endpoint")
+    sub = client.add_subparsers(dest="client_command", metavar="ACTION")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--target", default="localhost:8500", help="HOST:PORT (gRPC; the REST port with --rest)")
+        p.add_argument("--model-name", default="imfuse")
+        choice = p.add_mutually_exclusive_group()
+        choice.add_argument("--version", type=int, help="serve a specific version")
+        choice.add_argument("--label", help="serve the version behind a label (stable, canary)")
+        p.add_argument("--rest", action="store_true", help="use the REST API instead of gRPC")
+        p.add_argument("--timeout", type=float, default=30.0, help="deadline per call in seconds")
+        p.add_argument("--retries", type=int, default=3, help="retries on UNAVAILABLE")
+
+    stylize = sub.add_parser("stylize", help="stylise CONTENT with STYLE, write a PNG")
+    stylize.add_argument("content", help="content image file")
+    stylize.add_argument("style", help="style image file")
+    stylize.add_argument("-o", "--output", required=True, help="output PNG path")
+    stylize.add_argument("--strength", type=float, help="style strength in [0, 1] (model default if omitted)")
+    common(stylize)
+    stylize.set_defaults(func=run_client_stylize)
+
+    status = sub.add_parser("status", help="version states of a model (GetModelStatus)")
+    common(status)
+    status.set_defaults(func=run_client_status)
+
+    metadata = sub.add_parser("metadata", help="signature defs of a model (GetModelMetadata), as JSON")
+    common(metadata)
+    metadata.set_defaults(func=run_client_metadata)
+    client.set_defaults(func=lambda args: (client.print_help(), 2)[1])
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from imfuse.serving.config import BatchingOptions, load_batching_file, parse_version_labels
+    from imfuse.serving.server import ServerOptions, serve
+
+    batching = None
+    if args.batching_parameters_file:
+        batching = load_batching_file(args.batching_parameters_file)
+    elif args.enable_batching:
+        batching = BatchingOptions()
+    for name in ("port", "rest_port"):
+        value = getattr(args, name)
+        if not 0 <= value < 65536:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a port number, got {value}")
+    options = ServerOptions(
+        model_name=args.model_name,
+        model_base_path=args.model_base_path,
+        model_config_file=args.model_config_file,
+        version_labels=parse_version_labels(args.version_labels),
+        port=args.port,
+        rest_port=args.rest_port or None,
+        host=args.host,
+        batching=batching,
+        poll_wait_s=args.file_system_poll_wait_seconds,
+        max_request_bytes=args.max_request_bytes,
+    )
+    serve(options)
+    return 0
+
+
+def _client(args: argparse.Namespace):
+    from imfuse.serving.client import make_client
+
+    return make_client(
+        args.target,
+        rest=args.rest,
+        model_name=args.model_name,
+        version=args.version,
+        version_label=args.label,
+        timeout_s=args.timeout,
+        retries=args.retries,
+    )
+
+
+def _read(path: str, what: str) -> bytes:
+    p = Path(path)
+    if not p.is_file():
+        raise ImageError(f"{what} image not found: {p}")
+    data = p.read_bytes()
+    if not data:
+        raise ImageError(f"{what} image is empty: {p}")
+    return data
+
+
+def run_client_stylize(args: argparse.Namespace) -> int:
+    if args.strength is not None and not 0.0 <= args.strength <= 1.0:
+        raise ConfigError(f"--strength must be in [0, 1], got {args.strength}")
+    content = _read(args.content, "content")
+    style = _read(args.style, "style")
+    png = _client(args).stylize(content, style, args.strength)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(png)
+    print(f"wrote {out} ({len(png)} bytes)")
+    return 0
+
+
+def run_client_status(args: argparse.Namespace) -> int:
+    for entry in _client(args).status():
+        error = f" ({entry['error_message']})" if entry["error_message"] else ""
+        print(f"{args.model_name} version {entry['version']}: {entry['state']}{error}")
+    return 0
+
+
+def run_client_metadata(args: argparse.Namespace) -> int:
+    json.dump(_client(args).metadata(), sys.stdout, indent=2)
+    print()
+    return 0

@@ -1,0 +1,325 @@
+"""Client library for TF Serving (and `imfuse serve`): gRPC by default, REST optional.
+
+Callers send encoded image files and get PNG files back; the serving contract
+(docs/CONTRACTS.md) is hidden behind `stylize`, `style_embedding` and
+`stylize_with_embedding`. Deadlines on every call, retries with exponential backoff on
+UNAVAILABLE only (the one status where resending is safe and useful), and every
+failure surfaces as `StatusError` (an `imfuse.errors.ServingError`) naming the target,
+the model and the server's message.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Callable
+
+import grpc
+import numpy as np
+
+from imfuse.errors import ConfigError
+from imfuse.serving.status import StatusError, code_from_http
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def _explain(code: grpc.StatusCode, details: str, where: str) -> str:
+    hints = {
+        grpc.StatusCode.INVALID_ARGUMENT: "the server rejected the request",
+        grpc.StatusCode.NOT_FOUND: "not found on the server (check model name, version, label, signature)",
+        grpc.StatusCode.UNAVAILABLE: "server unavailable (is it running and reachable?)",
+        grpc.StatusCode.DEADLINE_EXCEEDED: "no answer before the deadline (raise --timeout?)",
+        grpc.StatusCode.RESOURCE_EXHAUSTED: "request too large or server overloaded",
+    }
+    hint = hints.get(code, "request failed")
+    return f"{where}: {hint} [{code.name}]: {details}"
+
+
+class _Base:
+    """Shared request building for the gRPC and REST clients."""
+
+    def __init__(self, target: str, model_name: str, version: int | None, version_label: str | None,
+                 timeout_s: float, retries: int, backoff_s: float):
+        if version is not None and version_label:
+            raise ConfigError("give either a version or a version label, not both")
+        if timeout_s <= 0:
+            raise ConfigError(f"timeout must be positive, got {timeout_s}")
+        if retries < 0:
+            raise ConfigError(f"retries must be >= 0, got {retries}")
+        self.target = target
+        self.model_name = model_name
+        self.version = version
+        self.version_label = version_label
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+
+    @property
+    def _where(self) -> str:
+        sel = f" version {self.version}" if self.version is not None else (
+            f" label '{self.version_label}'" if self.version_label else "")
+        return f"{self.target} model '{self.model_name}'{sel}"
+
+    def _with_retries(self, call: Callable[[], object]):
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except StatusError as exc:
+                if exc.code is not grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
+                    raise
+                time.sleep(self.backoff_s * (2**attempt))
+        raise AssertionError("unreachable")
+
+    # --- contract-level API (same for both transports) ----------------------------
+    def predict(self, inputs: dict[str, np.ndarray], signature_name: str = "") -> dict[str, np.ndarray]:
+        raise NotImplementedError  # pragma: no cover - implemented by transports
+
+    def stylize(self, content_bytes: bytes, style_bytes: bytes, strength: float | None = None) -> bytes:
+        """Encoded content + style image -> PNG bytes of the stylised content."""
+        inputs = {"content_image": np.array([content_bytes], dtype=object),
+                  "style_image": np.array([style_bytes], dtype=object)}
+        if strength is not None:
+            inputs["strength"] = np.array([strength], dtype=np.float32)
+        return bytes(self.predict(inputs, "serving_default")["stylized_image"][0])
+
+    def style_embedding(self, style_bytes: bytes) -> np.ndarray:
+        """Style image -> its embedding vector (shape [D]); cache it to restyle cheaply."""
+        out = self.predict({"style_image": np.array([style_bytes], dtype=object)}, "style_embedding")
+        return np.asarray(out["embedding"], dtype=np.float32)[0]
+
+    def stylize_with_embedding(self, content_bytes: bytes, embedding: np.ndarray, strength: float | None = None) -> bytes:
+        """Content image + embedding (e.g. a weighted mix of several styles) -> PNG bytes."""
+        emb = np.asarray(embedding, dtype=np.float32)
+        if emb.ndim == 1:
+            emb = emb[np.newaxis]
+        if emb.ndim != 2 or emb.shape[0] != 1:
+            raise ConfigError(f"embedding must have shape [D] or [1, D], got {list(emb.shape)}")
+        inputs = {"content_image": np.array([content_bytes], dtype=object), "embedding": emb}
+        if strength is not None:
+            inputs["strength"] = np.array([strength], dtype=np.float32)
+        return bytes(self.predict(inputs, "stylize_with_embedding")["stylized_image"][0])
+
+
+class PredictionClient(_Base):
+    """gRPC client using tensorflow-serving-api's PredictionService/ModelService stubs."""
+
+    def __init__(self, target: str, model_name: str = "imfuse", version: int | None = None,
+                 version_label: str | None = None, timeout_s: float = 30.0, retries: int = 3,
+                 backoff_s: float = 0.2, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+        super().__init__(target, model_name, version, version_label, timeout_s, retries, backoff_s)
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+        options = [("grpc.max_send_message_length", max_message_bytes),
+                   ("grpc.max_receive_message_length", max_message_bytes)]
+        self._channel = grpc.insecure_channel(target, options=options)
+        self._predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._model_stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _spec(self, spec, signature_name: str = "") -> None:
+        spec.name = self.model_name
+        if signature_name:
+            spec.signature_name = signature_name
+        if self.version is not None:
+            spec.version.value = self.version
+        elif self.version_label:
+            spec.version_label = self.version_label
+
+    def _rpc(self, method, request):
+        def call():
+            try:
+                return method(request, timeout=self.timeout_s)
+            except grpc.RpcError as exc:
+                code, details = exc.code(), exc.details() or ""
+                raise StatusError(code, _explain(code, details, self._where)) from None
+
+        return self._with_retries(call)
+
+    def predict(self, inputs: dict[str, np.ndarray], signature_name: str = "") -> dict[str, np.ndarray]:
+        """Raw Predict: named numpy inputs -> named numpy outputs."""
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        request = predict_pb2.PredictRequest()
+        self._spec(request.model_spec, signature_name)
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        response = self._rpc(self._predict_stub.Predict, request)
+        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+
+    def metadata(self) -> dict:
+        """Model spec + signature defs: {'name', 'version', 'signatures': {sig: {inputs, outputs}}}."""
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        self._spec(request.model_spec)
+        response = self._rpc(self._predict_stub.GetModelMetadata, request)
+        sig_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(sig_map)
+        return summarize_metadata(response.model_spec.name, response.model_spec.version.value, sig_map)
+
+    def status(self) -> list[dict]:
+        """[{'version', 'state', 'error_code', 'error_message'}] newest first."""
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._spec(request.model_spec)
+        response = self._rpc(self._model_stub.GetModelStatus, request)
+        return [
+            {
+                "version": int(s.version),
+                "state": get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
+                "error_code": int(s.status.error_code),
+                "error_message": s.status.error_message,
+            }
+            for s in response.model_version_status
+        ]
+
+
+def summarize_metadata(name: str, version: int, sig_map) -> dict:
+    """SignatureDefMap -> plain dict of input/output dtypes and shapes."""
+    from tensorflow.core.framework import types_pb2
+
+    def tensors(infos) -> dict:
+        return {
+            k: {"dtype": types_pb2.DataType.Name(v.dtype),
+                "shape": None if v.tensor_shape.unknown_rank else [d.size for d in v.tensor_shape.dim]}
+            for k, v in sorted(infos.items())
+        }
+
+    return {
+        "name": name,
+        "version": int(version),
+        "signatures": {
+            k: {"inputs": tensors(s.inputs), "outputs": tensors(s.outputs), "method_name": s.method_name}
+            for k, s in sorted(sig_map.signature_def.items())
+        },
+    }
+
+
+class RestClient(_Base):
+    """Same API over TF Serving's REST JSON (binary inputs as {"b64": ...})."""
+
+    def __init__(self, target: str, model_name: str = "imfuse", version: int | None = None,
+                 version_label: str | None = None, timeout_s: float = 30.0, retries: int = 3,
+                 backoff_s: float = 0.2):
+        super().__init__(target, model_name, version, version_label, timeout_s, retries, backoff_s)
+        self.base_url = target.rstrip("/") if "://" in target else f"http://{target.rstrip('/')}"
+        self._output_names: dict[str, list[str]] = {}
+
+    def _model_url(self) -> str:
+        url = f"{self.base_url}/v1/models/{self.model_name}"
+        if self.version is not None:
+            url += f"/versions/{self.version}"
+        elif self.version_label:
+            url += f"/labels/{self.version_label}"
+        return url
+
+    def _http(self, url: str, body: bytes | None = None) -> bytes:
+        def call():
+            request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET",
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    return response.read()
+            except urllib.error.HTTPError as exc:
+                raw = exc.read()
+                try:
+                    details = json.loads(raw).get("error", raw.decode("utf-8", "replace"))
+                except (ValueError, AttributeError):
+                    details = raw.decode("utf-8", "replace")
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.code == 413 else code_from_http(exc.code)
+                raise StatusError(code, _explain(code, f"HTTP {exc.code}: {details}", self._where)) from None
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                code = grpc.StatusCode.DEADLINE_EXCEEDED if isinstance(reason, TimeoutError) else grpc.StatusCode.UNAVAILABLE
+                raise StatusError(code, _explain(code, str(reason), self._where)) from None
+
+        return self._with_retries(call)
+
+    def predict(self, inputs: dict[str, np.ndarray], signature_name: str = "") -> dict[str, np.ndarray]:
+        """Columnar `inputs` request; DT_STRING outputs come back as bytes objects."""
+        from imfuse.serving.rest_json import decode_response_body, string_bytes
+
+        def encode(value):
+            arr = np.asarray(value)
+            if arr.dtype == object or arr.dtype.kind == "S":
+                return _nested(arr, lambda b: {"b64": base64.b64encode(bytes(b)).decode("ascii")})
+            return arr.tolist()
+
+        doc = {"inputs": {k: encode(v) for k, v in inputs.items()}}
+        if signature_name:
+            doc["signature_name"] = signature_name
+        raw = self._http(f"{self._model_url()}:predict", json.dumps(doc).encode("utf-8"))
+        parsed, encoding = decode_response_body(raw)
+        outputs = parsed["outputs"]
+        if not isinstance(outputs, dict) or ("b64" in outputs and len(outputs) == 1):
+            outputs = {self._single_output_name(signature_name): outputs}
+        return {k: _to_array(v, encoding, string_bytes) for k, v in outputs.items()}
+
+    def _single_output_name(self, signature_name: str) -> str:
+        """TF Serving leaves a lone output unnamed in JSON; its name comes from metadata (cached)."""
+        key = signature_name or "serving_default"
+        if key not in self._output_names:
+            signatures = self.metadata()["signatures"]
+            self._output_names.update({k: sorted(v["outputs"]) for k, v in signatures.items()})
+        names = self._output_names.get(key) or ["output"]
+        return names[0]
+
+    def metadata(self) -> dict:
+        from google.protobuf import json_format
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        doc = json.loads(self._http(f"{self._model_url()}/metadata"))
+        sig_map = json_format.ParseDict(doc["metadata"]["signature_def"], get_model_metadata_pb2.SignatureDefMap())
+        return summarize_metadata(doc["model_spec"]["name"], int(doc["model_spec"].get("version") or 0), sig_map)
+
+    def status(self) -> list[dict]:
+        doc = json.loads(self._http(self._model_url()))
+        codes = {"OK": 0}
+        return [
+            {
+                "version": int(s["version"]),
+                "state": s["state"],
+                "error_code": codes.get(s.get("status", {}).get("error_code", "OK"), 2),
+                "error_message": s.get("status", {}).get("error_message", ""),
+            }
+            for s in doc["model_version_status"]
+        ]
+
+
+def _nested(arr: np.ndarray, leaf):
+    if arr.ndim == 0:
+        return leaf(arr[()])
+    return [_nested(arr[i : i + 1].reshape(arr.shape[1:]), leaf) for i in range(arr.shape[0])]
+
+
+def _to_array(value, encoding: str, string_bytes) -> np.ndarray:
+    def is_string_leaf(v):
+        return isinstance(v, str) or (isinstance(v, dict) and "b64" in v)
+
+    probe = value
+    while isinstance(probe, list) and probe:
+        probe = probe[0]
+    if is_string_leaf(probe):
+        def conv(v):
+            return [conv(x) for x in v] if isinstance(v, list) else string_bytes(v, encoding)
+
+        return np.array(conv(value), dtype=object)
+    return np.array(value, dtype=np.float32 if isinstance(probe, float) else None)
+
+
+def make_client(target: str, rest: bool = False, **kwargs) -> _Base:
+    """PredictionClient (gRPC) or RestClient, same API."""
+    return RestClient(target, **kwargs) if rest else PredictionClient(target, **kwargs)

@@ -1,0 +1,150 @@
+"""gRPC servicers for TF Serving's PredictionService and ModelService.
+
+They use the generated base classes and messages from tensorflow-serving-api, so the
+wire protocol is TF Serving's own; any client written for TF Serving works unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import grpc
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from imfuse.errors import ImfuseError
+from imfuse.serving.config import models_from_proto
+from imfuse.serving.model_store import ModelStore
+from imfuse.serving.predict import Predictor
+from imfuse.serving.status import StatusError
+from imfuse.serving.tensors import to_numpy, to_proto
+
+log = logging.getLogger("imfuse.serving")
+
+# tensorflow.error.Code values used in StatusProto.
+_TF_OK, _TF_UNKNOWN = 0, 2
+
+
+def spec_choice(spec) -> tuple[int | None, str | None]:
+    """(version, label) from a ModelSpec's version_choice oneof."""
+    which = spec.WhichOneof("version_choice")
+    if which == "version":
+        return int(spec.version.value), None
+    if which == "version_label":
+        return None, spec.version_label
+    return None, None
+
+
+def _guarded(method: Callable) -> Callable:
+    """Map StatusError to its code and anything unexpected to INTERNAL; never crash."""
+
+    def wrapper(self, request, context):
+        try:
+            return method(self, request, context)
+        except StatusError as exc:
+            context.abort(exc.code, exc.message)
+        except ImfuseError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Exception as exc:  # noqa: BLE001 - the server never dies from a request
+            log.exception("internal error in %s", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    wrapper.__name__ = method.__name__
+    return wrapper
+
+
+def metadata_response(store: ModelStore, spec, fields) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    """GetModelMetadata: only 'signature_def' is defined, as in TF Serving."""
+    if not fields:
+        raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, "GetModelMetadataRequest must specify at least one metadata_field")
+    unsupported = sorted(set(fields) - {"signature_def"})
+    if unsupported:
+        raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, f"metadata field(s) {unsupported} not supported; use 'signature_def'")
+    version, label = spec_choice(spec)
+    servable = store.resolve(spec.name, version, label)
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = servable.name
+    response.model_spec.version.value = servable.version
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    for key, sig in servable.signature_defs.items():
+        sig_map.signature_def[key].CopyFrom(sig)
+    response.metadata["signature_def"].Pack(sig_map)
+    return response
+
+
+def status_response(store: ModelStore, spec) -> get_model_status_pb2.GetModelStatusResponse:
+    version, label = spec_choice(spec)
+    states = store.version_states(spec.name, version, label)
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for v in sorted(states, reverse=True):
+        st = states[v]
+        entry = response.model_version_status.add()
+        entry.version = v
+        entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(st.state)
+        entry.status.error_code = _TF_UNKNOWN if st.error else _TF_OK
+        entry.status.error_message = st.error
+    return response
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Predict and GetModelMetadata; Classify/Regress/MultiInference stay UNIMPLEMENTED."""
+
+    def __init__(self, predictor: Predictor):
+        self.predictor = predictor
+
+    @_guarded
+    def Predict(self, request, context):
+        self.predictor.check_size(request.ByteSize())
+        spec = request.model_spec
+        version, label = spec_choice(spec)
+        inputs = {k: to_numpy(v) for k, v in request.inputs.items()}
+        result = self.predictor.predict(
+            spec.name,
+            inputs,
+            version=version,
+            label=label,
+            signature_name=spec.signature_name,
+            output_filter=tuple(request.output_filter),
+        )
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = result.name
+        response.model_spec.version.value = result.version
+        response.model_spec.signature_name = result.signature_name
+        for key, value in result.outputs.items():
+            response.outputs[key].CopyFrom(to_proto(value))
+        return response
+
+    @_guarded
+    def GetModelMetadata(self, request, context):
+        return metadata_response(self.predictor.store, request.model_spec, list(request.metadata_field))
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    """GetModelStatus and HandleReloadConfigRequest over the ModelStore."""
+
+    def __init__(self, store: ModelStore):
+        self.store = store
+
+    @_guarded
+    def GetModelStatus(self, request, context):
+        return status_response(self.store, request.model_spec)
+
+    @_guarded
+    def HandleReloadConfigRequest(self, request, context):
+        response = model_management_pb2.ReloadConfigResponse()
+        try:
+            models = models_from_proto(request.config, "ReloadConfigRequest")
+        except ImfuseError as exc:
+            response.status.error_code = 3  # INVALID_ARGUMENT
+            response.status.error_message = str(exc)
+            return response
+        self.store.reload(models)
+        response.status.error_code = _TF_OK
+        return response

@@ -1,0 +1,133 @@
+"""Toy SavedModels that follow the serving contract (docs/CONTRACTS.md) for tests/bench.
+
+They do real image work in-graph: decode the content bytes, blend them with the style
+image's mean colour weighted by `strength` and a per-version `gain`, encode PNG. The
+embedding is the style's per-channel mean (D=3). `gain` makes versions distinguishable.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+EMBED_DIM = 3
+
+
+def image_bytes(path: Path, size: int = 48, fmt: str = "JPEG") -> bytes:
+    """A real test image, downscaled (longer side = size), re-encoded."""
+    img = Image.open(path).convert("RGB")
+    img.thumbnail((size, size))
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def content_images(n: int = 2, size: int = 48) -> list[bytes]:
+    return [image_bytes(p, size) for p in sorted((DATA / "content").glob("*.jpg"))[:n]]
+
+
+def style_images(n: int = 2, size: int = 32) -> list[bytes]:
+    return [image_bytes(p, size) for p in sorted((DATA / "styles").glob("*.jpg"))[:n]]
+
+
+def _decode(data: tf.Tensor) -> tf.Tensor:
+    img = tf.io.decode_image(data, channels=3, expand_animations=False)
+    return tf.image.convert_image_dtype(img, tf.float32)
+
+
+class ToyStyleModel(tf.Module):
+    """serving_default / style_embedding / stylize_with_embedding with contract names."""
+
+    def __init__(self, gain: float = 1.0):
+        super().__init__()
+        self.gain = tf.Variable(gain, trainable=False)
+
+    def _embed_one(self, style: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_mean(_decode(style), axis=[0, 1])
+
+    def _stylize_one(self, content: tf.Tensor, embedding: tf.Tensor, strength: tf.Tensor) -> tf.Tensor:
+        image = _decode(content)
+        mixed = image * (1.0 - strength) + embedding[tf.newaxis, tf.newaxis, :] * strength * self.gain
+        return tf.io.encode_png(tf.image.convert_image_dtype(tf.clip_by_value(mixed, 0.0, 1.0), tf.uint8, saturate=True))
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="style_image"),
+        ]
+    )
+    def style_embedding(self, style_image):
+        emb = tf.map_fn(self._embed_one, style_image, fn_output_signature=tf.TensorSpec([EMBED_DIM], tf.float32))
+        return {"embedding": emb}
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="content_image"),
+            tf.TensorSpec([None, EMBED_DIM], tf.float32, name="embedding"),
+            tf.TensorSpec([None], tf.float32, name="strength"),
+        ]
+    )
+    def stylize_with_embedding(self, content_image, embedding, strength=tf.constant([1.0])):
+        strength = tf.broadcast_to(strength, tf.shape(content_image))
+        out = tf.map_fn(
+            lambda args: self._stylize_one(*args),
+            (content_image, embedding, strength),
+            fn_output_signature=tf.TensorSpec([], tf.string),
+        )
+        return {"stylized_image": out}
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="content_image"),
+            tf.TensorSpec([None], tf.string, name="style_image"),
+            tf.TensorSpec([None], tf.float32, name="strength"),
+        ]
+    )
+    def serving_default(self, content_image, style_image, strength=tf.constant([1.0])):
+        emb = self.style_embedding(style_image)["embedding"]
+        return self.stylize_with_embedding(content_image, emb, strength)
+
+
+def save_versioned(module: tf.Module, base_path: Path, version: int) -> Path:
+    """Write BASE/<version>/ atomically (temp folder + rename), like the real export."""
+    base_path.mkdir(parents=True, exist_ok=True)
+    target = base_path / str(version)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_path))
+    signatures = {
+        "serving_default": module.serving_default,
+        "style_embedding": module.style_embedding,
+        "stylize_with_embedding": module.stylize_with_embedding,
+    }
+    tf.saved_model.save(module, str(tmp), signatures=signatures)
+    os.replace(tmp, target)
+    return target
+
+
+def build_toy_model(base_path: Path, version: int, gain: float = 1.0) -> Path:
+    """A toy contract model at BASE/<version>/."""
+    return save_versioned(ToyStyleModel(gain), base_path, version)
+
+
+def copy_version(src: Path, base_path: Path, version: int) -> Path:
+    """Drop an already-built version folder into a base path under a new number, atomically."""
+    tmp = base_path / f".copy-{version}"
+    shutil.copytree(src, tmp)
+    target = base_path / str(version)
+    os.replace(tmp, target)
+    return target
+
+
+def expected_stylized(content: bytes, style: bytes, strength: float = 1.0, gain: float = 1.0) -> np.ndarray:
+    """What the toy model computes, in numpy (for asserting served pixels)."""
+    c = np.asarray(Image.open(io.BytesIO(content)).convert("RGB"), np.float32) / 255.0
+    s = np.asarray(Image.open(io.BytesIO(style)).convert("RGB"), np.float32) / 255.0
+    mean = s.reshape(-1, 3).mean(axis=0)
+    out = np.clip(c * (1 - strength) + mean * strength * gain, 0, 1)
+    return out

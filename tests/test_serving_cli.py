@@ -1,0 +1,103 @@
+"""`imfuse serve` as a subprocess, `imfuse client ...` against it, graceful SIGTERM."""
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from imfuse.cli import main
+from serving_fixtures import DATA, build_toy_model, image_bytes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    base = root / "models" / "imfuse"
+    build_toy_model(base, 1)
+    grpc_port, rest_port = _free_port(), _free_port()
+    log = open(root / "serve.log", "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imfuse", "serve", "--model_name", "imfuse", "--model-base-path", str(base),
+         "--port", str(grpc_port), "--rest-port", str(rest_port), "--host", "127.0.0.1",
+         "--enable-batching", "--file-system-poll-wait-seconds", "0.5", "--version-labels", "stable=1"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        log.seek(0)
+        text = log.read()
+        if "gRPC on" in text:
+            break
+        assert proc.poll() is None, text
+        assert time.monotonic() < deadline, text
+        time.sleep(0.2)
+    yield {"proc": proc, "grpc": grpc_port, "rest": rest_port, "log": log, "root": root}
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def _write_inputs(root):
+    content, style = root / "content.jpg", root / "style.jpg"
+    content.write_bytes(image_bytes(sorted((DATA / "content").glob("*.jpg"))[0], 40))
+    style.write_bytes(image_bytes(sorted((DATA / "styles").glob("*.jpg"))[0], 32))
+    return content, style
+
+
+def test_client_stylize_grpc_and_rest(served, capsys):
+    content, style = _write_inputs(served["root"])
+    out_grpc, out_rest = served["root"] / "out" / "a.png", served["root"] / "b.png"
+    assert main(["client", "stylize", "--target", f"127.0.0.1:{served['grpc']}", str(content), str(style),
+                 "-o", str(out_grpc), "--strength", "0.5", "--label", "stable"]) == 0
+    assert main(["client", "stylize", "--target", f"127.0.0.1:{served['rest']}", "--rest", str(content), str(style),
+                 "-o", str(out_rest), "--strength", "0.5"]) == 0
+    assert out_grpc.read_bytes() == out_rest.read_bytes()
+    assert Image.open(io.BytesIO(out_grpc.read_bytes())).size == Image.open(content).size
+    assert main(["client", "status", "--target", f"127.0.0.1:{served['grpc']}"]) == 0
+    assert "imfuse version 1: AVAILABLE" in capsys.readouterr().out
+    assert main(["client", "metadata", "--target", f"127.0.0.1:{served['grpc']}"]) == 0
+    assert '"serving_default"' in capsys.readouterr().out
+
+
+def test_client_errors_are_one_line_exit_2(served, capsys, tmp_path):
+    content, style = _write_inputs(served["root"])
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image at all")
+    cases = [
+        ["client", "stylize", "--target", f"127.0.0.1:{served['grpc']}", str(bad), str(style), "-o", str(tmp_path / "x.png")],
+        ["client", "stylize", "--target", f"127.0.0.1:{served['grpc']}", str(tmp_path / "missing.jpg"), str(style), "-o", "x.png"],
+        ["client", "status", "--target", f"127.0.0.1:{served['grpc']}", "--model-name", "nope"],
+        ["client", "stylize", "--target", f"127.0.0.1:{served['grpc']}", str(content), str(style), "-o", "x.png", "--strength", "3"],
+    ]
+    for argv, text in zip(cases, ["INVALID_ARGUMENT", "missing.jpg", "NOT_FOUND", "strength"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("imfuse: error:") and text in err and "\n" not in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_serve_rejects_bad_flags_with_one_line(tmp_path, capsys):
+    assert main(["serve", "--model-base-path", str(tmp_path / "nowhere"), "--port", "0", "--rest-port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nowhere" in err and "\n" not in err
+
+
+def test_sigterm_shuts_down_gracefully(served):
+    proc = served["proc"]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    served["log"].seek(0)
+    text = served["log"].read()
+    assert "loaded model imfuse version 1" in text and "server stopped" in text and "Traceback" not in text
