@@ -1,0 +1,73 @@
+"""`imfuse export`: a trained model -> SavedModel with serving signatures in TF Serving's layout."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from imfuse.errors import ConfigError, ModelError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="export a model as a TF Serving SavedModel (BASE/NAME/VERSION)",
+        description=(
+            "Write a SavedModel with the serving signatures (serving_default, style_embedding, "
+            "stylize_with_embedding) to BASE/NAME/VERSION, atomically and never over an existing version."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="trained model file (.keras)")
+    src.add_argument("--from-registry", metavar="NAME@ALIAS", help="registered model, e.g. imfuse-reduced@champion or NAME@3")
+    p.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI for --from-registry (default: MLFLOW_TRACKING_URI)")
+    p.add_argument("--base-path", required=True, help="serving base path (TF Serving's --model_base_path parent)")
+    p.add_argument("--name", default="imfuse", help="model name (folder under the base path)")
+    p.add_argument("--version", type=int, default=None, help="version number (default: highest existing + 1)")
+    p.set_defaults(func=run)
+
+
+def parse_registry_ref(ref: str) -> tuple[str, str]:
+    """'imfuse-reduced@champion' -> ('imfuse-reduced', 'champion')."""
+    name, sep, alias = ref.rpartition("@")
+    if not sep or not name or not alias:
+        raise ConfigError(f"--from-registry must look like NAME@ALIAS or NAME@VERSION, got {ref!r}")
+    return name, alias
+
+
+def _keras_file(downloaded: Path, ref: str) -> Path:
+    if downloaded.is_file() and downloaded.suffix == ".keras":
+        return downloaded
+    found = sorted(downloaded.rglob("*.keras")) if downloaded.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    raise ModelError(f"registry entry {ref} downloaded to {downloaded} holds {len(found)} .keras files; expected one")
+
+
+def run(args: argparse.Namespace) -> int:
+    from imfuse.export import describe_signatures, export_saved_model
+    from imfuse.networks import load_model
+
+    if args.version is not None and args.version < 1:
+        raise ConfigError(f"--version must be a positive integer, got {args.version}")
+    if args.from_registry:
+        name, alias = parse_registry_ref(args.from_registry)
+        try:
+            from imfuse.tracking.registry import download_model
+        except ImportError as exc:
+            raise ModelError(f"registry support is unavailable ({exc})") from None
+        model_path = _keras_file(download_model(name, alias, args.mlflow_uri), args.from_registry)
+    else:
+        model_path = Path(args.model)
+        if model_path.suffix != ".keras":
+            raise ConfigError(f"--model must be a .keras file, got {args.model}")
+    model = load_model(model_path)
+    path = export_saved_model(model, args.base_path, name=args.name, version=args.version)
+    print(path)
+    for key, sig in describe_signatures(path).items():
+        optional = set(sig["optional"])
+        inputs = ", ".join(f"{k}{'?' if k in optional else ''}: {v}" for k, v in sig["inputs"].items())
+        outputs = ", ".join(f"{k}: {v}" for k, v in sig["outputs"].items())
+        print(f"  {key}({inputs}) -> {outputs}")
+    return 0

@@ -1,0 +1,320 @@
+"""SavedModel export with serving signatures, in TF Serving's versioned layout.
+
+`export_saved_model(model, base, name)` writes BASE/<name>/<version>/ so TF Serving (and
+`imfuse serve`) pick up new versions by polling. The version folder appears in one
+`os.rename` of a finished temporary folder, so a poller never sees half a model, and an
+existing version is never overwritten.
+
+Signatures (docs/CONTRACTS.md), all batched over a 1-D string batch of encoded images:
+
+- `serving_default`: `content_image`, `style_image` -> `stylized_image` (PNG, content size)
+- `style_embedding`: `style_image` -> `embedding` (float32 [batch, D])
+- `stylize_with_embedding`: `content_image`, `embedding` -> `stylized_image`
+
+Optional inputs. TF Serving cannot pick between two functions under one signature key,
+but a SignatureDef may declare *defaults* (`SignatureDef.defaults`, exported from
+tf.function keyword defaults as PlaceholderWithDefault); TF Serving's Predict accepts
+requests that leave such inputs out. So both stylising signatures take, optionally:
+
+- `strength` float32 [n], default [1.0]: 0 = the content's own embedding, 1 = the style;
+- `preserve_color` bool [n], default [False]: keep the content's chroma (YIQ);
+- `mask_image` string [n], default [b""]: encoded mask (alpha, else luminance) limiting
+  where the style shows; empty bytes = no mask.
+
+Here n is 1 (applies to the whole batch) or the batch size; `style_image` and
+`embedding` broadcast the same way, so one style can serve a batch of contents.
+Clients that omit the optional inputs get plain full-strength stylisation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from imfuse.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from imfuse.networks.model import StyleTransferModel
+
+SIGNATURES = ("serving_default", "style_embedding", "stylize_with_embedding")
+METADATA_FILE = "assets.extra/imfuse_export.json"
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"  # replayed by TF Serving before it serves a version
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def build_serving_module(model: "StyleTransferModel"):
+    """A tf.Module tracking the model's variables with the three serving tf.functions."""
+    import tensorflow as tf
+
+    from imfuse import serving_graph as g
+
+    style_size = int(model.variant.style_size)
+    dim = int(model.embedding_dim)
+
+    def embed(style_image):
+        def one(data):
+            return g.square_resize(g.decode_rgb(data, "style_image"), style_size)
+
+        styles = tf.map_fn(one, style_image, fn_output_signature=tf.TensorSpec([style_size, style_size, 3], tf.float32))
+        return tf.ensure_shape(model.embed_style(styles, training=False), [None, dim])
+
+    def stylize_batch(contents, embedding, strength):
+        """The Keras model's own calls: blend towards the content's embedding, then transform."""
+        blended = tf.cond(
+            tf.reduce_all(tf.equal(strength, 1.0)),
+            lambda: embedding,
+            lambda: model.blend_embeddings(contents, embedding, strength, training=False),
+        )
+        return model.stylize_with_embedding(contents, blended, training=False)
+
+    def stylize(content_image, embedding, strength, preserve_color, mask_image):
+        batch = tf.shape(content_image)[0]
+        strength = tf.convert_to_tensor(strength, tf.float32)
+        valid = tf.debugging.Assert(
+            tf.reduce_all(tf.logical_and(strength >= 0.0, strength <= 1.0)),
+            ["strength must be between 0 and 1; got", strength],
+        )
+        with tf.control_dependencies([valid]):
+            embedding = g.broadcast_batch(embedding, batch, "embedding")
+        strength = g.broadcast_batch(strength, batch, "strength")
+        preserve_color = g.broadcast_batch(preserve_color, batch, "preserve_color")
+        mask_image = g.broadcast_batch(mask_image, batch, "mask_image")
+        flat, shapes = g.decode_batch(content_image, "content_image")
+
+        def finish(index, content, stylized):
+            stylized = tf.clip_by_value(stylized, 0.0, 1.0)
+            stylized = tf.cond(
+                preserve_color[index], lambda: g.preserve_color(content, stylized), lambda: stylized
+            )
+            shape = tf.shape(content)
+            mask = g.decode_mask(mask_image[index], shape[0], shape[1])
+            return g.encode_png(g.apply_mask(content, stylized, mask))
+
+        def image(index):
+            return tf.reshape(flat[index], shapes[index])
+
+        def batched():
+            # Same-size contents go through the network as one batch (throughput).
+            contents = tf.reshape(flat.flat_values, tf.concat([[batch], shapes[0]], 0))
+            stylized = stylize_batch(contents, embedding, strength)
+            return tf.map_fn(
+                lambda i: finish(i, contents[i], stylized[i]),
+                tf.range(batch),
+                fn_output_signature=tf.TensorSpec([], tf.string),
+            )
+
+        def looped():
+            def one(i):
+                content = image(i)
+                out = stylize_batch(content[None], embedding[i : i + 1], strength[i : i + 1])[0]
+                return finish(i, content, out)
+
+            return tf.map_fn(one, tf.range(batch), fn_output_signature=tf.TensorSpec([], tf.string))
+
+        same_size = tf.logical_and(
+            batch > 0, tf.reduce_all(tf.equal(shapes, shapes[: tf.minimum(batch, 1)]))
+        )
+        return tf.cond(same_size, batched, looped)
+
+    strings = tf.TensorSpec([None], tf.string)
+    strength_spec = tf.TensorSpec([None], tf.float32, name="strength")
+    preserve_spec = tf.TensorSpec([None], tf.bool, name="preserve_color")
+    mask_spec = tf.TensorSpec([None], tf.string, name="mask_image")
+    default_strength = tf.constant([1.0], tf.float32)
+    default_preserve = tf.constant([False])
+    default_mask = tf.constant([b""])
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="content_image"),
+            tf.TensorSpec([None], tf.string, name="style_image"),
+            strength_spec,
+            preserve_spec,
+            mask_spec,
+        ]
+    )
+    def serving_default(
+        content_image,
+        style_image,
+        strength=default_strength,
+        preserve_color=default_preserve,
+        mask_image=default_mask,
+    ):
+        embedding = embed(style_image)
+        return {"stylized_image": stylize(content_image, embedding, strength, preserve_color, mask_image)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="style_image")])
+    def style_embedding(style_image):
+        return {"embedding": embed(style_image)}
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="content_image"),
+            tf.TensorSpec([None, dim], tf.float32, name="embedding"),
+            strength_spec,
+            preserve_spec,
+            mask_spec,
+        ]
+    )
+    def stylize_with_embedding(
+        content_image,
+        embedding,
+        strength=default_strength,
+        preserve_color=default_preserve,
+        mask_image=default_mask,
+    ):
+        return {"stylized_image": stylize(content_image, embedding, strength, preserve_color, mask_image)}
+
+    module = tf.Module()
+    # Keras 3 variables are trackable; listing them makes the SavedModel checkpoint hold them.
+    module.model_variables = list(model.variables)
+    module.serving_default = serving_default
+    module.style_embedding = style_embedding
+    module.stylize_with_embedding = stylize_with_embedding
+    return module
+
+
+def existing_versions(model_dir: Path) -> list[int]:
+    """Integer-named subfolders (TF Serving ignores everything else, e.g. our .tmp folders)."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _warmup_image(size: int, seed: int) -> bytes:
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    return tf.io.encode_png(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).numpy()
+
+
+def write_warmup_requests(path: Path, name: str, embedding_dim: int) -> None:
+    """One small PredictRequest per signature, so TF Serving traces and warms every
+    signature before the version goes live (first real requests are not slowed down)."""
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    content, style = _warmup_image(64, 0), _warmup_image(64, 1)
+    requests = {
+        "serving_default": {"content_image": [content], "style_image": [style]},
+        "style_embedding": {"style_image": [style]},
+        "stylize_with_embedding": {
+            "content_image": [content],
+            "embedding": np.zeros((1, embedding_dim), np.float32),
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for signature, inputs in requests.items():
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=name, signature_name=signature)
+            )
+            for key, value in inputs.items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
+def _metadata(model: "StyleTransferModel", version: int) -> dict:
+    return {
+        "format": "imfuse-savedmodel/1",
+        "version": version,
+        "model_name": model.name,
+        "variant": model.variant.to_dict(),
+        "embedding_dim": int(model.embedding_dim),
+        "signatures": list(SIGNATURES),
+    }
+
+
+def export_saved_model(
+    model: "StyleTransferModel",
+    base_path: str | os.PathLike,
+    name: str = "imfuse",
+    version: int | None = None,
+) -> Path:
+    """Write BASE/<name>/<version>/ atomically; returns the version folder.
+
+    `version=None` takes the highest existing version + 1 (1 for a new model).
+    """
+    import tensorflow as tf
+
+    if not _NAME_RE.match(name or ""):
+        raise ConfigError(f"model name must be letters, digits, '.', '_' or '-' (got {name!r})")
+    if version is not None and (isinstance(version, bool) or int(version) < 1):
+        raise ConfigError(f"version must be a positive integer, got {version!r}")
+    model_dir = Path(base_path) / name
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelError(f"cannot create {model_dir}: {exc.strerror or exc}") from None
+    if version is None:
+        versions = existing_versions(model_dir)
+        version = (versions[-1] + 1) if versions else 1
+    version = int(version)
+    target = model_dir / str(version)
+    if target.exists():
+        raise ModelError(f"{target} already exists; versions are never overwritten (pick another --version)")
+
+    tmp = model_dir / f".tmp-{version}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        module = build_serving_module(model)
+        tf.saved_model.save(
+            module,
+            str(tmp),
+            signatures={key: getattr(module, key) for key in SIGNATURES},
+        )
+        meta = tmp / METADATA_FILE
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        meta.write_text(json.dumps(_metadata(model, version), indent=2))
+        write_warmup_requests(tmp / WARMUP_FILE, name, int(model.embedding_dim))
+        if target.exists():  # another exporter won the race while we were writing
+            raise ModelError(f"{target} appeared during export; versions are never overwritten")
+        os.rename(tmp, target)
+    except ModelError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelError(f"cannot write SavedModel to {target}: {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def describe_signatures(version_dir: str | os.PathLike) -> dict[str, dict]:
+    """{signature: {"inputs": {name: "DT_X [shape]"}, "outputs": {...}, "optional": [...]}} from saved_model.pb."""
+    from tensorflow.core.framework import types_pb2
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = Path(version_dir) / "saved_model.pb"
+    proto = saved_model_pb2.SavedModel()
+    try:
+        proto.ParseFromString(path.read_bytes())
+    except Exception as exc:  # noqa: BLE001 - missing file or corrupt proto: "not a SavedModel"
+        raise ModelError(f"cannot read {path}: {exc}") from None
+
+    def text(info) -> str:
+        dims = ", ".join("None" if d.size < 0 else str(d.size) for d in info.tensor_shape.dim)
+        return f"{types_pb2.DataType.Name(info.dtype)} [{dims}]"
+
+    out: dict[str, dict] = {}
+    for meta_graph in proto.meta_graphs:
+        if "serve" not in meta_graph.meta_info_def.tags:
+            continue
+        for key, sig in sorted(meta_graph.signature_def.items()):
+            if key.startswith("__"):
+                continue
+            out[key] = {
+                "inputs": {k: text(v) for k, v in sorted(sig.inputs.items())},
+                "outputs": {k: text(v) for k, v in sorted(sig.outputs.items())},
+                "optional": sorted(sig.defaults),
+            }
+    return out

@@ -1,0 +1,278 @@
+"""Tests for imfuse.export / imfuse.serving_graph: signatures match the Keras model,
+versioned atomic layout, bad bytes -> InvalidArgumentError, CLI errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import bomb_png
+from imfuse.errors import ConfigError, ModelError
+from imfuse.export import describe_signatures, existing_versions, export_saved_model
+from imfuse.images import decode_image, encode_png, to_uint8
+
+Q = 1.0 / 255.0 + 1e-6  # one PNG quantisation step
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    return encode_png(rgb)
+
+
+def _rgb(png: bytes) -> np.ndarray:
+    return decode_image(png).rgb
+
+
+def _quantised(x) -> np.ndarray:
+    return to_uint8(np.asarray(x)) / 255.0
+
+
+def _image(h: int, w: int, seed: int) -> np.ndarray:
+    """A smooth colour image (exactly representable in 8 bits, so PNG round trips are lossless)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    phase = rng.random(3) * 6
+    img = 0.5 + 0.4 * np.sin(np.stack([x * 7 + phase[0], y * 5 + phase[1], (x + y) * 3 + phase[2]], -1))
+    return _quantised(img).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def model():
+    from imfuse.networks import build_model
+
+    return build_model("reduced", predictor_weights="none")
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    base = tmp_path_factory.mktemp("serving")
+    path = export_saved_model(model, base, name="imfuse")
+    return base, path, tf.saved_model.load(str(path))
+
+
+def _defaults(**kw):
+    full = {
+        "strength": tf.constant([1.0]),
+        "preserve_color": tf.constant([False]),
+        "mask_image": tf.constant([b""]),
+    }
+    full.update({k: tf.constant(v) for k, v in kw.items()})
+    return full
+
+
+def _stylize(loaded, contents, styles, **kw):
+    out = loaded.signatures["serving_default"](
+        content_image=tf.constant(contents), style_image=tf.constant(styles), **_defaults(**kw)
+    )
+    return [_rgb(b) for b in out["stylized_image"].numpy()]
+
+
+def test_layout_and_signature_defs(exported):
+    base, path, _ = exported
+    assert path == base / "imfuse" / "1"
+    assert (path / "saved_model.pb").is_file() and (path / "variables").is_dir()
+    assert not [p for p in (base / "imfuse").iterdir() if p.name.startswith(".tmp")]
+    sigs = describe_signatures(path)
+    assert set(sigs) == {"serving_default", "style_embedding", "stylize_with_embedding"}
+    assert sigs["serving_default"]["inputs"]["content_image"] == "DT_STRING [None]"
+    assert sigs["serving_default"]["outputs"] == {"stylized_image": "DT_STRING [None]"}
+    assert sigs["serving_default"]["optional"] == ["mask_image", "preserve_color", "strength"]
+    assert sigs["style_embedding"]["outputs"] == {"embedding": "DT_FLOAT [None, 100]"}
+    assert sigs["stylize_with_embedding"]["inputs"]["embedding"] == "DT_FLOAT [None, 100]"
+
+
+def test_warmup_requests_replay(exported):
+    """assets.extra/tf_serving_warmup_requests: one valid PredictRequest per signature."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    _, path, loaded = exported
+    seen = []
+    for record in tf.data.TFRecordDataset(str(path / "assets.extra" / "tf_serving_warmup_requests")):
+        request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+        assert request.model_spec.name == "imfuse"
+        inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+        if request.model_spec.signature_name != "style_embedding":
+            inputs.update(_defaults())
+        out = loaded.signatures[request.model_spec.signature_name](**inputs)
+        assert all(v.shape[0] == 1 for v in out.values())
+        seen.append(request.model_spec.signature_name)
+    assert sorted(seen) == ["serving_default", "style_embedding", "stylize_with_embedding"]
+
+
+def test_round_trip_matches_keras_model(model, exported):
+    _, _, loaded = exported
+    content, style = _image(40, 48, 0), _image(64, 56, 1)
+    got = _stylize(loaded, [_png(content)], [_png(style)])[0]
+    ref = np.asarray(model({"content": content[None], "style": style[None]}))[0]
+    assert got.shape == content.shape
+    assert np.abs(got - _quantised(ref)).max() <= Q
+    emb = loaded.signatures["style_embedding"](style_image=tf.constant([_png(style)]))["embedding"].numpy()
+    np.testing.assert_allclose(emb, np.asarray(model.embed_style(style[None])), atol=1e-4)
+
+
+def test_optional_inputs_have_signature_defaults(exported):
+    """TF Serving fills SignatureDef.defaults for inputs a request leaves out."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    _, path, _ = exported
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((path / "saved_model.pb").read_bytes())
+    sigs = proto.meta_graphs[0].signature_def
+    for key in ("serving_default", "stylize_with_embedding"):
+        defaults = {k: tf.make_ndarray(v).tolist() for k, v in sigs[key].defaults.items()}
+        assert defaults == {"strength": [1.0], "preserve_color": [False], "mask_image": [b""]}
+    assert not sigs["style_embedding"].defaults
+
+
+def test_strength_zero_differs_from_one_and_matches_model(model, exported):
+    _, _, loaded = exported
+    content, style = _image(32, 40, 4), _image(48, 48, 5)
+    zero = _stylize(loaded, [_png(content)], [_png(style)], strength=[0.0])[0]
+    one = _stylize(loaded, [_png(content)], [_png(style)], strength=[1.0])[0]
+    assert np.abs(zero - one).max() > 2 * Q
+    ref = np.asarray(model({"content": content[None], "style": style[None]}, strength=np.float32([0.0])))[0]
+    assert np.abs(zero - _quantised(ref)).max() <= Q
+
+
+def test_embedding_mix_over_the_wire(model, exported):
+    _, _, loaded = exported
+    content = _image(36, 44, 6)
+    styles = [_png(_image(48, 48, 7)), _png(_image(40, 56, 8))]
+    emb = loaded.signatures["style_embedding"](style_image=tf.constant(styles))["embedding"].numpy()
+    assert emb.shape == (2, 100) and np.abs(emb[0] - emb[1]).max() > 1e-3
+    mix = 0.3 * emb[:1] + 0.7 * emb[1:]
+    sig = loaded.signatures["stylize_with_embedding"]
+    out = sig(content_image=tf.constant([_png(content)]), embedding=tf.constant(mix), **_defaults())
+    got = _rgb(out["stylized_image"].numpy()[0])
+    ref = np.asarray(model.stylize_with_embedding(content[None], mix))[0]
+    assert np.abs(got - _quantised(ref)).max() <= Q
+    only_first = sig(content_image=tf.constant([_png(content)]), embedding=tf.constant(emb[:1]), **_defaults())
+    assert np.abs(got - _rgb(only_first["stylized_image"].numpy()[0])).max() > Q
+
+
+def test_batch_of_different_and_equal_sizes(exported):
+    _, _, loaded = exported
+    a, b, c = _png(_image(40, 48, 9)), _png(_image(36, 52, 10)), _png(_image(40, 48, 11))
+    style = _png(_image(48, 48, 12))
+    mixed = _stylize(loaded, [a, b], [style])  # one style broadcast over two contents
+    assert [m.shape for m in mixed] == [(40, 48, 3), (36, 52, 3)]
+    same = _stylize(loaded, [a, c], [style, style])  # equal sizes: one batched network call
+    singles = [_stylize(loaded, [x], [style])[0] for x in (a, b, c)]
+    for got, ref in zip(mixed + same, [singles[0], singles[1], singles[0], singles[2]]):
+        assert np.abs(got - ref).max() <= Q
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        _stylize(loaded, [a, b, c], [style, style])  # 2 styles for 3 contents
+
+
+def test_mask_and_preserve_color(exported):
+    _, _, loaded = exported
+    content = _image(32, 48, 13)
+    style = _png(_image(48, 48, 14))
+    mask = np.zeros((32, 48, 4), np.float32)
+    mask[:, 24:, 3] = 1.0  # alpha: stylise the right half only
+    masked = _stylize(loaded, [_png(content)], [style], mask_image=[_png(mask)])[0]
+    full = _stylize(loaded, [_png(content)], [style])[0]
+    assert np.abs(masked[:, :23] - content[:, :23]).max() <= Q
+    assert np.abs(masked[:, 25:] - full[:, 25:]).max() <= Q
+    kept = _stylize(loaded, [_png(content)], [style], preserve_color=[True])[0]
+    from imfuse.color import preserve_color, rgb_to_yiq
+
+    assert np.abs(kept - preserve_color(content, full)).max() <= 3 * Q
+    assert np.abs(rgb_to_yiq(kept)[..., 1:] - rgb_to_yiq(content)[..., 1:]).mean() < np.abs(
+        rgb_to_yiq(full)[..., 1:] - rgb_to_yiq(content)[..., 1:]
+    ).mean()
+
+
+@pytest.mark.parametrize(
+    "content, style",
+    [
+        (b"not an image at all", None),
+        (b"", None),
+        (None, b"\x89PNG\r\n\x1a\n" + b"\x00" * 40),
+        (bomb_png(), None),  # declares 60000x60000 px: refused before decoding
+        (None, "tiny"),
+    ],
+    ids=["text", "empty", "broken-png", "bomb", "too-small"],
+)
+def test_invalid_bytes_raise_invalid_argument(exported, content, style):
+    _, _, loaded = exported
+    good = _png(_image(32, 32, 15))
+    if style == "tiny":
+        style = _png(_image(8, 8, 16))
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        _stylize(
+            loaded, [good if content is None else content], [good if style is None else style]
+        )
+    if style is not None:
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            loaded.signatures["style_embedding"](style_image=tf.constant([style]))
+
+
+def test_strength_out_of_range_is_invalid_argument(exported):
+    _, _, loaded = exported
+    img = _png(_image(32, 32, 17))
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        _stylize(loaded, [img], [img], strength=[1.5])
+
+
+class _FakeModule:
+    serving_default = style_embedding = stylize_with_embedding = None
+
+
+def test_versions_never_overwritten_and_numbered(model, exported, monkeypatch):
+    base, _, _ = exported
+    with pytest.raises(ModelError, match="already exists"):
+        export_saved_model(model, base, name="imfuse", version=1)
+    with pytest.raises(ConfigError):
+        export_saved_model(model, base, name="../escape")
+    with pytest.raises(ConfigError):
+        export_saved_model(model, base, name="imfuse", version=0)
+
+    # Fake the slow save: only the numbering and atomic rename are under test here.
+    def fake_save(module, path, signatures=None):
+        assert not Path(path).name.isdigit() and Path(path).name.startswith(".tmp-")
+        Path(path).mkdir(parents=True)
+        (Path(path) / "saved_model.pb").write_bytes(b"x")
+
+    monkeypatch.setattr(tf.saved_model, "save", fake_save)
+    monkeypatch.setattr("imfuse.export.build_serving_module", lambda m: _FakeModule())
+    (base / "imfuse" / "5").mkdir()
+    assert export_saved_model(model, base, name="imfuse") == base / "imfuse" / "6"
+    assert export_saved_model(model, base, name="imfuse", version=3) == base / "imfuse" / "3"
+    assert existing_versions(base / "imfuse") == [1, 3, 5, 6]
+    assert (base / "imfuse" / "6" / "assets.extra" / "imfuse_export.json").is_file()
+
+
+def test_failed_export_leaves_nothing_behind(model, tmp_path, monkeypatch):
+    def broken_save(module, path, signatures=None):
+        Path(path).mkdir(parents=True)
+        (Path(path) / "partial").write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", broken_save)
+    monkeypatch.setattr("imfuse.export.build_serving_module", lambda m: _FakeModule())
+    with pytest.raises(RuntimeError):
+        export_saved_model(model, tmp_path, name="m")
+    assert list((tmp_path / "m").iterdir()) == []
+
+
+def _cli(capsys, *args: str) -> tuple[int, list[str], str]:
+    from imfuse.cli import main
+
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, [ln for ln in captured.err.splitlines() if ln.strip()], captured.out
+
+
+def test_cli_bad_model_path_one_line_exit_2(tmp_path, capsys):
+    code, lines, _ = _cli(capsys, "export", "--model", str(tmp_path / "missing.keras"), "--base-path", str(tmp_path))
+    assert code == 2 and len(lines) == 1 and "missing.keras" in lines[0]
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a zip")
+    code, lines, _ = _cli(capsys, "export", "--model", str(bad), "--base-path", str(tmp_path))
+    assert code == 2 and len(lines) == 1 and "bad.keras" in lines[0]
+    code, lines, _ = _cli(capsys, "export", "--from-registry", "no-alias", "--base-path", str(tmp_path))
+    assert code == 2 and len(lines) == 1 and "NAME@ALIAS" in lines[0]
+    assert not (tmp_path / "imfuse").exists()
