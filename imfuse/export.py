@@ -10,6 +10,11 @@ Signatures (docs/CONTRACTS.md), all batched over a 1-D string batch of encoded i
 - `serving_default`: `content_image`, `style_image` -> `stylized_image` (PNG, content size)
 - `style_embedding`: `style_image` -> `embedding` (float32 [batch, D])
 - `stylize_with_embedding`: `content_image`, `embedding` -> `stylized_image`
+- `stylize_rest`: as `serving_default`, output named `stylized_image_bytes`. TF Serving's
+  REST API base64-encodes only string outputs whose name ends in `_bytes`; any other
+  string output is written raw into the JSON, which breaks for PNG bytes. REST clients
+  therefore ask for `"signature_name": "stylize_rest"`; gRPC clients use the contract's
+  `serving_default`.
 
 Optional inputs. TF Serving cannot pick between two functions under one signature key,
 but a SignatureDef may declare *defaults* (`SignatureDef.defaults`, exported from
@@ -40,7 +45,8 @@ from imfuse.errors import ConfigError, ModelError
 if TYPE_CHECKING:  # pragma: no cover
     from imfuse.networks.model import StyleTransferModel
 
-SIGNATURES = ("serving_default", "style_embedding", "stylize_with_embedding")
+SIGNATURES = ("serving_default", "style_embedding", "stylize_with_embedding", "stylize_rest")
+REST_OUTPUT = "stylized_image_bytes"
 METADATA_FILE = "assets.extra/imfuse_export.json"
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"  # replayed by TF Serving before it serves a version
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -147,6 +153,17 @@ def build_serving_module(model: "StyleTransferModel"):
         embedding = embed(style_image)
         return {"stylized_image": stylize(content_image, embedding, strength, preserve_color, mask_image)}
 
+    @tf.function(input_signature=serving_default.input_signature)
+    def stylize_rest(
+        content_image,
+        style_image,
+        strength=default_strength,
+        preserve_color=default_preserve,
+        mask_image=default_mask,
+    ):
+        embedding = embed(style_image)
+        return {REST_OUTPUT: stylize(content_image, embedding, strength, preserve_color, mask_image)}
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="style_image")])
     def style_embedding(style_image):
         return {"embedding": embed(style_image)}
@@ -175,6 +192,7 @@ def build_serving_module(model: "StyleTransferModel"):
     module.serving_default = serving_default
     module.style_embedding = style_embedding
     module.stylize_with_embedding = stylize_with_embedding
+    module.stylize_rest = stylize_rest
     return module
 
 
@@ -203,6 +221,7 @@ def write_warmup_requests(path: Path, name: str, embedding_dim: int) -> None:
     content, style = _warmup_image(64, 0), _warmup_image(64, 1)
     requests = {
         "serving_default": {"content_image": [content], "style_image": [style]},
+        "stylize_rest": {"content_image": [content], "style_image": [style]},
         "style_embedding": {"style_image": [style]},
         "stylize_with_embedding": {
             "content_image": [content],

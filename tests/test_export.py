@@ -75,7 +75,8 @@ def test_layout_and_signature_defs(exported):
     assert (path / "saved_model.pb").is_file() and (path / "variables").is_dir()
     assert not [p for p in (base / "imfuse").iterdir() if p.name.startswith(".tmp")]
     sigs = describe_signatures(path)
-    assert set(sigs) == {"serving_default", "style_embedding", "stylize_with_embedding"}
+    assert set(sigs) == {"serving_default", "style_embedding", "stylize_with_embedding", "stylize_rest"}
+    assert sigs["stylize_rest"]["outputs"] == {"stylized_image_bytes": "DT_STRING [None]"}
     assert sigs["serving_default"]["inputs"]["content_image"] == "DT_STRING [None]"
     assert sigs["serving_default"]["outputs"] == {"stylized_image": "DT_STRING [None]"}
     assert sigs["serving_default"]["optional"] == ["mask_image", "preserve_color", "strength"]
@@ -276,3 +277,33 @@ def test_cli_bad_model_path_one_line_exit_2(tmp_path, capsys):
     code, lines, _ = _cli(capsys, "export", "--from-registry", "no-alias", "--base-path", str(tmp_path))
     assert code == 2 and len(lines) == 1 and "NAME@ALIAS" in lines[0]
     assert not (tmp_path / "imfuse").exists()
+
+
+def test_rest_signature_returns_valid_b64_json_through_the_server(exported):
+    """TF Serving base64-encodes only `*_bytes` string outputs; `stylize_rest` is the one
+    REST clients get valid JSON from, and it carries the same PNG as serving_default."""
+    import json
+    import urllib.request
+
+    from imfuse.serving.client import PredictionClient, RestClient
+    from imfuse.serving.server import ServerOptions, start_server
+
+    base, _, _ = exported
+    content, style = _png(_image(40, 56, 3)), _png(_image(32, 32, 4))
+    running = start_server(ServerOptions(model_base_path=str(base / "imfuse"), port=0, rest_port=0, host="127.0.0.1"))
+    try:
+        rest_png = RestClient(f"127.0.0.1:{running.rest_port}").stylize(content, style)
+        grpc_png = PredictionClient(f"127.0.0.1:{running.grpc_port}").stylize(content, style)
+        import base64
+
+        body = json.dumps({"signature_name": "stylize_rest", "inputs": {
+            "content_image": [{"b64": base64.b64encode(content).decode()}],
+            "style_image": [{"b64": base64.b64encode(style).decode()}]}}).encode()
+        url = f"http://127.0.0.1:{running.rest_port}/v1/models/imfuse:predict"
+        raw = urllib.request.urlopen(urllib.request.Request(url, body, {"Content-Type": "application/json"})).read()
+    finally:
+        running.stop()
+    doc = json.loads(raw.decode("utf-8"))  # strict UTF-8 JSON, as any generic client parses it
+    assert base64.b64decode(doc["outputs"][0]["b64"]) == grpc_png
+    assert rest_png == grpc_png
+    assert _rgb(rest_png).shape == (40, 56, 3)

@@ -77,12 +77,17 @@ class _Base:
     def predict(self, inputs: dict[str, np.ndarray], signature_name: str = "") -> dict[str, np.ndarray]:
         raise NotImplementedError  # pragma: no cover - implemented by transports
 
-    def stylize(self, content_bytes: bytes, style_bytes: bytes, strength: float | None = None) -> bytes:
-        """Encoded content + style image -> PNG bytes of the stylised content."""
+    @staticmethod
+    def _stylize_inputs(content_bytes: bytes, style_bytes: bytes, strength: float | None) -> dict:
         inputs = {"content_image": np.array([content_bytes], dtype=object),
                   "style_image": np.array([style_bytes], dtype=object)}
         if strength is not None:
             inputs["strength"] = np.array([strength], dtype=np.float32)
+        return inputs
+
+    def stylize(self, content_bytes: bytes, style_bytes: bytes, strength: float | None = None) -> bytes:
+        """Encoded content + style image -> PNG bytes of the stylised content."""
+        inputs = self._stylize_inputs(content_bytes, style_bytes, strength)
         return bytes(self.predict(inputs, "serving_default")["stylized_image"][0])
 
     def style_embedding(self, style_bytes: bytes) -> np.ndarray:
@@ -268,13 +273,27 @@ class RestClient(_Base):
             outputs = {self._single_output_name(signature_name): outputs}
         return {k: _to_array(v, encoding, string_bytes) for k, v in outputs.items()}
 
+    def stylize(self, content_bytes: bytes, style_bytes: bytes, strength: float | None = None) -> bytes:
+        """Over REST, prefer the export's `stylize_rest` signature: TF Serving base64-encodes
+        only string outputs named `*_bytes`, so that is the one real TF Serving returns as
+        valid JSON. Models without it (older exports) fall back to `serving_default`."""
+        from imfuse.export import REST_OUTPUT
+
+        if "stylize_rest" not in self._signature_outputs():
+            return super().stylize(content_bytes, style_bytes, strength)
+        inputs = self._stylize_inputs(content_bytes, style_bytes, strength)
+        return bytes(self.predict(inputs, "stylize_rest")[REST_OUTPUT][0])
+
+    def _signature_outputs(self) -> dict[str, list[str]]:
+        if not self._output_names:
+            signatures = self.metadata()["signatures"]
+            self._output_names.update({k: sorted(v["outputs"]) for k, v in signatures.items()})
+        return self._output_names
+
     def _single_output_name(self, signature_name: str) -> str:
         """TF Serving leaves a lone output unnamed in JSON; its name comes from metadata (cached)."""
         key = signature_name or "serving_default"
-        if key not in self._output_names:
-            signatures = self.metadata()["signatures"]
-            self._output_names.update({k: sorted(v["outputs"]) for k, v in signatures.items()})
-        names = self._output_names.get(key) or ["output"]
+        names = self._signature_outputs().get(key) or ["output"]
         return names[0]
 
     def metadata(self) -> dict:
