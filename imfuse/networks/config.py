@@ -1,0 +1,90 @@
+"""Variant knobs of the style networks, recorded in every saved model's config."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from imfuse.errors import ConfigError
+
+PREDICTORS = ("inception_v3", "small")
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """Architecture of one variant. Defaults are the paper's full model (REFERENCE-ARCH.md)."""
+
+    name: str = "full"
+    predictor: str = "inception_v3"  # "inception_v3" (trunk to mixed7) or "small"
+    predictor_width: int = 32  # base channels of the small predictor
+    alpha: float = 1.0  # transformer width multiplier
+    residual_blocks: int = 5
+    separable: bool = False  # depthwise-separable convs in the residual/expand stages
+    outer_kernel: int = 9  # kernel of the first and last transformer conv
+    separable_outer: bool = False  # depthwise-separable first/last conv
+    bottleneck: int = 100
+    style_size: int = 256  # style images are centre-cropped and resized to this
+
+    def __post_init__(self) -> None:
+        if self.predictor not in PREDICTORS:
+            raise ConfigError(f"predictor must be one of {', '.join(PREDICTORS)}, got {self.predictor!r}")
+        if not 0.0 < self.alpha <= 4.0:
+            raise ConfigError(f"alpha must be in (0, 4], got {self.alpha}")
+        if self.residual_blocks < 0:
+            raise ConfigError(f"residual_blocks must be >= 0, got {self.residual_blocks}")
+        if self.outer_kernel < 1 or self.outer_kernel % 2 == 0:
+            raise ConfigError(f"outer_kernel must be odd and positive, got {self.outer_kernel}")
+        for field in ("bottleneck", "style_size", "predictor_width"):
+            if getattr(self, field) < 1:
+                raise ConfigError(f"{field} must be positive, got {getattr(self, field)}")
+
+    def channels(self, base: int) -> int:
+        return max(1, int(round(base * self.alpha)))
+
+    @property
+    def norm_depths(self) -> list[int]:
+        """Depths of the conditionally normalised layers, in transformer order."""
+        return [self.channels(128)] * (2 * self.residual_blocks) + [self.channels(64), self.channels(32), 3]
+
+    @property
+    def style_param_count(self) -> int:
+        """Number of gamma+beta values the style heads produce (2758 for the full model)."""
+        return 2 * sum(self.norm_depths)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "VariantConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown variant option(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+VARIANTS: dict[str, VariantConfig] = {
+    "full": VariantConfig(),
+    "reduced": VariantConfig(
+        name="reduced",
+        predictor="small",
+        alpha=0.25,
+        residual_blocks=3,
+        separable=True,
+        outer_kernel=9,
+        separable_outer=True,
+    ),
+}
+
+
+def variant_config(variant: str | VariantConfig, **overrides) -> VariantConfig:
+    """The named variant's config with `overrides` applied (unknown names -> ConfigError)."""
+    if isinstance(variant, VariantConfig):
+        base = variant
+    elif variant in VARIANTS:
+        base = VARIANTS[variant]
+    else:
+        raise ConfigError(f"unknown model variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if not overrides:
+        return base
+    return VariantConfig.from_dict({**base.to_dict(), **overrides})

@@ -1,0 +1,146 @@
+"""The combined arbitrary-style model: predictor + style heads + transformer.
+
+`StyleTransferModel` is what training, evaluation, export and serving share; its config
+records the variant so a saved `.keras` file rebuilds the same architecture.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+
+from imfuse.errors import ConfigError, ModelError
+from imfuse.networks.config import VariantConfig, variant_config
+from imfuse.networks.predictor import build_predictor, build_style_heads
+from imfuse.networks.transformer import build_transformer
+
+
+def _as_float(x) -> tf.Tensor:
+    """float32 tensor from arrays/tensors of any float dtype (mixed-precision outputs included)."""
+    return tf.cast(tf.convert_to_tensor(x), tf.float32)
+
+
+def preprocess_style(images: tf.Tensor, size: int) -> tf.Tensor:
+    """Centre square crop and resize to size x size: the predictor sees a fixed scale of texture."""
+    images = _as_float(images)
+    shape = tf.shape(images)
+    h, w = shape[1], shape[2]
+    side = tf.minimum(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = images[:, top : top + side, left : left + side, :]
+    return tf.image.resize(square, (size, size), method="bilinear", antialias=True)
+
+
+@keras.saving.register_keras_serializable(package="imfuse")
+class StyleTransferModel(keras.Model):
+    """Arbitrary style transfer: `model({"content": c, "style": s})` -> stylised (B, H, W, 3) in [0, 1].
+
+    `strength` (scalar or (B,)) interpolates the bottleneck between the content's own
+    embedding (0) and the style's (1). Pass it as the `strength=` keyword (a Python float
+    is fine) or inside the inputs as a tensor (Keras refuses Python floats mixed with tensors).
+    """
+
+    def __init__(
+        self,
+        variant_config: dict | VariantConfig | None = None,
+        predictor_weights: str = "none",
+        predictor_init: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        cfg = variant_config if isinstance(variant_config, VariantConfig) else VariantConfig.from_dict(
+            variant_config or {}
+        )
+        self.variant = cfg
+        # What initialised the predictor before any training; recorded, never reloaded.
+        self.predictor_init = predictor_init or predictor_weights
+        self.predictor = build_predictor(cfg, predictor_weights)
+        self.style_heads = build_style_heads(cfg)
+        self.transformer = build_transformer(cfg)
+        self.built = True
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.variant.bottleneck
+
+    def embed_style(self, style_images, training: bool = False) -> tf.Tensor:
+        """Style images (B, h, w, 3) in [0, 1], any size -> bottleneck (B, 100)."""
+        return self.embed_preprocessed(preprocess_style(style_images, self.variant.style_size), training)
+
+    def embed_preprocessed(self, style_images, training: bool = False) -> tf.Tensor:
+        """Embedding of styles already at style_size (the antialiased resize has no XLA kernel,
+        so XLA-compiled callers preprocess outside the compiled function)."""
+        return self.predictor(_as_float(style_images), training=training)
+
+    def stylize_with_embedding(self, content, embedding, training: bool = False) -> tf.Tensor:
+        """Content (B, H, W, 3) + embedding (B or 1, 100) -> stylised (B, H, W, 3)."""
+        content = _as_float(content)
+        params = self.style_heads(_as_float(embedding), training=training)
+        return self.transformer([content, params], training=training)
+
+    def blend_embeddings(self, content, style_embedding, strength, training: bool = False) -> tf.Tensor:
+        """strength * style + (1 - strength) * content's own embedding."""
+        strength = tf.reshape(tf.cast(strength, tf.float32), (-1, 1))
+        own = self.embed_style(content, training=training)
+        return strength * style_embedding + (1.0 - strength) * own
+
+    def call(self, inputs, training=None, strength=None):
+        if isinstance(inputs, dict):
+            content, style = inputs["content"], inputs["style"]
+            strength = inputs.get("strength", strength)
+        else:
+            content, style, *rest = inputs
+            if rest:
+                strength = rest[0]
+        embedding = self.embed_style(style, training=training)
+        if strength is not None and not (isinstance(strength, (int, float)) and strength == 1):
+            embedding = self.blend_embeddings(content, embedding, strength, training=training)
+        return self.stylize_with_embedding(content, embedding, training=training)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "variant_config": self.variant.to_dict(),
+            "predictor_init": self.predictor_init,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        # Weights come from the saved file, so never download or read the original init again.
+        config["predictor_weights"] = "none"
+        return cls(**config)
+
+
+def build_model(variant: str | VariantConfig = "reduced", predictor_weights: str = "none", **overrides):
+    """A fresh StyleTransferModel of `variant` ("full" or "reduced") with VariantConfig overrides."""
+    cfg = variant_config(variant, **overrides)
+    return StyleTransferModel(cfg, predictor_weights=predictor_weights, name=f"imfuse_{cfg.name}")
+
+
+def save_model(model: StyleTransferModel, path: str | os.PathLike) -> str:
+    """Saves to a `.keras` archive (config + weights); returns the path written."""
+    path = os.fspath(path)
+    if not path.endswith(".keras"):
+        raise ConfigError(f"model path must end in .keras: {path}")
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    model.save(path)
+    return path
+
+
+def load_model(path: str | os.PathLike) -> StyleTransferModel:
+    """Loads a model saved by save_model; anything else -> ModelError naming the file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelError(f"model file not found: {path}")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001 - corrupt zip, wrong classes, shape mismatch, ...
+        raise ModelError(f"cannot load model {path}: {type(exc).__name__}: {str(exc)[:300]}") from None
+    if not isinstance(model, StyleTransferModel):
+        raise ModelError(f"{path} holds a {type(model).__name__}, not an imfuse StyleTransferModel")
+    return model
