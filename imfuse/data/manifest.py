@@ -1,0 +1,59 @@
+"""manifest.json: what a prepared dataset holds, and the hash that names its version.
+
+The hash covers what a training run depends on (every shard's path, example count and
+SHA-256, the counts and the content-affecting options) and nothing about where or when
+it was written, so the same input prepared twice gets the same hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from imfuse.errors import DataError
+
+MANIFEST = "manifest.json"
+QUARANTINE = "quarantine.jsonl"
+FORMAT = "imfuse-dataset/1"
+HASHED_KEYS = ("format", "counts", "shards", "image_sizes", "options", "features")
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def dataset_hash(manifest: dict) -> str:
+    """sha256 over the hashed keys of a manifest, as "sha256:<hex>"."""
+    body = {k: manifest.get(k) for k in HASHED_KEYS}
+    return "sha256:" + hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def reason_counts(quarantine: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in quarantine:
+        counts[item["code"]] = counts.get(item["code"], 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def read_manifest(data_dir: str | Path) -> dict:
+    """Load and sanity-check DIR/manifest.json (DataError naming the file otherwise)."""
+    path = Path(data_dir) / MANIFEST
+    if not path.is_file():
+        raise DataError(
+            f"{path}: no manifest; is '{data_dir}' a dataset made by `imfuse data prepare`?"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DataError(f"{path}: not an {FORMAT} manifest")
+    if manifest.get("dataset_hash") != dataset_hash(manifest):
+        raise DataError(f"{path}: manifest hash does not match its content (edited or corrupt)")
+    return manifest
+
+
+def shard_entries(manifest: dict, kind: str, split: str) -> list[dict]:
+    return list(manifest.get("shards", {}).get(kind, {}).get(split, []))

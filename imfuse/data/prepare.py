@@ -1,0 +1,404 @@
+"""The Beam ingest pipeline: match -> read -> validate -> dedupe -> split -> resize -> TFRecords.
+
+Shape of the pipeline (one shuffle of image payloads, keyed by output shard):
+
+    (kind, uri) --Reshuffle--> DecodeResize --ok--> ((kind, shard), record) --GroupByKey--> WriteShards
+                                    |                      \\-- (kind, sha) -> Distinct -> ToList -> splits (side input)
+                                    \\--quarantine-----------------------------------------\\
+                                                                        shards, duplicates -> ToList -> stash
+
+A record's shard is a function of its content hash, so byte-identical files meet in the
+same group, where the one with the smallest URI is kept and the others are counted as
+duplicates. Shard file names and the order of examples inside them depend only on the
+hashes: the same input gives byte-identical shards on any runner. The driver turns the
+stash into `quarantine.jsonl` and `manifest.json` (written last, so a dataset without a
+manifest is an incomplete one).
+
+Runners: DirectRunner by default (set explicitly, multi-threaded, one worker per core);
+`runner="FlinkRunner" | "SparkRunner" | "DataflowRunner"` and any other Beam flags in
+`beam_args` go to `PipelineOptions` untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+from imfuse import __version__
+from imfuse.data import manifest as mf
+from imfuse.data.beamutil import import_beam
+from imfuse.data.examples import KINDS, SPLITS
+from imfuse.data.sources import match_sources
+from imfuse.data.split import SPLIT_SALT
+from imfuse.data.transforms import (
+    Progress,
+    WorkerOptions,
+    assign_all,
+    decode_resize_dofn,
+    write_shards_dofn,
+    write_stash,
+)
+from imfuse.errors import ConfigError, DataError
+from imfuse.images import ImageLimits
+
+log = logging.getLogger("imfuse.data")
+
+STASH = ".imfuse-ingest.json"
+IMAGE_FORMATS = ("png", "jpeg")
+
+
+@dataclass
+class PrepareConfig:
+    """Options of `imfuse data prepare`; sizes are the shorter side in pixels."""
+
+    content: str
+    styles: str
+    out: str
+    runner: str = "DirectRunner"
+    beam_args: list[str] = field(default_factory=list)
+    content_size: int = 256
+    style_size: int = 256
+    style_large_size: int = 512
+    eval_fraction: float = 0.1
+    unseen_fraction: float = 0.2
+    max_pixels: int = 64_000_000
+    min_side: int = 16
+    max_bytes: int = 64 * 1024 * 1024
+    image_format: str = "png"
+    images_per_shard: int = 200
+    overwrite: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        for name in ("content_size", "style_size", "style_large_size", "images_per_shard"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.min_side < 1 or self.max_pixels < self.min_side**2 or self.max_bytes < 1:
+            raise ConfigError(
+                f"bad image limits: min_side={self.min_side}, max_pixels={self.max_pixels}, "
+                f"max_bytes={self.max_bytes}"
+            )
+        for name in ("eval_fraction", "unseen_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {value}")
+        if self.eval_fraction + self.unseen_fraction >= 1.0:
+            raise ConfigError(
+                f"eval_fraction + unseen_fraction must leave images for training, got "
+                f"{self.eval_fraction} + {self.unseen_fraction}"
+            )
+        if self.image_format not in IMAGE_FORMATS:
+            raise ConfigError(f"image_format must be one of {IMAGE_FORMATS}, got '{self.image_format}'")
+        if not self.out:
+            raise ConfigError("an output folder is required")
+
+    def limits(self) -> ImageLimits:
+        return ImageLimits(max_pixels=self.max_pixels, min_side=self.min_side, max_bytes=self.max_bytes)
+
+    def fractions(self, kind: str) -> dict[str, float]:
+        if kind == "style":
+            return {"unseen": self.unseen_fraction, "eval": self.eval_fraction}
+        return {"eval": self.eval_fraction}
+
+    def hashed_options(self) -> dict:
+        """Options that change the dataset's content (part of the dataset hash)."""
+        return {
+            "eval_fraction": self.eval_fraction,
+            "unseen_fraction": self.unseen_fraction,
+            "max_pixels": self.max_pixels,
+            "min_side": self.min_side,
+            "max_bytes": self.max_bytes,
+            "image_format": self.image_format,
+            "images_per_shard": self.images_per_shard,
+            "split_salt": SPLIT_SALT,
+        }
+
+
+# ------------------------------------------------------------------------- the driver
+
+
+DIRECT_NAMES = ("DirectRunner", "direct", "FnApiRunner")
+
+
+def pipeline_options(runner: str, beam_args: list[str]):
+    """PipelineOptions with the runner set explicitly; DirectRunner gets local defaults."""
+    import_beam()
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    flags = list(beam_args)
+    if not any(a == "--runner" or a.startswith("--runner=") for a in flags):
+        flags += [f"--runner={runner}"]
+    effective = runner
+    for i, a in enumerate(flags):
+        if a.startswith("--runner="):
+            effective = a.split("=", 1)[1]
+        elif a == "--runner" and i + 1 < len(flags):
+            effective = flags[i + 1]
+    if effective in DIRECT_NAMES:
+        if not any(a.startswith("--direct_num_workers") for a in flags):
+            flags.append(f"--direct_num_workers={max(1, os.cpu_count() or 1)}")
+        if not any(a.startswith("--direct_running_mode") for a in flags):
+            flags.append("--direct_running_mode=multi_threading")
+    try:
+        options = PipelineOptions(flags)
+        options.get_all_options()  # parse now: malformed flags fail here, not mid-run
+    except SystemExit:  # argparse inside Beam exits on malformed flags
+        raise ConfigError(f"invalid Beam pipeline options: {' '.join(beam_args)}") from None
+    return options, effective
+
+
+def make_runner(name: str):
+    """The runner object for `name`. DirectRunner means Beam's local FnApiRunner, chosen
+    directly: Beam's DirectRunner would first try to download the Prism binary, which
+    fails (or hangs) offline. Other names are resolved by Beam itself."""
+    if name in DIRECT_NAMES:
+        from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+        return fn_runner.FnApiRunner()
+    return None
+
+
+def _fingerprint(items: list[tuple[str, str]], cfg: PrepareConfig) -> str:
+    body = {"inputs": items, "options": cfg.hashed_options(), "sizes": _sizes(cfg)}
+    return hashlib.sha256(mf.canonical_json(body)).hexdigest()
+
+
+def _sizes(cfg: PrepareConfig) -> dict:
+    return {"content": cfg.content_size, "style": cfg.style_size, "style_large": cfg.style_large_size}
+
+
+def _check_output_dir(out: str, fingerprint: str, overwrite: bool) -> dict | None:
+    """Refuse to mix datasets; return the old manifest (to clean its shards) if any."""
+    from apache_beam.io.filesystems import FileSystems
+
+    manifest_path = FileSystems.join(out, mf.MANIFEST)
+    if FileSystems.exists(manifest_path):
+        try:
+            with FileSystems.open(manifest_path) as fh:
+                old = json.loads(fh.read().decode("utf-8"))
+        except Exception:  # noqa: BLE001 - unreadable: treat as a different dataset
+            old = {}
+        same = old.get("inputs", {}).get("fingerprint") == fingerprint
+        if not same and not overwrite:
+            raise DataError(
+                f"{out}: already holds a different dataset ({old.get('dataset_hash', 'unknown hash')}); "
+                "pass --overwrite to replace it or choose another folder"
+            )
+        return old
+    if out.startswith(("gs://", "s3://")) or "://" in out:
+        return None
+    if os.path.isdir(out):
+        entries = [e for e in os.listdir(out) if e != STASH]
+        if entries and not overwrite:
+            raise DataError(
+                f"{out}: folder is not empty and holds no imfuse dataset; choose an empty folder "
+                "or pass --overwrite (files imfuse did not write are kept)"
+            )
+    elif os.path.exists(out):
+        raise DataError(f"{out}: exists and is not a folder")
+    return None
+
+
+def _remove(paths: list[str]) -> None:
+    from apache_beam.io.filesystems import FileSystems
+
+    existing = [p for p in paths if FileSystems.exists(p)]
+    if existing:
+        FileSystems.delete(existing)
+
+
+def _write_text(path: str, text: str) -> None:
+    """Write via a temp name and rename, so readers never see half a file."""
+    from apache_beam.io.filesystems import FileSystems
+
+    tmp = path + ".tmp"
+    with FileSystems.create(tmp) as fh:
+        fh.write(text.encode("utf-8"))
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
+def _num_shards(n: int, per_shard: int) -> int:
+    return max(1, min(1024, math.ceil(n / per_shard)))
+
+
+def prepare_dataset(cfg: PrepareConfig) -> dict:
+    """Run the ingest pipeline for `cfg` and return the manifest it wrote."""
+    cfg.validate()
+    beam = import_beam()
+    from apache_beam.io.filesystems import FileSystems
+
+    started = time.monotonic()
+    content = match_sources(cfg.content)
+    styles = match_sources(cfg.styles)
+    items = [("content", u) for u in content] + [("style", u) for u in styles]
+    fingerprint = _fingerprint(items, cfg)
+    out = cfg.out.rstrip("/") if "://" in cfg.out else os.path.abspath(cfg.out)
+    old = _check_output_dir(out, fingerprint, cfg.overwrite)
+    if old is not None:
+        _remove([FileSystems.join(out, mf.MANIFEST)])  # the dataset is incomplete until we finish
+
+    num_shards = {
+        "content": _num_shards(len(content), cfg.images_per_shard),
+        "style": _num_shards(len(styles), cfg.images_per_shard),
+    }
+    opts = WorkerOptions(
+        sizes=_sizes(cfg),
+        limits=cfg.limits(),
+        image_format=cfg.image_format,
+        num_shards=num_shards,
+        total=len(items),
+        progress=cfg.progress,
+    )
+    fractions = {kind: cfg.fractions(kind) for kind in KINDS}
+    stash_path = FileSystems.join(out, STASH)
+    options, runner_name = pipeline_options(cfg.runner, cfg.beam_args)
+    log.info("ingest: %d content + %d style files matched; runner %s", len(content), len(styles), runner_name)
+    Progress.reset()
+
+    DecodeResize = decode_resize_dofn()
+    WriteShards = write_shards_dofn()
+    with beam.Pipeline(runner=make_runner(runner_name), options=options) as p:
+        processed = (
+            p
+            | "Match" >> beam.Create(items)
+            | "Distribute" >> beam.Reshuffle()
+            | "DecodeResize" >> beam.ParDo(DecodeResize(opts)).with_outputs("quarantine", main="ok")
+        )
+        splits = (
+            processed.ok
+            | "KindSha" >> beam.Map(lambda kv: (kv[1]["kind"], kv[1]["sha256"]))
+            | "DistinctSha" >> beam.Distinct()
+            | "AllShas" >> beam.combiners.ToList()
+            | "AssignSplits" >> beam.Map(assign_all, fractions)
+        )
+        written = (
+            processed.ok
+            | "GroupByShard" >> beam.GroupByKey()
+            | "WriteShards"
+            >> beam.ParDo(WriteShards(out, num_shards), beam.pvalue.AsSingleton(splits)).with_outputs(
+                "duplicates", main="shards"
+            )
+        )
+        _ = (
+            (
+                written.shards | "TagShards" >> beam.Map(lambda v: ("shard", v)),
+                written.duplicates | "TagDuplicates" >> beam.Map(lambda v: ("duplicate", v)),
+                processed.quarantine | "TagQuarantine" >> beam.Map(lambda v: ("quarantine", v)),
+            )
+            | "Results" >> beam.Flatten()
+            | "CollectResults" >> beam.combiners.ToList()
+            | "WriteStash" >> beam.Map(write_stash, stash_path)
+        )
+    Progress.reset()
+
+    try:
+        with FileSystems.open(stash_path) as fh:
+            stash = json.loads(fh.read().decode("utf-8"))
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{stash_path}: the pipeline finished without its results ({exc})") from None
+
+    manifest = build_manifest(cfg, content, styles, stash, fingerprint, num_shards, runner_name)
+    _write_text(FileSystems.join(out, mf.QUARANTINE), "".join(
+        json.dumps(q, ensure_ascii=False, sort_keys=True) + "\n" for q in stash["quarantine"]
+    ))
+    _write_text(FileSystems.join(out, mf.MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _remove([stash_path])
+    if old:
+        keep = {s["path"] for kind in manifest["shards"].values() for ss in kind.values() for s in ss}
+        stale = [
+            FileSystems.join(out, s["path"])
+            for kind in old.get("shards", {}).values()
+            for ss in kind.values()
+            for s in ss
+            if s.get("path") not in keep
+        ]
+        _remove(stale)
+    log.info(
+        "ingest: %d accepted, %d quarantined, %d duplicates in %.1f s; %s",
+        manifest["counts"]["accepted"],
+        manifest["counts"]["quarantined"],
+        manifest["counts"]["duplicates"],
+        time.monotonic() - started,
+        manifest["dataset_hash"],
+    )
+    return manifest
+
+
+def build_manifest(
+    cfg: PrepareConfig,
+    content: list[str],
+    styles: list[str],
+    stash: dict,
+    fingerprint: str,
+    num_shards: dict,
+    runner_name: str,
+) -> dict:
+    """Assemble manifest.json from the pipeline's results (see imfuse.data.manifest)."""
+    import apache_beam as beam
+
+    matched = {"content": len(content), "style": len(styles)}
+    counts: dict = {}
+    shards: dict = {kind: {split: [] for split in SPLITS[kind]} for kind in KINDS}
+    for entry in sorted(stash["shard"], key=lambda s: s["path"]):
+        shards[entry["kind"]][entry["split"]].append(
+            {k: entry[k] for k in ("path", "examples", "bytes", "sha256")}
+        )
+    for kind in KINDS:
+        per_split = {split: sum(s["examples"] for s in shards[kind][split]) for split in SPLITS[kind]}
+        quarantined = sum(1 for q in stash["quarantine"] if q["kind"] == kind)
+        duplicates = sum(1 for d in stash["duplicate"] if d["kind"] == kind)
+        counts[kind] = {
+            "matched": matched[kind],
+            "accepted": sum(per_split.values()),
+            "quarantined": quarantined,
+            "duplicates": duplicates,
+            **per_split,
+        }
+    for key in ("matched", "accepted", "quarantined", "duplicates"):
+        counts[key] = sum(counts[kind][key] for kind in KINDS)
+    counts["quarantined_by_reason"] = mf.reason_counts(stash["quarantine"])
+    if counts["matched"] != counts["accepted"] + counts["quarantined"] + counts["duplicates"]:
+        raise DataError(f"ingest lost files: counts {counts} break matched = accepted + quarantined + duplicates")
+    manifest = {
+        "format": mf.FORMAT,
+        "counts": counts,
+        "shards": shards,
+        "num_shards": num_shards,
+        "image_sizes": {
+            "content": {"shorter_side": cfg.content_size},
+            "style": {"shorter_side": cfg.style_size},
+            "style_large": {"shorter_side": cfg.style_large_size, "feature": "image_large"},
+        },
+        "options": cfg.hashed_options(),
+        "features": {
+            "image": f"bytes ({cfg.image_format.upper()}, RGB, shorter side = image_sizes[kind])",
+            "height": "int64",
+            "width": "int64",
+            "source": "bytes (URI)",
+            "sha256": "bytes (hex SHA-256 of the original file)",
+            "split": "bytes (train/eval/unseen)",
+            "kind": "bytes (content/style)",
+            "image_large": "bytes (style only: image_sizes.style_large)",
+            "height_large": "int64 (style only)",
+            "width_large": "int64 (style only)",
+        },
+        "duplicates": stash["duplicate"],
+        "inputs": {"content": cfg.content, "styles": cfg.styles, "fingerprint": fingerprint},
+        "runtime": {
+            "beam_version": beam.__version__,
+            "imfuse_version": __version__,
+            "runner": runner_name,
+            "beam_args": list(cfg.beam_args),
+            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+    manifest["dataset_hash"] = mf.dataset_hash(manifest)
+    return manifest

@@ -1,0 +1,115 @@
+"""tf.data input pipeline over a prepared dataset (the training and evaluation input).
+
+Training mode shuffles shards and examples, resizes so the shorter side covers the crop,
+takes a random square crop and a random left-right flip; eval mode resizes and takes the
+centre crop, in file order, so two passes give identical batches. Both parse and decode
+in parallel and prefetch, so the training step should not wait on input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imfuse.data.examples import KINDS, SPLITS
+from imfuse.data.manifest import read_manifest, shard_entries
+from imfuse.errors import ConfigError, DataError
+
+
+def _check(kind: str, split: str) -> None:
+    if kind not in KINDS:
+        raise ConfigError(f"kind must be one of {KINDS}, got '{kind}'")
+    if split not in SPLITS[kind]:
+        raise ConfigError(f"split for {kind} must be one of {SPLITS[kind]}, got '{split}'")
+
+
+def count_examples(data_dir: str | Path, kind: str, split: str) -> int:
+    """Number of examples of `kind`/`split` according to the manifest."""
+    _check(kind, split)
+    manifest = read_manifest(data_dir)
+    return int(manifest["counts"][kind].get(split, 0))
+
+
+def shard_paths(data_dir: str | Path, kind: str, split: str) -> list[str]:
+    """Absolute shard paths for kind/split; DataError if the dataset has none or lost some."""
+    _check(kind, split)
+    manifest = read_manifest(data_dir)
+    entries = [e for e in shard_entries(manifest, kind, split) if e["examples"] > 0]
+    if not entries:
+        raise DataError(f"{data_dir}: the dataset has no {kind} images in split '{split}'")
+    paths = [str(Path(data_dir) / e["path"]) for e in entries]
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise DataError(f"{missing[0]}: shard listed in the manifest is missing")
+    return paths
+
+
+def make_dataset(
+    data_dir: str | Path,
+    kind: str,
+    split: str,
+    batch_size: int,
+    image_size: int,
+    training: bool,
+    repeat: bool,
+    seed: int | None = None,
+    large: bool = False,
+):
+    """tf.data.Dataset of float32 (B, image_size, image_size, 3) batches in [0, 1].
+
+    `large=True` reads the style's larger copy (`image_large`). The `unseen` style split
+    is refused in training mode: it is the hold-out that training must never see.
+    """
+    import tensorflow as tf
+
+    if batch_size < 1 or image_size < 1:
+        raise ConfigError(f"batch_size and image_size must be positive, got {batch_size}, {image_size}")
+    if training and split == "unseen":
+        raise ConfigError("the 'unseen' style split is a hold-out and cannot be used for training")
+    if large and kind != "style":
+        raise ConfigError("large=True applies to style images only")
+    paths = shard_paths(data_dir, kind, split)
+    key = "image_large" if large else "image"
+    spec = {key: tf.io.FixedLenFeature([], tf.string)}
+    size = tf.constant(image_size, tf.int32)
+
+    def cover(img):
+        shape = tf.shape(img)
+        h, w = shape[0], shape[1]
+        scale = tf.cast(size, tf.float32) / tf.cast(tf.minimum(h, w), tf.float32)
+        new_h = tf.maximum(size, tf.cast(tf.math.round(tf.cast(h, tf.float32) * scale), tf.int32))
+        new_w = tf.maximum(size, tf.cast(tf.math.round(tf.cast(w, tf.float32) * scale), tf.int32))
+        resized = tf.image.resize(img, [new_h, new_w], method="bilinear", antialias=True)
+        same = tf.logical_and(tf.equal(new_h, h), tf.equal(new_w, w))
+        return tf.cond(same, lambda: img, lambda: resized)
+
+    def parse(record):
+        raw = tf.io.parse_single_example(record, spec)[key]
+        img = tf.io.decode_image(raw, channels=3, expand_animations=False)
+        img = cover(tf.image.convert_image_dtype(img, tf.float32))
+        if training:
+            img = tf.image.random_crop(img, [size, size, 3], seed=seed)
+            img = tf.image.random_flip_left_right(img, seed=seed)
+        else:
+            shape = tf.shape(img)
+            top = (shape[0] - size) // 2
+            left = (shape[1] - size) // 2
+            img = img[top : top + size, left : left + size, :]
+        img = tf.clip_by_value(img, 0.0, 1.0)
+        return tf.ensure_shape(img, [image_size, image_size, 3])
+
+    files = tf.data.Dataset.from_tensor_slices(paths)
+    if training:
+        files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    ds = files.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(paths), 8),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=not training,
+    )
+    if training:
+        ds = ds.shuffle(512, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    ds = ds.batch(batch_size, drop_remainder=training)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,230 @@
+"""Per-image work and the DoFns of the ingest pipeline (see `imfuse.data.prepare`).
+
+Kept apart from the driver so Beam workers unpickle small, focused code, and so the
+per-image step (`preprocess`) can be tested and benchmarked without Beam.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import threading
+from dataclasses import dataclass
+
+from imfuse.data.examples import FEATURES, KINDS, LARGE_FEATURES, encode_example, tfrecord_frame
+from imfuse.data.sources import read_uri_bytes
+from imfuse.data.split import assign_splits
+from imfuse.errors import ImageError
+from imfuse.images import ImageLimits, flatten_alpha, open_validated, resize_pil_shorter
+
+METRICS_NAMESPACE = "imfuse.ingest"
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """The picklable part of the config that the DoFns need."""
+
+    sizes: dict
+    limits: ImageLimits
+    image_format: str
+    num_shards: dict
+    total: int
+    progress: bool
+
+
+# --------------------------------------------------------------------- per-image work
+
+
+def reason_code(message: str) -> str:
+    """Short category of an ImageError message, for counts by reason."""
+    text = message.lower()
+    for code, needles in (
+        ("empty", ("empty file",)),
+        ("truncated", ("truncated",)),
+        ("too_small", ("too small",)),
+        ("too_large", ("declared size", "decompression bomb", "too large")),
+        ("too_many_bytes", ("byte limit", "-byte limit")),
+        ("not_an_image", ("not an image",)),
+        ("unreadable", ("not found", "cannot read", "directory", "cannot download", "http ")),
+        ("corrupt", ("corrupt", "cannot decode", "broken")),
+    ):
+        if any(n in text for n in needles):
+            return code
+    return "error"
+
+
+def encode_pil(im, image_format: str) -> bytes:
+    buf = io.BytesIO()
+    if image_format == "png":
+        im.save(buf, format="PNG", compress_level=1)
+    else:
+        im.save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def shard_of(sha256_hex: str, num_shards: int) -> int:
+    return int(sha256_hex[:15], 16) % num_shards
+
+
+def preprocess(data: bytes, uri: str, kind: str, opts: WorkerOptions) -> dict:
+    """Validate, flatten alpha over white, resize and encode one image (ImageError if bad)."""
+    im = flatten_alpha(open_validated(data, uri, opts.limits))
+    small = resize_pil_shorter(im, opts.sizes[kind])
+    record = {
+        "kind": kind,
+        "source": uri,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "image": encode_pil(small, opts.image_format),
+        "height": small.height,
+        "width": small.width,
+    }
+    if kind == "style":
+        large = resize_pil_shorter(im, opts.sizes["style_large"])
+        record.update(
+            image_large=encode_pil(large, opts.image_format),
+            height_large=large.height,
+            width_large=large.width,
+        )
+    return record
+
+
+class Progress:
+    """One tqdm bar per worker process, shared by its threads (Beam counters hold totals)."""
+
+    _lock = threading.Lock()
+    _bar = None
+
+    @classmethod
+    def tick(cls, total: int, ok: bool) -> None:
+        with cls._lock:
+            if cls._bar is None:
+                from tqdm import tqdm
+
+                cls._bar = tqdm(total=total, desc=f"ingest (pid {os.getpid()})", unit="img", mininterval=1.0)
+                cls._bar.bad = 0
+            cls._bar.bad += 0 if ok else 1
+            cls._bar.update(1)
+            cls._bar.set_postfix(quarantined=cls._bar.bad, refresh=False)
+            if cls._bar.n >= cls._bar.total:
+                cls._bar.close()
+                cls._bar = None
+
+    @classmethod
+    def reset(cls) -> None:
+        with cls._lock:
+            if cls._bar is not None:
+                cls._bar.close()
+            cls._bar = None
+
+
+def decode_resize_dofn():
+    import apache_beam as beam
+    from apache_beam.metrics import Metrics
+
+    class DecodeResize(beam.DoFn):
+        """Read one file; emit ((kind, shard), record) or a tagged quarantine entry."""
+
+        def __init__(self, opts: WorkerOptions):
+            self.opts = opts
+
+        def setup(self):
+            self.counters = {
+                name: Metrics.counter(METRICS_NAMESPACE, name)
+                for name in ("read", "accepted_before_dedupe", "quarantined")
+            }
+
+        def process(self, element):
+            kind, uri = element
+            self.counters["read"].inc()
+            try:
+                data = read_uri_bytes(uri, self.opts.limits)
+                record = preprocess(data, uri, kind, self.opts)
+            except Exception as exc:  # noqa: BLE001 - a bad file never stops the run
+                message = str(exc) if isinstance(exc, ImageError) else f"{type(exc).__name__}: {exc}"
+                reason = message[len(uri) + 2 :] if message.startswith(f"{uri}: ") else message
+                self.counters["quarantined"].inc()
+                if self.opts.progress:
+                    Progress.tick(self.opts.total, ok=False)
+                yield beam.pvalue.TaggedOutput(
+                    "quarantine",
+                    {"source": uri, "reason": reason, "code": reason_code(reason), "kind": kind},
+                )
+                return
+            self.counters["accepted_before_dedupe"].inc()
+            if self.opts.progress:
+                Progress.tick(self.opts.total, ok=True)
+            yield (kind, shard_of(record["sha256"], self.opts.num_shards[kind])), record
+
+    return DecodeResize
+
+
+def write_shards_dofn():
+    import apache_beam as beam
+    from apache_beam.io.filesystems import FileSystems
+
+    class WriteShards(beam.DoFn):
+        """Dedupe one shard group, attach splits, write one TFRecord file per split."""
+
+        def __init__(self, out: str, num_shards: dict):
+            self.out = out
+            self.num_shards = num_shards
+
+        def process(self, element, splits):
+            (kind, shard), records = element
+            by_sha: dict[str, list[dict]] = {}
+            for record in records:
+                by_sha.setdefault(record["sha256"], []).append(record)
+            per_split: dict[str, list[dict]] = {}
+            for sha in sorted(by_sha):
+                group = sorted(by_sha[sha], key=lambda r: r["source"])
+                for dup in group[1:]:
+                    yield beam.pvalue.TaggedOutput(
+                        "duplicates",
+                        {"source": dup["source"], "duplicate_of": group[0]["source"], "kind": kind},
+                    )
+                per_split.setdefault(splits[kind][sha], []).append(group[0])
+            for split, items in sorted(per_split.items()):
+                rel = f"{kind}/{split}/part-{shard:05d}-of-{self.num_shards[kind]:05d}.tfrecord"
+                payload = b"".join(tfrecord_frame(_example(r, split)) for r in items)
+                with FileSystems.create(FileSystems.join(self.out, rel)) as fh:
+                    fh.write(payload)
+                yield {
+                    "kind": kind,
+                    "split": split,
+                    "path": rel,
+                    "examples": len(items),
+                    "bytes": len(payload),
+                    "sha256": hashlib.sha256(payload).hexdigest(),
+                }
+
+    return WriteShards
+
+
+def _example(record: dict, split: str) -> bytes:
+    names = FEATURES + (LARGE_FEATURES if record["kind"] == "style" else ())
+    values = {name: record[name] for name in names if name != "split"}
+    values["split"] = split
+    return encode_example(values)
+
+
+def assign_all(pairs: list, fractions: dict) -> dict:
+    """{kind: {sha: split}} for the distinct (kind, sha) pairs of accepted images."""
+    by_kind: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    for kind, sha in pairs:
+        by_kind[kind].append(sha)
+    return {kind: assign_splits(shas, fractions[kind]) for kind, shas in by_kind.items()}
+
+
+def write_stash(items: list, path: str) -> str:
+    from apache_beam.io.filesystems import FileSystems
+
+    grouped: dict[str, list] = {"shard": [], "duplicate": [], "quarantine": []}
+    for tag, value in items:
+        grouped[tag].append(value)
+    for values in grouped.values():
+        values.sort(key=lambda v: json.dumps(v, sort_keys=True))
+    with FileSystems.create(path) as fh:
+        fh.write(json.dumps(grouped).encode("utf-8"))
+    return path
