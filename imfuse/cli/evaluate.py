@@ -1,0 +1,92 @@
+"""`imfuse evaluate`: Gatys metrics of a trained model vs identity / Gatys / champion, and a blessing."""
+
+from __future__ import annotations
+
+import argparse
+
+EXIT_NOT_BLESSED = 3
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score a trained model on held-out pairs and bless it against the champion",
+        description=(
+            "Mean content, style and TV loss over eval content x (train styles, unseen styles), next to "
+            "the identity and Gatys baselines on the same pairs. Writes eval_report.json, blessing.json, "
+            "sample_grid.png and training curves, and logs them into the model's MLflow run."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="RUN_DIR/model.keras from `imfuse train`")
+    p.add_argument("--data", required=True, help="prepared dataset directory (`imfuse data prepare`)")
+    p.add_argument("--mlflow-uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI, the run's, or local)")
+    p.add_argument("--run-id", default=None, help="MLflow run to log into (default: RUN_DIR/mlflow_run.json)")
+    p.add_argument("--out", default=None, help="output directory (default: RUN_DIR/eval)")
+    p.add_argument("--loss-network", default=None, help="vgg16-hed (default), vgg16-imagenet, vgg19-imagenet")
+    p.add_argument("--image-size", type=int, default=128, help="pairs are scored at this square size")
+    p.add_argument("--max-pairs", type=int, default=None, help="cap on content x style pairs (half unseen)")
+    p.add_argument("--gatys-subset", type=int, default=2, help="pairs also solved by Gatys optimisation (0: skip)")
+    p.add_argument("--gatys-steps", type=int, default=50)
+    p.add_argument("--gate-metric", default="eval/style_loss_unseen", help="lower is better")
+    p.add_argument("--gate-tolerance", type=float, default=0.0, help="blessed if <= champion x (1 + tolerance)")
+    p.add_argument("--registered-model", default=None, help="whose champion to compare with (default imfuse-<variant>)")
+    p.add_argument("--no-mlflow", action="store_true", help="no tracking: no champion comparison, nothing logged")
+    p.add_argument("--fail-if-not-blessed", action="store_true", help=f"exit {EXIT_NOT_BLESSED} when not blessed")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from imfuse.training.evaluate import EvalConfig, evaluate
+
+    cfg = EvalConfig(
+        model_path=args.model,
+        data_dir=args.data,
+        out_dir=args.out,
+        tracking_uri=args.mlflow_uri,
+        run_id=args.run_id,
+        loss_network=args.loss_network,
+        image_size=args.image_size,
+        max_pairs=args.max_pairs,
+        gatys_subset=args.gatys_subset,
+        gatys_steps=args.gatys_steps,
+        gate_metric=args.gate_metric,
+        gate_tolerance=args.gate_tolerance,
+        registered_model=args.registered_model,
+        log_mlflow=not args.no_mlflow,
+        progress=not args.no_progress,
+    )
+    result = evaluate(cfg)
+    print(format_summary(result.report))
+    print(f"blessing: {result.blessing.summary()}")
+    print(f"report: {result.out_dir / 'eval_report.json'}")
+    if result.run_id:
+        print(f"logged to MLflow run {result.run_id} ({result.report['tracking_uri']})")
+    if args.fail_if_not_blessed and not result.blessing.blessed:
+        return EXIT_NOT_BLESSED
+    return 0
+
+
+def format_summary(report: dict) -> str:
+    """Model vs identity (vs Gatys) per loss term, on the same pairs."""
+    m = report["metrics"]
+    lines = [f"{report['counts']['pairs']} pairs at {report['image_size']} px, loss network {report['loss_network']}"]
+    lines.append(f"{'':24}{'content':>12}{'style':>12}{'tv':>12}")
+    lines.append(f"{'model':24}{m['eval/content_loss']:12.5g}{m['eval/style_loss']:12.5g}{m['eval/tv_loss']:12.5g}")
+    lines.append(
+        f"{'identity':24}{m['eval/identity_content_loss']:12.5g}{m['eval/identity_style_loss']:12.5g}"
+        f"{m['eval/identity_tv_loss']:12.5g}"
+    )
+    if "eval/gatys_style_loss" in m:
+        n = len(report["baselines"]["gatys"]["pairs"])
+        lines.append(
+            f"{f'gatys ({n} pairs)':24}{m['eval/gatys_content_loss']:12.5g}{m['eval/gatys_style_loss']:12.5g}"
+            f"{m['eval/gatys_tv_loss']:12.5g}"
+        )
+        lines.append(f"{f'model on those {n}':24}{'':12}{m['eval/gatys_model_style_loss']:12.5g}")
+    lines.append(
+        f"style loss seen {m['eval/style_loss_seen']:.5g}, unseen {m['eval/style_loss_unseen']:.5g}; "
+        f"{m['eval/images_per_second']:.2f} images/s"
+    )
+    return "\n".join(lines)

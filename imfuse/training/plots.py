@@ -1,0 +1,113 @@
+"""Evaluation pictures: the content x style sample grid and training-curve plots.
+
+The grid is assembled with numpy/Pillow (exact pixels, no figure margins); curves use
+matplotlib's Agg backend so they render without a display.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from imfuse.images import to_uint8
+
+GAP = 4
+
+
+def sample_grid(
+    contents: Sequence[np.ndarray],
+    styles: Sequence[np.ndarray],
+    cells: Sequence[Sequence[np.ndarray]],
+    path: str | os.PathLike,
+    style_labels: Sequence[str] | None = None,
+    tile: int = 128,
+) -> Path:
+    """Write a grid PNG: header row = style thumbnails, first column = contents,
+    cell (i, j) = content i stylised with style j. Every image is resized to `tile`."""
+    rows, cols = len(contents), len(styles)
+    if rows == 0 or cols == 0:
+        raise ValueError("sample grid needs at least one content and one style")
+    step = tile + GAP
+    canvas = Image.new("RGB", (GAP + step * (cols + 1), GAP + step * (rows + 1)), (255, 255, 255))
+
+    def put(rgb: np.ndarray, row: int, col: int) -> None:
+        im = Image.fromarray(to_uint8(rgb)).resize((tile, tile), Image.Resampling.LANCZOS)
+        canvas.paste(im, (GAP + col * step, GAP + row * step))
+
+    for j, style in enumerate(styles):
+        put(style, 0, j + 1)
+    for i, content in enumerate(contents):
+        put(content, i + 1, 0)
+        for j in range(cols):
+            put(cells[i][j], i + 1, j + 1)
+    if style_labels:
+        draw = ImageDraw.Draw(canvas)
+        for j, label in enumerate(style_labels):
+            x, y = GAP + (j + 1) * step + 2, GAP + 2
+            draw.rectangle((x - 1, y - 1, x + 6 * len(label) + 2, y + 11), fill=(0, 0, 0))
+            draw.text((x, y), label, fill=(255, 255, 255))
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out)
+    return out
+
+
+def read_history(path: str | os.PathLike) -> list[tuple[int, dict[str, float]]]:
+    """history.jsonl -> [(step, {metric: value})]; accepts {"step", "metrics": {...}} or flat lines."""
+    records = []
+    path = Path(path)
+    if not path.is_file():
+        return records
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue  # a torn last line after a kill
+        if not isinstance(item, dict) or "step" not in item:
+            continue
+        metrics = item.get("metrics") if isinstance(item.get("metrics"), dict) else item
+        values = {
+            k: float(v)
+            for k, v in metrics.items()
+            if k not in ("step", "time") and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        records.append((int(item["step"]), values))
+    return records
+
+
+def loss_curves(history_path: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
+    """One PNG per loss term found in the history (`train/loss` -> curve_train_loss.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    records = read_history(history_path)
+    names = sorted({k for _, values in records for k in values if k.split("/")[-1].endswith("loss")})
+    out_dir = Path(out_dir)
+    written = []
+    for name in names:
+        points = sorted((step, values[name]) for step, values in records if name in values)
+        if not points:
+            continue
+        steps, values = zip(*points)
+        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+        ax.plot(steps, values, linewidth=1.2)
+        ax.set_xlabel("step")
+        ax.set_ylabel(name)
+        ax.set_title(name)
+        if min(values) > 0 and max(values) / max(min(values), 1e-30) > 100:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / f"curve_{name.replace('/', '_')}.png"
+        fig.savefig(target)
+        plt.close(fig)
+        written.append(target)
+    return written
