@@ -1,0 +1,56 @@
+"""Pipeline step 4 (blessed models only): register the model version in MLflow.
+
+The model file is logged into its training run as artefact `model` and registered as a
+new version of `imfuse-<variant>` with alias `challenger`; with `promote`, the version
+also becomes `champion` (only if its evaluation blessed it: the registry checks the
+run's `imfuse.blessed` tag, so a hand-run of this step cannot promote an unblessed model).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def model_run(model_dir: str | Path, metadata: dict | None = None) -> tuple[str, str]:
+    """(MLflow run id, variant) of a train step's Model artefact."""
+    from imfuse.errors import ModelError
+
+    metadata = metadata or {}
+    run_id = metadata.get("mlflow_run_id")
+    if not run_id:
+        path = Path(model_dir) / "mlflow_run.json"
+        try:
+            run_id = json.loads(path.read_text(encoding="utf-8"))["run_id"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"{path}: cannot read the model's MLflow run id ({exc})") from None
+    variant = metadata.get("variant")
+    if not variant:
+        config = Path(model_dir) / "train_config.json"
+        try:
+            variant = json.loads(config.read_text(encoding="utf-8"))["config"]["variant"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"{config}: cannot read the model's variant ({exc})") from None
+    return str(run_id), str(variant)
+
+
+def register_stage(model_dir: str, mlflow_uri: str, promote: bool, metadata: dict | None = None) -> dict:
+    """Log model.keras to its run, register it (challenger), optionally promote (champion)."""
+    from imfuse.errors import ModelError
+    from imfuse.tracking import registered_model_name
+    from imfuse.tracking.registry import get_version, promote as promote_version, register_run_model
+    from imfuse.tracking.runs import log_to_run, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(mlflow_uri or None)
+    run_id, variant = model_run(model_dir, metadata)
+    model_file = Path(model_dir) / "model.keras"
+    if not model_file.is_file():
+        raise ModelError(f"{model_file} not found: the Model artefact holds no trained model")
+    log_to_run(uri, run_id, artifacts=[(model_file, "model")], tags={"imfuse.pipeline.registered": "true"})
+    name = registered_model_name(variant)
+    version = register_run_model(uri, run_id, name, tags={"imfuse.format": "keras", "imfuse.file": model_file.name})
+    if promote:
+        info = promote_version(name, version, uri, require_blessing=True)
+    else:
+        info = get_version(name, version, uri)
+    return {"registered_model": name, "version": int(version), "aliases": list(info.aliases), "run_id": run_id, "tracking_uri": uri}

@@ -1,0 +1,66 @@
+"""Pipeline step 2: train a style network; the run directory is a KFP `Model` artefact.
+
+The step runs `imfuse train` (the CLI owns the MLflow run glue: params, step metrics,
+tags, mlflow_run.json), never registering: registration is the pipeline's decision,
+after evaluation. Only what later steps need is copied into the artefact (model.keras
+and the run records), not the checkpoints with their optimizer state.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+
+RUN_FILES = ("model.keras", "history.jsonl", "train_config.json", "mlflow_run.json")
+
+
+def train_args(data_dir: str, run_dir: str, variant: str, steps: int, image_size: int, batch_size: int, mlflow_uri: str) -> list[str]:
+    """The `imfuse train` command line of one pipeline training."""
+    args = [
+        "train", "--data", data_dir, "--out", run_dir, "--variant", variant, "--steps", str(steps),
+        "--image-size", str(image_size), "--style-size", str(image_size), "--batch-size", str(batch_size),
+    ]
+    if mlflow_uri:
+        args += ["--mlflow-uri", mlflow_uri]
+    return args
+
+
+def last_metrics(run_dir: str | Path) -> dict[str, float]:
+    """The last history.jsonl record's metrics (train/loss, ...)."""
+    from imfuse.training.plots import read_history
+
+    records = read_history(Path(run_dir) / "history.jsonl")
+    return dict(records[-1][1]) if records else {}
+
+
+def train_stage(data_dir: str, out_dir: str, variant: str, steps: int, image_size: int, batch_size: int, mlflow_uri: str) -> dict:
+    """Train into a scratch run dir, copy the run's files to `out_dir`; returns its metadata."""
+    from imfuse.cli import main
+
+    with tempfile.TemporaryDirectory(prefix="imfuse-train-") as scratch:
+        run_dir = Path(scratch) / "run"
+        code = main(train_args(data_dir, str(run_dir), variant, steps, image_size, batch_size, mlflow_uri))
+        if code != 0:
+            raise RuntimeError(f"imfuse train exited with status {code} (its error is printed above)")
+        missing = [name for name in ("model.keras", "mlflow_run.json") if not (run_dir / name).is_file()]
+        if missing:
+            raise RuntimeError(f"imfuse train finished without {', '.join(missing)} in {run_dir}")
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            if (run_dir / name).is_file():
+                shutil.copy2(run_dir / name, out / name)
+        metrics = last_metrics(run_dir)
+    run = json.loads((out / "mlflow_run.json").read_text(encoding="utf-8"))
+    return {
+        "mlflow_run_id": run["run_id"],
+        "tracking_uri": run.get("tracking_uri", ""),
+        "variant": variant,
+        "steps": int(steps),
+        "image_size": int(image_size),
+        "batch_size": int(batch_size),
+        "metrics": metrics,
+    }

@@ -1,0 +1,117 @@
+"""`imfuse pipeline compile|run --local|submit|schedule`: the Kubeflow training pipeline."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _params(p: argparse.ArgumentParser) -> None:
+    """Pipeline parameters as flags; unset flags keep the pipeline's (or --local's) defaults."""
+    d = "(default: %s)"
+    g = p.add_argument_group("pipeline parameters")
+    g.add_argument("--variant", choices=("full", "reduced"), help=d % ("reduced"))
+    g.add_argument("--steps", type=int, help=d % ("30 locally, 1000 on a cluster"))
+    g.add_argument("--image-size", type=int, help=d % ("64 locally, 256 on a cluster"))
+    g.add_argument("--batch-size", type=int, help=d % ("2 locally, 4 on a cluster"))
+    g.add_argument("--content-source", help="content images (folder, glob, list file, s3://...); empty: demo data")
+    g.add_argument("--styles-source", help="style images; empty: demo data")
+    g.add_argument("--mlflow-uri", help=d % ("WORKDIR/mlflow.db locally; the imfuse-settings ConfigMap's on a cluster"))
+    g.add_argument(
+        "--serving-base-path", help=d % ("WORKDIR/serving locally; the ConfigMap's (s3://models) on a cluster")
+    )
+    g.add_argument("--model-name", help=d % ("imfuse"))
+    g.add_argument("--eval-max-pairs", type=int, help="content x style pairs scored by evaluation")
+    g.add_argument("--gatys-steps", type=int, help="Gatys baseline steps on one pair (0: skip the baseline)")
+    g.add_argument("--gate-tolerance", type=float, help="blessed if <= champion x (1 + tolerance)")
+    g.add_argument("--no-promote", dest="promote", action="store_const", const=False, default=None,
+                   help="register blessed models as challenger only (default: also champion)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "pipeline",
+        help="Kubeflow pipeline: compile it, run it locally, submit or schedule it on a cluster",
+        description="prepare -> train -> evaluate -> if blessed: register (MLflow) + export (SavedModel for serving).",
+    )
+    sub = p.add_subparsers(dest="pipeline_command", metavar="ACTION")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    c = sub.add_parser("compile", help="write the pipeline as KFP IR YAML")
+    c.add_argument("-o", "--output", default="pipelines/imfuse_pipeline.yaml", help="YAML file to write")
+    c.set_defaults(func=run_compile)
+
+    r = sub.add_parser(
+        "run",
+        help="run the whole pipeline (kfp.local: demo data to a served model)",
+        description="Run every step in this Python environment with kfp.local; ends with a registered model "
+        "version, a SavedModel under WORKDIR/serving/<model>/<version>, and how to serve and call it. "
+        "Exit status 3: the model was not blessed (nothing registered or exported).",
+    )
+    r.add_argument("--local", action="store_true", required=True, help="run with kfp.local (required; "
+                   "use `submit` for a cluster)")
+    r.add_argument("--workdir", default="imfuse-work", help="MLflow store, serving base path and task outputs")
+    _params(r)
+    r.set_defaults(func=run_local)
+
+    for name, helptext in (("submit", "start one pipeline run on a KFP cluster"),
+                           ("schedule", "create a recurring run (scheduled retraining) on a KFP cluster")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("--host", required=True, help="KFP API/UI URL, e.g. http://localhost:8080")
+        s.add_argument("--experiment", default="imfuse", help="KFP experiment (default: imfuse)")
+        if name == "submit":
+            s.add_argument("--run-name", default=None)
+            s.set_defaults(func=run_submit)
+        else:
+            s.add_argument("--cron", required=True, help='cron expression, e.g. "0 3 * * 0" (Sundays 03:00)')
+            s.add_argument("--name", default="imfuse-retraining", help="recurring run name")
+            s.add_argument("--refresh-data", action="store_true",
+                           help="disable caching for all steps so prepare re-reads growing sources")
+            s.set_defaults(func=run_schedule)
+        _params(s)
+
+
+def _collect(args):
+    from imfuse.pipeline_runner import PipelineParams
+
+    names = [f.name for f in __import__("dataclasses").fields(PipelineParams)]
+    return PipelineParams(**{n: getattr(args, n, None) for n in names})
+
+
+def run_compile(args) -> int:
+    from pathlib import Path
+
+    from pipelines.training_pipeline import compile_pipeline
+
+    from components.image import image
+
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compile_pipeline(str(out))
+    print(f"wrote {out} (images {image()}, {image(gpu=True)})")
+    return 0
+
+
+def run_local(args) -> int:
+    from imfuse.pipeline_runner import next_steps, run_local as run
+
+    result = run(_collect(args), args.workdir)
+    print(next_steps(result), flush=True)
+    return 0 if result.blessed else 3
+
+
+def run_submit(args) -> int:
+    from imfuse.pipeline_runner import submit
+
+    run_id, url = submit(args.host, _collect(args), experiment=args.experiment, run_name=args.run_name)
+    print(f"submitted run {run_id}: {url}")
+    return 0
+
+
+def run_schedule(args) -> int:
+    from imfuse.pipeline_runner import schedule
+
+    job_id, cron = schedule(
+        args.host, args.cron, _collect(args), name=args.name, experiment=args.experiment, refresh_data=args.refresh_data
+    )
+    print(f"recurring run {args.name} ({job_id}) scheduled with cron '{cron}' (KFP cron: seconds first)")
+    return 0

@@ -1,0 +1,183 @@
+"""The pipeline steps' plain functions (components/steps) and the component interfaces."""
+
+import base64
+import io
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from components.image import image
+from components.steps import export_deploy as ed
+from components.steps.evaluate import render_report_html
+from components.steps.prepare import dataset_metadata, prepare_stage
+from components.steps.register import model_run, register_stage
+from components.steps.train import train_args
+from imfuse.errors import ConfigError, ModelError
+
+REPO = Path(__file__).resolve().parents[1]
+VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+
+
+def test_image_names_carry_the_package_version_and_registry_prefix():
+    assert image(registry="") == f"imfuse:{VERSION}"
+    assert image(gpu=True, registry="") == f"imfuse:{VERSION}-gpu"
+    assert image(registry="reg.example.com/ml") == image(registry="reg.example.com/ml/") == f"reg.example.com/ml/imfuse:{VERSION}"
+
+
+def test_components_install_nothing_and_name_the_project_image():
+    import components
+
+    for name in ("prepare_data", "train_model", "evaluate_model", "register_model", "export_deploy_model"):
+        container = getattr(components, name).component_spec.implementation.container
+        assert container.image == components.IMAGE
+        assert "pip install" not in " ".join(container.command), name
+    outputs = components.evaluate_model.component_spec.outputs
+    assert outputs["report"].type == "system.HTML@0.0.1" and outputs["metrics"].type == "system.Metrics@0.0.1"
+    assert outputs["Output"].type == "Boolean"
+    assert components.train_model.component_spec.outputs["model"].type == "system.Model@0.0.1"
+
+
+# ---------------------------------------------------------------------------- prepare
+def test_prepare_needs_both_sources_or_neither(tmp_path):
+    with pytest.raises(ConfigError, match="both content_source and styles_source"):
+        prepare_stage(str(tmp_path / "ds"), str(tmp_path), "", 32)
+
+
+def test_prepare_real_images_and_dataset_metadata(tmp_path, shared_data):
+    for kind, n in (("content", 4), ("styles", 5)):
+        (tmp_path / kind).mkdir()
+        for i, src in enumerate(sorted((shared_data / kind).glob("*.jpg"))[:n]):
+            im = Image.open(src).convert("RGB")
+            im.thumbnail((80, 80))
+            im.save(tmp_path / kind / f"{i}.jpg")
+    manifest = prepare_stage(str(tmp_path / "ds"), str(tmp_path / "content"), str(tmp_path / "styles"), 32)
+    meta = dataset_metadata(manifest, demo=False)
+    assert meta["accepted"] == 9 and meta["dataset_hash"] == manifest["dataset_hash"]
+    assert meta["content_train"] + meta["content_eval"] == 4
+    assert meta["style_train"] + meta["style_eval"] + meta["style_unseen"] == 5
+    assert min(meta["content_eval"], meta["style_unseen"]) >= 1
+    assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["image_sizes"]["content"]["shorter_side"] == 32
+
+
+# ---------------------------------------------------------------------------- train / register
+def test_train_args_match_the_train_cli():
+    from imfuse.cli import build_parser
+
+    argv = train_args("DATA", "RUN", "reduced", 7, 48, 2, "http://mlflow:5000")
+    args = build_parser().parse_args(argv)
+    assert (args.data, args.out, args.variant, args.steps, args.image_size, args.style_size, args.batch_size) == (
+        "DATA", "RUN", "reduced", 7, 48, 48, 2)
+    assert args.mlflow_uri == "http://mlflow:5000" and not args.register
+    assert "--mlflow-uri" not in train_args("D", "R", "full", 1, 32, 1, "")
+
+
+def test_model_run_from_metadata_or_run_files(tmp_path):
+    assert model_run(tmp_path, {"mlflow_run_id": "abc", "variant": "full"}) == ("abc", "full")
+    (tmp_path / "mlflow_run.json").write_text(json.dumps({"run_id": "r1"}))
+    (tmp_path / "train_config.json").write_text(json.dumps({"config": {"variant": "reduced"}}))
+    assert model_run(tmp_path) == ("r1", "reduced")
+    with pytest.raises(ModelError, match="mlflow_run.json"):
+        model_run(tmp_path / "nothing")
+
+
+def test_register_refuses_an_artefact_without_a_model(tmp_path):
+    with pytest.raises(ModelError, match="model.keras not found"):
+        register_stage(str(tmp_path), f"sqlite:///{tmp_path / 'm.db'}", True, {"mlflow_run_id": "r", "variant": "reduced"})
+
+
+# ---------------------------------------------------------------------------- evaluate report
+def test_report_html_embeds_the_grid_and_escapes_text(tmp_path):
+    grid = io.BytesIO()
+    Image.new("RGB", (12, 8), (10, 200, 30)).save(grid, format="PNG")
+    (tmp_path / "sample_grid.png").write_bytes(grid.getvalue())
+    report = {
+        "registered_model": "imfuse-reduced",
+        "blessing": {"blessed": False, "reason": "style loss 3 >= identity <2>"},
+        "metrics": {"eval/style_loss_unseen": 3.0, "eval/content_loss": 1.5},
+        "counts": {"pairs": 4}, "image_size": 32, "loss_network": "vgg16-hed", "dataset_hash": "sha256:x",
+        "artifacts": {"grid": "sample_grid.png", "curves": []},
+    }
+    page = render_report_html(report, tmp_path)
+    assert "NOT blessed" in page and "identity &lt;2&gt;" in page and "eval/style_loss_unseen" in page
+    encoded = page.split("data:image/png;base64,")[1].split('"')[0]
+    assert base64.b64decode(encoded) == grid.getvalue()
+
+
+# ---------------------------------------------------------------------------- export to S3
+class FakeS3:
+    """list_objects_v2 (paginated, with CommonPrefixes) and upload_file over a dict."""
+
+    def __init__(self, keys=(), page_size=2):
+        self.objects = {k: b"" for k in keys}
+        self.uploads: list[str] = []
+        self.page_size = page_size
+
+    def list_objects_v2(self, Bucket, Prefix, Delimiter, ContinuationToken=None):
+        prefixes = sorted({Prefix + k[len(Prefix):].split(Delimiter)[0] + Delimiter
+                           for k in self.objects if k.startswith(Prefix) and Delimiter in k[len(Prefix):]})
+        start = int(ContinuationToken or 0)
+        page = prefixes[start:start + self.page_size]
+        more = start + self.page_size < len(prefixes)
+        return {"CommonPrefixes": [{"Prefix": p} for p in page], "IsTruncated": more,
+                **({"NextContinuationToken": str(start + self.page_size)} if more else {})}
+
+    def upload_file(self, filename, bucket, key):
+        self.uploads.append(key)
+        self.objects[key] = Path(filename).read_bytes()
+
+
+def test_split_s3():
+    assert ed.split_s3("s3://models") == ("models", "")
+    assert ed.split_s3("s3://models/team/a/") == ("models", "team/a/")
+    with pytest.raises(ConfigError, match="names no bucket"):
+        ed.split_s3("s3:///x")
+
+
+def test_s3_versions_reads_integer_folders_across_pages():
+    s3 = FakeS3(["imfuse/1/saved_model.pb", "imfuse/10/saved_model.pb", "imfuse/2/x", "imfuse/tmp/x",
+                 "imfuse/3/variables/v", "other/7/saved_model.pb"])
+    assert ed.s3_versions(s3, "models", "imfuse/") == [1, 2, 3, 10]
+    assert ed.s3_versions(FakeS3(), "models", "imfuse/") == []
+
+
+def test_upload_puts_saved_model_pb_last(tmp_path):
+    version = tmp_path / "4"
+    (version / "variables").mkdir(parents=True)
+    for rel in ("saved_model.pb", "variables/variables.index", "variables/variables.data-00000-of-00001",
+                "imfuse_model.json", "assets/readme.txt"):
+        (version / rel).parent.mkdir(parents=True, exist_ok=True)
+        (version / rel).write_text(rel)
+    s3 = FakeS3()
+    keys = ed.upload_version(s3, version, "models", "p/imfuse/4/")
+    assert keys == s3.uploads and len(keys) == 5
+    assert keys[-1] == "p/imfuse/4/saved_model.pb"
+    assert s3.objects["p/imfuse/4/variables/variables.index"] == b"variables/variables.index"
+
+
+@pytest.mark.parametrize("base,needle", [("", "no serving base path"), ("gs://bucket", "local/mounted folder or s3://"),
+                                         ("s3://", "names no bucket")])
+def test_export_rejects_bad_base_paths_before_loading_the_model(base, needle, tmp_path, monkeypatch):
+    monkeypatch.delenv("IMFUSE_SERVING_BASE_PATH", raising=False)
+    with pytest.raises(ConfigError, match=needle):
+        ed.export_stage(str(tmp_path / "no-model-here"), base, "imfuse")
+
+
+def test_export_to_s3_publishes_the_next_version(tmp_path, monkeypatch):
+    import imfuse.export
+
+    def fake_export(model, base, name, version):
+        # stands in for the TensorFlow SavedModel writer: the S3 side is what is tested here
+        target = Path(base) / name / str(version)
+        (target / "variables").mkdir(parents=True)
+        (target / "saved_model.pb").write_bytes(b"pb")
+        (target / "variables" / "variables.index").write_bytes(b"ix")
+        return target
+
+    monkeypatch.setattr(imfuse.export, "export_saved_model", fake_export)
+    s3 = FakeS3(["serving/imfuse/1/saved_model.pb", "serving/imfuse/2/saved_model.pb", "serving/other/9/x"])
+    version, path = ed.export_to_s3(object(), "s3://models/serving", "imfuse", client=s3)
+    assert (version, path) == (3, "s3://models/serving/imfuse/3")
+    assert s3.uploads == ["serving/imfuse/3/variables/variables.index", "serving/imfuse/3/saved_model.pb"]
