@@ -1,0 +1,148 @@
+"""`imfuse train`: train (or resume) an arbitrary-style model on a prepared dataset.
+
+Rerunning the same command resumes from the newest checkpoint in --out. Metrics go to
+MLflow (experiment `imfuse`, same run on resume) unless --no-mlflow.
+
+Distribution (--strategy): `default` is one device; `mirrored` replicates over all GPUs
+of this machine (--batch-size is the global batch, split across them); `multiworker`
+runs MultiWorkerMirroredStrategy over the cluster in the TF_CONFIG environment variable,
+e.g. on each of two machines (index 0 and 1):
+    TF_CONFIG='{"cluster": {"worker": ["node0:12345", "node1:12345"]}, "task": {"type": "worker", "index": 0}}'
+Every worker runs the same command; worker 0 (or the `chief`) writes --out and MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+from imfuse.errors import ConfigError
+
+SCHEDULES = ("cosine", "constant", "exponential")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a style transfer model on a prepared dataset (resumable)",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", required=True, metavar="DIR", help="prepared dataset (imfuse data prepare)")
+    p.add_argument("--variant", required=True, choices=("full", "reduced"))
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="checkpoints/, model.keras, history.jsonl")
+    p.add_argument("--steps", type=int, default=1000, help="target step count (default 1000)")
+    p.add_argument("--batch-size", type=int, default=4, help="global batch (default 4)")
+    p.add_argument("--image-size", type=int, default=256, help="content crop in px (default 256)")
+    p.add_argument("--style-size", type=int, default=256, help="style crop in px (default 256)")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="peak Adam learning rate (default 1e-3)")
+    p.add_argument("--lr-schedule", choices=SCHEDULES, default="cosine")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (default 0)")
+    p.add_argument("--content-weight", type=float, default=1.0)
+    p.add_argument("--style-weight", type=float, default=100.0)
+    p.add_argument("--tv-weight", type=float, default=50.0)
+    p.add_argument("--loss-network", default="vgg16-hed", help="vgg16-hed (offline), vgg16-imagenet, vgg19-imagenet")
+    p.add_argument(
+        "--loss-precision",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="loss-network compute; auto = bfloat16 on CPUs with AVX512-BF16/AMX",
+    )
+    p.add_argument("--predictor-weights", default="none", metavar="none|imagenet|PATH")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
+    p.add_argument("--log-every", type=int, default=10, help="steps between metric logs (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 with loss scaling (GPUs)")
+    p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default")
+    p.add_argument(
+        "--jit",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="XLA-compile the forward/backward pass (default: on with a GPU, off on CPU)",
+    )
+    p.add_argument("--mlflow-uri", metavar="URI", help="tracking store/server (default: MLFLOW_TRACKING_URI or local)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.add_argument("--register", action="store_true", help="register model.keras as a new version (alias challenger)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace):
+    from imfuse.training.config import TrainConfig
+
+    return TrainConfig(
+        data_dir=args.data,
+        out_dir=args.out,
+        variant=args.variant,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        style_size=args.style_size,
+        learning_rate=args.learning_rate,
+        lr_schedule=args.lr_schedule,
+        warmup_steps=args.warmup_steps,
+        content_weight=args.content_weight,
+        style_weight=args.style_weight,
+        tv_weight=args.tv_weight,
+        loss_network=args.loss_network,
+        loss_precision=args.loss_precision,
+        predictor_weights=args.predictor_weights,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+        seed=args.seed,
+        mixed_precision=args.mixed_precision,
+        strategy=args.strategy,
+        jit=args.jit,
+    )
+
+
+def _one_line_warnings() -> None:
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"imfuse: warning: {message}\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.register and args.no_mlflow:
+        raise ConfigError("--register needs MLflow; drop --no-mlflow")
+    config = config_from_args(args)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _one_line_warnings()
+    from imfuse.training.trainer import check_run_dir, chief_from_tf_config, train
+
+    check_run_dir(config)  # bad --data or a mismatched resume fails before MLflow is touched
+    progress = not args.no_progress
+    track = not args.no_mlflow and (config.strategy != "multiworker" or chief_from_tf_config())
+    if not track:
+        result = train(config, progress=progress)
+        _report(result, None, None)
+        return 0
+
+    from imfuse.tracking.runs import TrainingRun
+
+    with TrainingRun(args.mlflow_uri, config.out_dir, config.variant, config.to_dict()) as tracking:
+        result = train(config, on_log=lambda step, metrics: tracking.log_metrics(metrics, step), progress=progress)
+        for name in ("train_config.json", "history.jsonl"):
+            path = os.path.join(config.out_dir, name)
+            if os.path.isfile(path):
+                tracking.log_artifact(path)
+        version = tracking.log_model_and_register(result.model_path, config.variant) if args.register else None
+        _report(result, tracking.run_id, version)
+    return 0
+
+
+def _report(result, run_id: str | None, version) -> None:
+    summary = {
+        "model": result.model_path,
+        "step": result.step,
+        "resumed_from": result.start_step,
+        "loss": result.metrics.get("train/loss"),
+        "images_per_second": round(result.images_per_second, 3),
+        "input_wait_fraction": round(result.input_wait_fraction, 4),
+    }
+    if run_id:
+        summary["mlflow_run_id"] = run_id
+    if version is not None:
+        summary["registered_version"] = version
+    print(json.dumps(summary), file=sys.stdout)

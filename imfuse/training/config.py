@@ -1,0 +1,123 @@
+"""TrainConfig: every option of `imfuse train`, validated once, saved with the run.
+
+The run directory keeps the config it was started with (train_config.json); a rerun
+compares against it so a resume never silently mixes two different trainings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+from imfuse.errors import ConfigError
+
+LR_SCHEDULES = ("cosine", "constant", "exponential")
+LOSS_PRECISIONS = ("auto", "float32", "bfloat16")
+STRATEGIES = ("default", "mirrored", "multiworker")
+VARIANT_NAMES = ("full", "reduced")
+# Options that may differ between the first run and a resume: how long, how often to
+# save/log, and how the same computation is executed. Everything else defines the model
+# or the optimisation problem and must match the checkpoint.
+RESUMABLE_FIELDS = frozenset(
+    {
+        "data_dir",
+        "out_dir",
+        "steps",
+        "checkpoint_every",
+        "log_every",
+        "keep_checkpoints",
+        "jit",
+        "strategy",
+        "loss_precision",
+    }
+)
+# Exponential decay reaches this fraction of the peak learning rate at the last step.
+EXPONENTIAL_FINAL_FRACTION = 0.01
+
+
+@dataclass
+class TrainConfig:
+    """Options of one training run (CLI flags map 1:1 onto these fields)."""
+
+    data_dir: str
+    out_dir: str
+    variant: str = "reduced"
+    steps: int = 1000
+    batch_size: int = 4
+    image_size: int = 256
+    style_size: int = 256
+    learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 0
+    content_weight: float = 1.0
+    style_weight: float = 100.0
+    tv_weight: float = 50.0
+    loss_network: str = "vgg16-hed"
+    loss_precision: str = "auto"  # VGG compute: auto = bfloat16 on CPUs with AVX512-BF16/AMX
+    predictor_weights: str = "none"
+    checkpoint_every: int = 100
+    log_every: int = 10
+    keep_checkpoints: int = 3
+    seed: int = 0
+    mixed_precision: bool = False
+    strategy: str = "default"
+    jit: bool | None = None  # None: XLA where it helps (GPU), off on CPU (see bench/train_step.py)
+
+    def __post_init__(self) -> None:
+        self.data_dir = os.fspath(self.data_dir)
+        self.out_dir = os.fspath(self.out_dir)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises ConfigError naming the first bad value."""
+        if self.variant not in VARIANT_NAMES:
+            raise ConfigError(f"--variant must be one of {', '.join(VARIANT_NAMES)}, got {self.variant!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.loss_precision not in LOSS_PRECISIONS:
+            raise ConfigError(
+                f"--loss-precision must be one of {', '.join(LOSS_PRECISIONS)}, got {self.loss_precision!r}"
+            )
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        positive = ("steps", "batch_size", "image_size", "style_size", "checkpoint_every", "log_every", "keep_checkpoints")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        if self.image_size < 16 or self.style_size < 16:
+            raise ConfigError(
+                f"--image-size and --style-size must be at least 16 px (got {self.image_size}, {self.style_size})"
+            )
+        if not self.learning_rate > 0:
+            raise ConfigError(f"--learning-rate must be positive, got {self.learning_rate}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if not self.predictor_weights:
+            raise ConfigError("--predictor-weights must be 'none', 'imagenet' or a weights-file path")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+def resume_mismatches(saved: dict, current: TrainConfig) -> list[str]:
+    """'name: saved -> current' for every option that must not change on resume."""
+    now = current.to_dict()
+    diffs = []
+    for name, value in now.items():
+        if name in RESUMABLE_FIELDS or name not in saved:
+            continue
+        if saved[name] != value:
+            diffs.append(f"{name}: {saved[name]!r} -> {value!r}")
+    return diffs

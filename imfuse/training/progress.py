@@ -1,0 +1,135 @@
+"""Per-step bookkeeping of a training run: window averages, images/s, input wait,
+the tqdm bar and history.jsonl. Kept apart from the step maths so both stay short."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tqdm import tqdm
+
+from imfuse.training.checkpoints import HISTORY_FILE
+
+# Loss terms as the train step returns them -> the CONTRACTS metric names.
+METRIC_NAMES = {
+    "loss": "train/loss",
+    "content_loss": "train/content_loss",
+    "style_loss": "train/style_loss",
+    "tv_loss": "train/tv_loss",
+}
+LogFn = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class StepTimer:
+    """Wall time split into 'waiting for the next batch' and 'everything'. The first step
+    of a process (tracing/compilation) is excluded so the rates describe steady state."""
+
+    wait_s: float = 0.0
+    total_s: float = 0.0
+    steps: int = 0
+    _seen_first: bool = False
+
+    def add(self, wait_s: float, total_s: float) -> None:
+        if not self._seen_first:
+            self._seen_first = True
+            return
+        self.wait_s += wait_s
+        self.total_s += total_s
+        self.steps += 1
+
+    @property
+    def input_wait_fraction(self) -> float:
+        return self.wait_s / self.total_s if self.total_s > 0 else 0.0
+
+    def images_per_second(self, batch: int) -> float:
+        return self.steps * batch / self.total_s if self.total_s > 0 else 0.0
+
+
+@dataclass
+class ProgressLog:
+    """Averages the loss terms over each log window and hands them to every sink."""
+
+    run_dir: str | None
+    batch_size: int
+    start_step: int
+    total_steps: int
+    on_log: LogFn | None = None
+    show_bar: bool = True
+    sums: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+    window: StepTimer = field(default_factory=StepTimer)
+    overall: StepTimer = field(default_factory=StepTimer)
+    last_metrics: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.bar = tqdm(
+            total=self.total_steps, initial=self.start_step, desc="train", unit="step", disable=not self.show_bar
+        )
+
+    def step(self, terms: dict[str, float], wait_s: float, total_s: float) -> None:
+        for name, value in terms.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        self.count += 1
+        self.window.add(wait_s, total_s)
+        self.overall.add(wait_s, total_s)
+        self.bar.update(1)
+
+    def flush(self, step: int, learning_rate: float) -> dict[str, float]:
+        """Emit the window's averages (CONTRACTS names) for `step`; returns them."""
+        if self.count == 0:
+            return {}
+        metrics = {METRIC_NAMES.get(k, f"train/{k}"): v / self.count for k, v in self.sums.items()}
+        rate = self.window.images_per_second(self.batch_size) or self.overall.images_per_second(self.batch_size)
+        metrics["train/images_per_second"] = rate
+        metrics["train/learning_rate"] = learning_rate
+        metrics["train/input_wait_fraction"] = (
+            self.window.input_wait_fraction if self.window.steps else self.overall.input_wait_fraction
+        )
+        metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+        self.bar.set_postfix(
+            loss=f"{metrics.get('train/loss', float('nan')):.4g}",
+            content=f"{metrics.get('train/content_loss', float('nan')):.3g}",
+            style=f"{metrics.get('train/style_loss', float('nan')):.3g}",
+            tv=f"{metrics.get('train/tv_loss', float('nan')):.3g}",
+            img_s=f"{rate:.2f}",
+        )
+        if self.run_dir is not None:
+            append_history(self.run_dir, step, metrics)
+        if self.on_log is not None:
+            self.on_log(step, metrics)
+        self.sums, self.count, self.window = {}, 0, StepTimer(_seen_first=True)
+        self.last_metrics = metrics
+        return metrics
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def append_history(run_dir: str, step: int, metrics: dict[str, float]) -> None:
+    """One JSON line per log step; fsync so a kill -9 loses at most the line being written."""
+    path = Path(run_dir) / HISTORY_FILE
+    line = json.dumps({"step": int(step), "metrics": metrics, "time": time.time()}, sort_keys=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_history(run_dir: str | os.PathLike) -> list[dict]:
+    """history.jsonl as a list of records (torn lines skipped)."""
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records

@@ -1,0 +1,389 @@
+"""Ghiasi-style arbitrary style training: one content batch + one style batch per step.
+
+The predictor embeds the style batch, the transformer stylises the content batch with
+those embeddings, and Gatys content/style/TV losses on the frozen loss network (content
+features of the content batch, per-example Gram targets of the style batch) drive Adam.
+This module never imports MLflow: metrics leave through the `on_log` callback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+from imfuse.errors import ConfigError, DataError, TrainingError
+from imfuse.lossnet import dtype_policy_for
+from imfuse.training import checkpoints as ckpt
+from imfuse.training.config import EXPONENTIAL_FINAL_FRACTION, TrainConfig, resume_mismatches
+from imfuse.training.progress import LogFn, ProgressLog
+
+CheckpointFn = Callable[[int, str], None]
+
+
+@dataclass
+class TrainResult:
+    """What a finished `train` call produced (paths and steady-state rates)."""
+
+    run_dir: str
+    model_path: str
+    start_step: int
+    step: int
+    metrics: dict[str, float]
+    images_per_second: float
+    input_wait_fraction: float
+    jit: bool
+
+
+@keras.saving.register_keras_serializable(package="imfuse")
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to `peak`, then cosine (to 0), exponential (to 1 %) or constant."""
+
+    def __init__(self, peak: float, total_steps: int, warmup_steps: int = 0, kind: str = "cosine"):
+        self.peak = float(peak)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.kind = kind
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warmup = float(self.warmup_steps)
+        span = float(max(self.total_steps - self.warmup_steps, 1))
+        t = tf.clip_by_value((step - warmup) / span, 0.0, 1.0)
+        if self.kind == "cosine":
+            decayed = self.peak * 0.5 * (1.0 + tf.cos(math.pi * t))
+        elif self.kind == "exponential":
+            decayed = self.peak * tf.pow(EXPONENTIAL_FINAL_FRACTION, t)
+        else:
+            decayed = tf.constant(self.peak, tf.float32)
+        if self.warmup_steps <= 0:
+            return decayed
+        return tf.where(step < warmup, self.peak * (step + 1.0) / warmup, decayed)
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps, "kind": self.kind}
+
+
+def dataset_hash(data_dir: str) -> str:
+    """The prepared dataset's version id (manifest `dataset_hash`); DataError if unusable."""
+    from imfuse.data.manifest import read_manifest
+
+    if not Path(data_dir).is_dir():
+        raise DataError(f"training data directory not found: {data_dir} (create it with `imfuse data prepare`)")
+    return str(read_manifest(data_dir)["dataset_hash"])
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """default: one device; mirrored: all GPUs of this node; multiworker: the cluster in TF_CONFIG."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ConfigError(
+                "--strategy multiworker needs the TF_CONFIG environment variable describing the cluster "
+                '(e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}})'
+            )
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except (ValueError, RuntimeError) as exc:
+            raise ConfigError(f"cannot start MultiWorkerMirroredStrategy from TF_CONFIG: {exc}") from None
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Only the chief (or worker 0 without a chief) writes the run directory."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if not task_type:
+        return True
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def resolve_jit(jit: bool | None) -> bool:
+    """Default: XLA on GPU, where it fuses the many small norm ops; off on CPU, where
+    bench/train_step.py measured no gain and compilation costs a long first step."""
+    if jit is not None:
+        return bool(jit)
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def _input_dataset(config: TrainConfig, global_batch: int, seed: int, dataset_fn) -> tf.data.Dataset:
+    if dataset_fn is None:
+        from imfuse.data.reader import make_dataset as dataset_fn
+    common = {"batch_size": global_batch, "training": True, "repeat": True, "seed": seed}
+    # Training reads the train splits only; `unseen` styles are kept for evaluation.
+    content = dataset_fn(config.data_dir, "content", "train", image_size=config.image_size, **common)
+    style = dataset_fn(config.data_dir, "style", "train", image_size=config.style_size, **common)
+    zipped = tf.data.Dataset.zip((content, style)).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return zipped.with_options(options)
+
+
+def _build(config: TrainConfig, strategy, resuming: bool):
+    """Loss network, model and optimizer inside the strategy scope."""
+    from imfuse.lossnet import build_loss_network
+    from imfuse.networks import build_model
+
+    with strategy.scope():
+        # Its own policy (features come back float32), independent of --mixed-precision.
+        lossnet = build_loss_network(config.loss_network, dtype_policy=dtype_policy_for(config.loss_precision))
+        previous = keras.mixed_precision.global_policy()
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        try:
+            # On resume the checkpoint restores every weight: skip reading the initial weights.
+            init = "none" if resuming else config.predictor_weights
+            model = build_model(config.variant, predictor_weights=init, style_size=config.style_size)
+            model.predictor_init = config.predictor_weights
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+        schedule = WarmupSchedule(config.learning_rate, config.steps, config.warmup_steps, config.lr_schedule)
+        optimizer = keras.optimizers.Adam(learning_rate=schedule)
+        if config.mixed_precision:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
+    return lossnet, model, optimizer, schedule, step
+
+
+def content_feature_network(lossnet) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """The loss network cut after its content layers: content targets need no deeper
+    features, and skipping block 4 saves about a third of that pass."""
+    model = lossnet.model
+    outputs = [model.outputs[lossnet.layers.index(name)] for name in lossnet.content_layers]
+    truncated = keras.Model(model.inputs, outputs, name=f"{model.name}_content")
+    truncated.trainable = False
+
+    def features(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        result = truncated(images, training=False)
+        result = result if isinstance(result, (list, tuple)) else [result]
+        return dict(zip(lossnet.content_layers, result))
+
+    return features
+
+
+def make_train_step(strategy, model, lossnet, optimizer, weights, mixed: bool, jit: bool):
+    """Compiled distributed step: (content, style) per-replica batches -> mean loss terms.
+
+    The forward pass and gradients are one XLA cluster when `jit`; the optimizer update
+    stays outside it because cross-replica gradient aggregation is not XLA-compilable.
+    """
+    from imfuse.losses import perceptual_losses, style_grams
+    from imfuse.networks import preprocess_style
+
+    replicas = strategy.num_replicas_in_sync
+    variables = model.trainable_variables
+
+    content_net = content_feature_network(lossnet)
+
+    @tf.function(jit_compile=jit, reduce_retracing=True)
+    def gradients(content, style, style_input):
+        content_features = content_net(content)
+        target_grams = style_grams(lossnet, style)  # (B, C, C): one style per content image
+        with tf.GradientTape() as tape:
+            embedding = model.predictor(style_input, training=True)
+            stylized = tf.cast(model.stylize_with_embedding(content, embedding, training=True), tf.float32)
+            terms = perceptual_losses(lossnet, stylized, content_features, target_grams, weights)
+            loss = terms["loss"] / replicas  # replicas' gradients are summed
+            scaled = optimizer.scale_loss(loss) if mixed else loss
+        grads = tape.gradient(scaled, variables)
+        return grads, terms
+
+    def replica_step(content, style):
+        # The predictor's crop+antialiased resize has no XLA kernel: do it before the cluster.
+        grads, terms = gradients(content, style, preprocess_style(style, model.variant.style_size))
+        optimizer.apply_gradients(zip(grads, variables))
+        if not mixed:  # with loss scaling, non-finite gradients are skipped by design
+            terms["grad_norm"] = tf.linalg.global_norm(grads) * replicas
+        return terms
+
+    @tf.function
+    def train_step(batch):
+        content, style = batch
+        per_replica = strategy.run(replica_step, args=(content, style))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
+
+    return train_step
+
+
+def _check_finite(step: int, terms: dict[str, float], last_checkpoint: str | None) -> None:
+    bad = [name for name, value in terms.items() if not math.isfinite(value)]
+    if not bad:
+        return
+    kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
+    values = ", ".join(f"{name}={terms[name]}" for name in bad)
+    hint = "lower --learning-rate or the loss weights"
+    raise TrainingError(f"training diverged at step {step}: non-finite {values}; {kept}; {hint}")
+
+
+def _float32_copy(model, config: TrainConfig):
+    """A float32 model with the trained weights: saved files must run on any device."""
+    from imfuse.networks import build_model
+
+    if not config.mixed_precision:
+        return model
+    copy = build_model(config.variant, predictor_weights="none", style_size=config.style_size)
+    copy.predictor_init = model.predictor_init
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def check_run_dir(config: TrainConfig) -> tuple[str, dict | None]:
+    """Cheap checks before anything heavy starts: options, dataset, and that the run
+    directory (if it holds a run) was started with compatible options.
+
+    Returns (dataset hash, saved run record or None).
+    """
+    config.validate()
+    data_hash = dataset_hash(config.data_dir)
+    saved = ckpt.read_run_config(config.out_dir)
+    if saved is None:
+        return data_hash, None
+    mismatches = resume_mismatches(saved.get("config", {}), config)
+    if saved.get("dataset_hash") not in (None, data_hash):
+        mismatches.append(f"dataset: {saved['dataset_hash']} -> {data_hash}")
+    if mismatches:
+        raise ConfigError(
+            f"{config.out_dir} holds a run with different options ({'; '.join(mismatches)}); "
+            "rerun with the original options to resume, or use a new --out directory"
+        )
+    return data_hash, saved
+
+
+def chief_from_tf_config(environ: dict | None = None) -> bool:
+    """Whether this process is the chief per TF_CONFIG, before any strategy exists."""
+    raw = (environ if environ is not None else os.environ).get("TF_CONFIG")
+    if not raw:
+        return True
+    try:
+        spec = json.loads(raw)
+    except ValueError:
+        raise ConfigError("TF_CONFIG is not valid JSON") from None
+    task = spec.get("task", {})
+    if task.get("type") == "chief":
+        return True
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0 and "chief" not in spec.get("cluster", {})
+
+
+def _run_record(config: TrainConfig, data_hash: str, lossnet, model, replicas: int, start_step: int) -> dict:
+    """train_config.json: everything needed to reproduce or audit the run."""
+    return {
+        "config": config.to_dict(),
+        "dataset_hash": data_hash,
+        "loss_network": {
+            "name": lossnet.name,
+            "weights_source": lossnet.weights_source,
+            "dtype_policy": dtype_policy_for(config.loss_precision),
+        },
+        "variant_config": model.variant.to_dict(),
+        "replicas": replicas,
+        "resumed_from_step": start_step,
+    }
+
+
+def train(
+    config: TrainConfig,
+    *,
+    on_log: LogFn | None = None,
+    on_checkpoint: CheckpointFn | None = None,
+    progress: bool = True,
+    dataset_fn=None,
+) -> TrainResult:
+    """Train (or resume) the run in `config.out_dir` up to `config.steps` steps.
+
+    `on_log(step, metrics)` gets the CONTRACTS metric names every `log_every` steps;
+    `on_checkpoint(step, path)` after each checkpoint. `dataset_fn` replaces
+    `imfuse.data.reader.make_dataset` (same signature).
+    """
+    data_hash, _ = check_run_dir(config)
+    strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ConfigError(f"--batch-size {config.batch_size} must be a multiple of the {replicas} replicas")
+    if config.mixed_precision and not tf.config.list_physical_devices("GPU"):
+        warnings.warn(
+            "--mixed-precision is meant for GPUs (float16 tensor cores); on CPU it is usually slower",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    run_dir = config.out_dir if chief else tempfile.mkdtemp(prefix="imfuse-worker-")
+    os.makedirs(run_dir, exist_ok=True)
+    checkpoint_dir = os.path.join(run_dir, ckpt.CHECKPOINT_DIR)
+
+    keras.utils.set_random_seed(config.seed)
+    resuming = tf.train.latest_checkpoint(checkpoint_dir) is not None
+    lossnet, model, optimizer, schedule, step_var = _build(config, strategy, resuming)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var)
+    manager = ckpt.make_manager(checkpoint, checkpoint_dir, config.keep_checkpoints)
+    last_checkpoint = ckpt.restore_latest(checkpoint, manager)
+    start_step = int(step_var.numpy())
+    if chief:
+        ckpt.trim_history(run_dir, start_step)
+        ckpt.write_run_config(run_dir, _run_record(config, data_hash, lossnet, model, replicas, start_step))
+
+    jit = resolve_jit(config.jit)
+    result_metrics: dict[str, float] = {}
+    log = ProgressLog(
+        run_dir if chief else None,
+        config.batch_size,
+        start_step,
+        config.steps,
+        on_log=on_log if chief else None,
+        show_bar=progress and chief,
+    )
+    try:
+        if start_step < config.steps:
+            # Different data order after a resume, yet reproducible for the same step.
+            data_seed = config.seed + start_step
+            tf.random.set_seed(data_seed)
+            dataset = _input_dataset(config, config.batch_size, data_seed, dataset_fn)
+            data = strategy.experimental_distribute_dataset(dataset)
+            from imfuse.losses import LossWeights
+
+            weights = LossWeights(config.content_weight, config.style_weight, config.tv_weight)
+            train_step = make_train_step(strategy, model, lossnet, optimizer, weights, config.mixed_precision, jit)
+            iterator = iter(data)
+            for step in range(start_step + 1, config.steps + 1):
+                started = time.perf_counter()
+                batch = next(iterator)
+                fetched = time.perf_counter()
+                terms = {k: float(v) for k, v in train_step(batch).items()}
+                _check_finite(step, terms, last_checkpoint)
+                step_var.assign(step)
+                log.step(terms, fetched - started, time.perf_counter() - started)
+                if step % config.log_every == 0 or step == config.steps:
+                    result_metrics = log.flush(step, float(schedule(step - 1)))
+                if step % config.checkpoint_every == 0 or step == config.steps:
+                    last_checkpoint = manager.save(checkpoint_number=step)
+                    if on_checkpoint is not None and chief:
+                        on_checkpoint(step, last_checkpoint)
+    finally:
+        log.close()
+
+    model_path = os.path.join(run_dir, ckpt.MODEL_FILE)
+    ckpt.save_model_atomic(_float32_copy(model, config), model_path)
+    return TrainResult(
+        run_dir=run_dir,
+        model_path=model_path,
+        start_step=start_step,
+        step=int(step_var.numpy()),
+        metrics=result_metrics,
+        images_per_second=log.overall.images_per_second(config.batch_size),
+        input_wait_fraction=log.overall.input_wait_fraction,
+        jit=jit,
+    )
+
