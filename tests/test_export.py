@@ -99,7 +99,7 @@ def test_warmup_requests_replay(exported):
         out = loaded.signatures[request.model_spec.signature_name](**inputs)
         assert all(v.shape[0] == 1 for v in out.values())
         seen.append(request.model_spec.signature_name)
-    assert sorted(seen) == ["serving_default", "style_embedding", "stylize_with_embedding"]
+    assert sorted(seen) == ["serving_default", "style_embedding", "stylize_rest", "stylize_with_embedding"]
 
 
 def test_round_trip_matches_keras_model(model, exported):
@@ -219,7 +219,7 @@ def test_strength_out_of_range_is_invalid_argument(exported):
 
 
 class _FakeModule:
-    serving_default = style_embedding = stylize_with_embedding = None
+    serving_default = style_embedding = stylize_with_embedding = stylize_rest = None
 
 
 def test_versions_never_overwritten_and_numbered(model, exported, monkeypatch):
@@ -279,7 +279,7 @@ def test_cli_bad_model_path_one_line_exit_2(tmp_path, capsys):
     assert not (tmp_path / "imfuse").exists()
 
 
-def test_rest_signature_returns_valid_b64_json_through_the_server(exported):
+def test_rest_signature_returns_valid_b64_json_through_the_server(exported, tmp_path):
     """TF Serving base64-encodes only `*_bytes` string outputs; `stylize_rest` is the one
     REST clients get valid JSON from, and it carries the same PNG as serving_default."""
     import json
@@ -288,9 +288,12 @@ def test_rest_signature_returns_valid_b64_json_through_the_server(exported):
     from imfuse.serving.client import PredictionClient, RestClient
     from imfuse.serving.server import ServerOptions, start_server
 
-    base, _, _ = exported
+    import shutil
+
+    _, path, _ = exported
+    shutil.copytree(path, tmp_path / "imfuse" / "1")  # other tests add fake versions beside it
     content, style = _png(_image(40, 56, 3)), _png(_image(32, 32, 4))
-    running = start_server(ServerOptions(model_base_path=str(base / "imfuse"), port=0, rest_port=0, host="127.0.0.1"))
+    running = start_server(ServerOptions(model_base_path=str(tmp_path / "imfuse"), port=0, rest_port=0, host="127.0.0.1"))
     try:
         rest_png = RestClient(f"127.0.0.1:{running.rest_port}").stylize(content, style)
         grpc_png = PredictionClient(f"127.0.0.1:{running.grpc_port}").stylize(content, style)
