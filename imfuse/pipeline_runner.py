@@ -69,7 +69,7 @@ class PipelineParams:
 
 # Defaults of `imfuse pipeline run --local`: the whole loop in a few minutes on 2 CPU cores.
 LOCAL_DEFAULTS = PipelineParams(
-    variant="reduced", steps=30, image_size=64, batch_size=2, model_name="imfuse", eval_max_pairs=6, gatys_steps=10,
+    variant="reduced", steps=200, image_size=128, batch_size=4, model_name="imfuse", eval_max_pairs=6, gatys_steps=10,
 )
 
 
