@@ -17,6 +17,9 @@ import traceback
 from imfuse import __version__
 from imfuse.errors import ImfuseError
 
+# Command groups that never touch TensorFlow, so they skip its import.
+_TF_FREE_COMMANDS = {"registry", "ui", "pipeline"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -43,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command not in _TF_FREE_COMMANDS:
+            from imfuse._quiet import import_tensorflow_quietly
+
+            import_tensorflow_quietly()
         result = args.func(args)
         return int(result or 0)
     except ImfuseError as exc:
