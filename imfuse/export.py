@@ -251,18 +251,9 @@ def _metadata(model: "StyleTransferModel", version: int) -> dict:
     }
 
 
-def export_saved_model(
-    model: "StyleTransferModel",
-    base_path: str | os.PathLike,
-    name: str = "imfuse",
-    version: int | None = None,
-) -> Path:
-    """Write BASE/<name>/<version>/ atomically; returns the version folder.
-
-    `version=None` takes the highest existing version + 1 (1 for a new model).
-    """
-    import tensorflow as tf
-
+def _write_version(base_path, name: str, version: int | None, fill) -> Path:
+    """Create BASE/<name>/<version>/ atomically: `fill(tmp_dir, version)` writes into a
+    hidden temporary folder that is renamed into place only when complete."""
     if not _NAME_RE.match(name or ""):
         raise ConfigError(f"model name must be letters, digits, '.', '_' or '-' (got {name!r})")
     if version is not None and (isinstance(version, bool) or int(version) < 1):
@@ -283,16 +274,7 @@ def export_saved_model(
     tmp = model_dir / f".tmp-{version}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        module = build_serving_module(model)
-        tf.saved_model.save(
-            module,
-            str(tmp),
-            signatures={key: getattr(module, key) for key in SIGNATURES},
-        )
-        meta = tmp / METADATA_FILE
-        meta.parent.mkdir(parents=True, exist_ok=True)
-        meta.write_text(json.dumps(_metadata(model, version), indent=2))
-        write_warmup_requests(tmp / WARMUP_FILE, name, int(model.embedding_dim))
+        fill(tmp, version)
         if target.exists():  # another exporter won the race while we were writing
             raise ModelError(f"{target} appeared during export; versions are never overwritten")
         os.rename(tmp, target)
@@ -306,6 +288,83 @@ def export_saved_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def export_saved_model(
+    model: "StyleTransferModel",
+    base_path: str | os.PathLike,
+    name: str = "imfuse",
+    version: int | None = None,
+) -> Path:
+    """Write BASE/<name>/<version>/ atomically; returns the version folder.
+
+    `version=None` takes the highest existing version + 1 (1 for a new model).
+    """
+    import tensorflow as tf
+
+    def fill(tmp: Path, number: int) -> None:
+        module = build_serving_module(model)
+        tf.saved_model.save(module, str(tmp), signatures={key: getattr(module, key) for key in SIGNATURES})
+        meta = tmp / METADATA_FILE
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        meta.write_text(json.dumps(_metadata(model, number), indent=2))
+        write_warmup_requests(tmp / WARMUP_FILE, name, int(model.embedding_dim))
+
+    return _write_version(base_path, name, version, fill)
+
+
+def publish_saved_model(
+    src: str | os.PathLike,
+    base_path: str | os.PathLike,
+    name: str = "imfuse",
+    version: int | None = None,
+) -> Path:
+    """Publish an already exported SavedModel folder (e.g. the registered one) as a new
+    version, so serving loads exactly the graph and variables that were registered.
+
+    Only the stamps in `assets.extra` (version number, model name of the warm-up
+    requests) are rewritten for the new place.
+    """
+    src = Path(src)
+    if not (src / "saved_model.pb").is_file():
+        raise ModelError(f"{src} is not a SavedModel folder (no saved_model.pb)")
+    try:
+        meta = json.loads((src / METADATA_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{src}: not an imfuse export ({METADATA_FILE}: {exc})") from None
+
+    def fill(tmp: Path, number: int) -> None:
+        shutil.copytree(src, tmp)
+        (tmp / METADATA_FILE).write_text(json.dumps({**meta, "version": number}, indent=2))
+        write_warmup_requests(tmp / WARMUP_FILE, name, int(meta["embedding_dim"]))
+
+    return _write_version(base_path, name, version, fill)
+
+
+REGISTRY_SAVED_MODEL = "saved_model"
+
+
+def package_model(keras_path: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """The registry's model artefact folder: the trainable `.keras` file (for
+    `imfuse stylize --method model` and fine-tuning) plus `saved_model/`, the exact
+    SavedModel with serving signatures that TF Serving will load once published."""
+    import tempfile
+
+    from imfuse.networks import load_model
+
+    keras_path, dst = Path(keras_path), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(keras_path, dst / keras_path.name)
+    with tempfile.TemporaryDirectory(prefix="imfuse-package-") as scratch:
+        version_dir = export_saved_model(load_model(keras_path), scratch, name="imfuse", version=1)
+        shutil.move(str(version_dir), str(dst / REGISTRY_SAVED_MODEL))
+    return dst
+
+
+def packaged_saved_model(path: str | os.PathLike) -> Path | None:
+    """The SavedModel inside a (downloaded) registry artefact folder, if it has one."""
+    candidate = Path(path) / REGISTRY_SAVED_MODEL
+    return candidate if (candidate / "saved_model.pb").is_file() else None
 
 
 def describe_signatures(version_dir: str | os.PathLike) -> dict[str, dict]:

@@ -10,6 +10,11 @@ import pytest
 import tensorflow as tf
 
 from conftest import bomb_png
+
+try:
+    from tests.mlflow_server import mlflow_server  # noqa: F401 - pytest fixture
+except ImportError:  # pragma: no cover - depends on how pytest put tests/ on sys.path
+    from mlflow_server import mlflow_server  # noqa: F401
 from imfuse.errors import ConfigError, ModelError
 from imfuse.export import describe_signatures, existing_versions, export_saved_model
 from imfuse.images import decode_image, encode_png, to_uint8
@@ -310,3 +315,35 @@ def test_rest_signature_returns_valid_b64_json_through_the_server(exported, tmp_
     assert base64.b64decode(doc["outputs"][0]["b64"]) == grpc_png
     assert rest_png == grpc_png
     assert _rgb(rest_png).shape == (40, 56, 3)
+
+
+def test_export_from_registry_publishes_the_registered_saved_model(model, tmp_path, capsys, mlflow_server):  # noqa: F811
+    """`imfuse export --from-registry` serves exactly what the registry holds: the
+    packaged SavedModel is published (bytes identical), not re-exported from .keras."""
+    from imfuse.cli import main
+    from imfuse.export import package_model, packaged_saved_model
+    from imfuse.networks import save_model
+    from imfuse.tracking.runs import TrainingRun
+
+    keras_file = tmp_path / "model.keras"
+    save_model(model, keras_file)
+    package = package_model(keras_file, tmp_path / "package")
+    assert (package / "model.keras").is_file() and packaged_saved_model(package) is not None
+    with TrainingRun(mlflow_server, tmp_path / "run", "reduced", {}) as run:
+        version = run.log_model_and_register(package, name="exp-registry")
+    code = main(["export", "--from-registry", f"exp-registry@{version}", "--mlflow-uri", mlflow_server,
+                 "--base-path", str(tmp_path / "serving"), "--name", "styler", "--version", "4"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    served = tmp_path / "serving" / "styler" / "4"
+    for part in ("saved_model.pb", "variables/variables.index"):
+        assert (served / part).read_bytes() == (package / "saved_model" / part).read_bytes()
+    assert "stylize_rest" in out
+    import json
+
+    assert json.loads((served / "assets.extra" / "imfuse_export.json").read_text())["version"] == 4
+    loaded = tf.saved_model.load(str(served))
+    png = loaded.signatures["serving_default"](
+        content_image=tf.constant([_png(_image(24, 40, 5))]), style_image=tf.constant([_png(_image(32, 32, 6))]),
+        **_defaults())["stylized_image"].numpy()[0]
+    assert _rgb(png).shape == (24, 40, 3)

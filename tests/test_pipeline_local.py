@@ -60,7 +60,12 @@ def test_local_run_registers_and_publishes_a_version(local_run):
     run = client.get_run(challenger.run_id)
     assert run.data.tags["imfuse.blessed"] == "true"
     assert run.data.metrics["train/loss"] > 0 and "eval/style_loss_unseen" in run.data.metrics
-    assert [a.path for a in client.list_artifacts(challenger.run_id, "model")] == ["model/model.keras"]
+    assert [a.path for a in client.list_artifacts(challenger.run_id, "model")] == ["model/model.keras", "model/saved_model"]
+    # Serving runs exactly the registered SavedModel: same graph and same variables.
+    registered = client.download_artifacts(challenger.run_id, "model/saved_model", str(local_run["workdir"] / "dl"))
+    for part in ("saved_model.pb", "variables/variables.index", "variables/variables.data-00000-of-00001"):
+        assert (base / "1" / part).read_bytes() == (local_run["workdir"] / "dl" / "saved_model" / part).read_bytes()
+    assert registered.endswith("saved_model")
 
 
 def test_served_version_stylizes_over_grpc(local_run, tmp_path):

@@ -75,10 +75,11 @@ def upload_version(client, local_dir: str | Path, bucket: str, key_prefix: str) 
     return keys
 
 
-def export_to_s3(model, base_uri: str, name: str, client=None) -> tuple[int, str]:
-    """Export to a scratch folder, then publish as the next version under s3://.../<name>/."""
+def export_to_s3(model, base_uri: str, name: str, client=None, saved_model: Path | None = None) -> tuple[int, str]:
+    """Export `model` (or take the registered `saved_model` folder) into a scratch folder,
+    then publish it as the next version under s3://.../<name>/."""
     from imfuse.errors import ConfigError, ModelError
-    from imfuse.export import export_saved_model
+    from imfuse.export import export_saved_model, publish_saved_model
 
     bucket, prefix = split_s3(base_uri)
     client = client or s3_client()
@@ -89,7 +90,10 @@ def export_to_s3(model, base_uri: str, name: str, client=None) -> tuple[int, str
         raise ConfigError(f"cannot list s3://{bucket}/{model_prefix}: {exc}") from None
     version = (existing[-1] + 1) if existing else 1
     with tempfile.TemporaryDirectory(prefix="imfuse-export-") as scratch:
-        local = export_saved_model(model, scratch, name=name, version=version)
+        if saved_model is not None:
+            local = publish_saved_model(saved_model, scratch, name=name, version=version)
+        else:
+            local = export_saved_model(model, scratch, name=name, version=version)
         try:
             upload_version(client, local, bucket, f"{model_prefix}{version}/")
         except Exception as exc:  # noqa: BLE001
@@ -117,7 +121,11 @@ def export_stage(
     mlflow_uri: str = "",
     client=None,
 ) -> dict:
-    """SavedModel of RUN_DIR/model.keras published as the next version; returns version and path."""
+    """Publish the next serving version; returns version and path.
+
+    With a registry version, the SavedModel registered with it is published as is, so
+    serving runs exactly what the registry holds; otherwise RUN_DIR/model.keras is exported.
+    """
     from imfuse.errors import ConfigError
 
     base = (serving_base_path or os.environ.get("IMFUSE_SERVING_BASE_PATH", "")).strip()
@@ -128,12 +136,22 @@ def export_stage(
         raise ConfigError(f"serving base path {base!r}: use a local/mounted folder or s3://BUCKET[/PREFIX]")
     if base.startswith("s3://"):
         split_s3(base)  # a bad URI fails before the model is loaded
-    from imfuse.export import export_saved_model
+    from imfuse.export import export_saved_model, packaged_saved_model, publish_saved_model
     from imfuse.networks import load_model
 
-    model = load_model(Path(model_dir) / "model.keras")
+    saved_model, model = None, None
+    if registered_model and registered_version:
+        from imfuse.tracking.registry import download_model
+
+        downloaded = download_model(registered_model, str(registered_version), mlflow_uri or None)
+        saved_model = packaged_saved_model(downloaded) if downloaded.is_dir() else None
+    if saved_model is None:
+        model = load_model(Path(model_dir) / "model.keras")
     if base.startswith("s3://"):
-        version, path = export_to_s3(model, base, name, client)
+        version, path = export_to_s3(model, base, name, client, saved_model=saved_model)
+    elif saved_model is not None:
+        target = publish_saved_model(saved_model, base, name=name)
+        version, path = int(target.name), str(target.resolve())
     else:
         target = export_saved_model(model, base, name=name)
         version, path = int(target.name), str(target.resolve())

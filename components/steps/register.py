@@ -1,7 +1,7 @@
 """Pipeline step 4 (blessed models only): register the model version in MLflow.
 
-The model file is logged into its training run as artefact `model` and registered as a
-new version of `imfuse-<variant>` with alias `challenger`; with `promote`, the version
+The model is logged into its training run as artefact `model` (`model.keras` plus
+`saved_model/`, the exact SavedModel serving will load) and registered as a new version of `imfuse-<variant>` with alias `challenger`; with `promote`, the version
 also becomes `champion` (only if its evaluation blessed it: the registry checks the
 run's `imfuse.blessed` tag, so a hand-run of this step cannot promote an unblessed model).
 """
@@ -35,8 +35,11 @@ def model_run(model_dir: str | Path, metadata: dict | None = None) -> tuple[str,
 
 
 def register_stage(model_dir: str, mlflow_uri: str, promote: bool, metadata: dict | None = None) -> dict:
-    """Log model.keras to its run, register it (challenger), optionally promote (champion)."""
+    """Log model.keras + its SavedModel to the run, register them (challenger), optionally promote (champion)."""
+    import tempfile
+
     from imfuse.errors import ModelError
+    from imfuse.export import package_model
     from imfuse.tracking import registered_model_name
     from imfuse.tracking.registry import get_version, promote as promote_version, register_run_model
     from imfuse.tracking.runs import log_to_run, resolve_tracking_uri
@@ -46,9 +49,13 @@ def register_stage(model_dir: str, mlflow_uri: str, promote: bool, metadata: dic
     model_file = Path(model_dir) / "model.keras"
     if not model_file.is_file():
         raise ModelError(f"{model_file} not found: the Model artefact holds no trained model")
-    log_to_run(uri, run_id, artifacts=[(model_file, "model")], tags={"imfuse.pipeline.registered": "true"})
+    with tempfile.TemporaryDirectory(prefix="imfuse-register-") as scratch:
+        package = package_model(model_file, Path(scratch) / "model")
+        log_to_run(uri, run_id, artifacts=[(package, "model")], tags={"imfuse.pipeline.registered": "true"})
     name = registered_model_name(variant)
-    version = register_run_model(uri, run_id, name, tags={"imfuse.format": "keras", "imfuse.file": model_file.name})
+    version = register_run_model(
+        uri, run_id, name, tags={"imfuse.format": "keras+saved_model", "imfuse.file": model_file.name}
+    )
     if promote:
         info = promote_version(name, version, uri, require_blessing=True)
     else:

@@ -46,24 +46,29 @@ def _keras_file(downloaded: Path, ref: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imfuse.export import describe_signatures, export_saved_model
+    from imfuse.export import describe_signatures, export_saved_model, packaged_saved_model, publish_saved_model
     from imfuse.networks import load_model
 
     if args.version is not None and args.version < 1:
         raise ConfigError(f"--version must be a positive integer, got {args.version}")
+    registered = None
     if args.from_registry:
         name, alias = parse_registry_ref(args.from_registry)
         try:
             from imfuse.tracking.registry import download_model
         except ImportError as exc:
             raise ModelError(f"registry support is unavailable ({exc})") from None
-        model_path = _keras_file(download_model(name, alias, args.mlflow_uri), args.from_registry)
+        downloaded = download_model(name, alias, args.mlflow_uri)
+        registered = packaged_saved_model(downloaded) if downloaded.is_dir() else None
+        model_path = None if registered else _keras_file(downloaded, args.from_registry)
     else:
         model_path = Path(args.model)
         if model_path.suffix != ".keras":
             raise ConfigError(f"--model must be a .keras file, got {args.model}")
-    model = load_model(model_path)
-    path = export_saved_model(model, args.base_path, name=args.name, version=args.version)
+    if registered is not None:  # publish the registered SavedModel itself, not a re-export
+        path = publish_saved_model(registered, args.base_path, name=args.name, version=args.version)
+    else:
+        path = export_saved_model(load_model(model_path), args.base_path, name=args.name, version=args.version)
     print(path)
     for key, sig in describe_signatures(path).items():
         optional = set(sig["optional"])

@@ -65,7 +65,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--mlflow-uri", metavar="URI", help="tracking store/server (default: MLFLOW_TRACKING_URI or local)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.add_argument("--register", action="store_true", help="register model.keras as a new version (alias challenger)")
+    p.add_argument("--register", action="store_true",
+                   help="register model.keras + its SavedModel as a new version (alias challenger)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -127,7 +128,15 @@ def run(args: argparse.Namespace) -> int:
             path = os.path.join(config.out_dir, name)
             if os.path.isfile(path):
                 tracking.log_artifact(path)
-        version = tracking.log_model_and_register(result.model_path, config.variant) if args.register else None
+        version = None
+        if args.register:  # register model.keras together with the SavedModel serving will load
+            import tempfile
+
+            from imfuse.export import package_model
+
+            with tempfile.TemporaryDirectory(prefix="imfuse-register-") as scratch:
+                package = package_model(result.model_path, os.path.join(scratch, "model"))
+                version = tracking.log_model_and_register(package, config.variant)
         _report(result, tracking.run_id, version)
     return 0
 

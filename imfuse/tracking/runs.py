@@ -284,9 +284,14 @@ class TrainingRun:
         client = self._require_active()
         path = Path(model_path)
         _log_path(client, self.tracking_uri, self.run_id, path, MODEL_ARTIFACT)
-        model_format = "keras" if path.is_file() else (
-            "saved_model" if (path / "saved_model.pb").is_file() else "directory"
-        )
+        if path.is_file():
+            model_format = "keras"
+        elif (path / "saved_model.pb").is_file():
+            model_format = "saved_model"
+        elif (path / "saved_model" / "saved_model.pb").is_file():
+            model_format = "keras+saved_model"  # imfuse.export.package_model
+        else:
+            model_format = "directory"
         model_name = name or registered_model_name(variant or self.variant)
         return register_run_model(
             self.tracking_uri,
