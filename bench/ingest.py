@@ -6,7 +6,7 @@ Beam side also hashes, validates, dedupes, splits and writes TFRecords + manifes
 its time includes pipeline start-up. Files: ../shared/data images replicated to --files
 copies, each with one appended byte so dedupe keeps them all.
 
-    python bench/ingest.py [--files 100] [--workers 2] [--mode multi_threading] [--repeats 3]
+    python bench/ingest.py [--files 400] [--workers 2] [--mode in_memory] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -96,9 +96,9 @@ def run_beam(src: Path, out: Path, workers: int, mode: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=100)
+    parser.add_argument("--files", type=int, default=400)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--mode", default="multi_threading",
+    parser.add_argument("--mode", default="in_memory",
                         choices=("multi_threading", "multi_processing", "in_memory"))
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each side")
     args = parser.parse_args()

@@ -196,7 +196,7 @@ def test_pipeline_options_pass_through_and_direct_defaults():
     options, runner = pipeline_options("DirectRunner", ["--direct_num_workers=3", "--job_name=x"])
     opts = options.get_all_options()
     assert runner == "DirectRunner" and opts["direct_num_workers"] == 3 and opts["job_name"] == "x"
-    assert opts["direct_running_mode"] == "multi_threading"
+    assert opts["direct_running_mode"] == "in_memory"
     options, runner = pipeline_options("DirectRunner", ["--runner", "FlinkRunner", "--flink_master=host:8081"])
     assert runner == "FlinkRunner" and options.get_all_options()["flink_master"] == "host:8081"
     assert "direct_num_workers=" not in " ".join(options.get_all_options(retain_unknown_options=True))
