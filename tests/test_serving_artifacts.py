@@ -17,6 +17,8 @@ import pytest
 import yaml
 from google.protobuf import text_format
 
+from imfuse.serving.config import batching_parameters_class  # TF Serving's BatchingParameters
+
 REPO = Path(__file__).resolve().parents[1]
 SERVING = REPO / "serving"
 K8S_SERVING_CONFIG = REPO / "k8s" / "base" / "serving"
@@ -28,45 +30,6 @@ def model_server_config(path: Path):
     from tensorflow_serving.config import model_server_config_pb2
 
     return text_format.Parse(path.read_text(), model_server_config_pb2.ModelServerConfig())
-
-
-def batching_parameters_class():
-    """tensorflow.serving.BatchingParameters, built from its upstream .proto definition.
-
-    tensorflow-serving-api ships no session_bundle_config_pb2, so the message is rebuilt
-    here with the field names, numbers and types of
-    tensorflow_serving/servables/tensorflow/session_bundle_config.proto (fields 1-7).
-    """
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
-
-    field = descriptor_pb2.FieldDescriptorProto
-    proto = descriptor_pb2.FileDescriptorProto(
-        name="imfuse_tests/session_bundle_config.proto",
-        package="tensorflow.serving",
-        syntax="proto3",
-        dependency=["google/protobuf/wrappers.proto"],
-    )
-    msg = proto.message_type.add(name="BatchingParameters")
-    for number, (name, wrapper) in enumerate(
-        [
-            ("max_batch_size", "Int64Value"),
-            ("batch_timeout_micros", "Int64Value"),
-            ("max_enqueued_batches", "Int64Value"),
-            ("num_batch_threads", "Int64Value"),
-            ("thread_pool_name", "StringValue"),
-        ],
-        start=1,
-    ):
-        msg.field.add(
-            name=name, number=number, type=field.TYPE_MESSAGE, label=field.LABEL_OPTIONAL,
-            type_name=f".google.protobuf.{wrapper}",
-        )
-    msg.field.add(name="allowed_batch_sizes", number=6, type=field.TYPE_INT64, label=field.LABEL_REPEATED)
-    msg.field.add(name="pad_variable_length_inputs", number=7, type=field.TYPE_BOOL, label=field.LABEL_OPTIONAL)
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
-    pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
 
 
 def parse_dockerfile(path: Path) -> list[tuple[str, str]]:
