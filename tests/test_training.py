@@ -1,7 +1,7 @@
 """imfuse.training: the loss goes down, kill -9 resumes, NaN stops, resumes refuse other
 options, the saved model stylises, the CLI reports bad input in one line.
 
-One tiny dataset (64 px, Beam ingest of downscaled ../shared/data images) per module;
+The suite's shared tiny dataset (64 px, Beam ingest of downscaled ../shared/data images);
 reduced variant, predictor weights none, batch 2.
 """
 
@@ -27,32 +27,9 @@ SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def dataset(shared_data, tmp_path_factory) -> Path:
-    """A prepared dataset of 6 content and 8 style images, downscaled first for speed."""
-    from PIL import Image
-
-    from imfuse.data.prepare import PrepareConfig, prepare_dataset
-
-    root = tmp_path_factory.mktemp("train_data")
-    for kind, count in (("content", 6), ("styles", 8)):
-        (root / "src" / kind).mkdir(parents=True)
-        for path in sorted((shared_data / kind).glob("*.jpg"))[:count]:
-            image = Image.open(path).convert("RGB")
-            image.thumbnail((96, 96))
-            image.save(root / "src" / kind / f"{path.stem}.png")
-    out = root / "ds"
-    prepare_dataset(
-        PrepareConfig(
-            content=str(root / "src" / "content"),
-            styles=str(root / "src" / "styles"),
-            out=str(out),
-            content_size=SIZE,
-            style_size=SIZE,
-            style_large_size=96,
-            progress=False,
-        )
-    )
-    return out
+def dataset(prepared_dataset) -> Path:
+    """The suite's shared 64 px dataset (tests/conftest.py), prepared once per session."""
+    return prepared_dataset
 
 
 def _config(data: Path, out: Path, **overrides) -> TrainConfig:
