@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from imfuse.configs import config_from_dict
 from imfuse.errors import ConfigError
 
 PREDICTORS = ("inception_v3", "small")
@@ -56,11 +57,7 @@ class VariantConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "VariantConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown variant option(s): {', '.join(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "variant")
 
 
 VARIANTS: dict[str, VariantConfig] = {

@@ -10,6 +10,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+from imfuse.configs import config_from_dict
 from imfuse.errors import ConfigError
 
 LR_SCHEDULES = ("cosine", "constant", "exponential")
@@ -104,11 +105,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "training")
 
 
 def resume_mismatches(saved: dict, current: TrainConfig) -> list[str]:
