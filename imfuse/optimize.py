@@ -183,11 +183,9 @@ def _lbfgs(loss_and_grad, start: np.ndarray, config: OptimizeConfig, record) -> 
     from scipy.optimize import Bounds, minimize
 
     shape = (1,) + start.shape
-    evaluations = {"n": 0}
 
     def fun(flat):
         terms, grad = loss_and_grad(tf.constant(flat.reshape(shape), tf.float32))
-        evaluations["n"] += 1
         fun.last = terms
         return float(terms["loss"]), grad.numpy().astype(np.float64).ravel()
 
