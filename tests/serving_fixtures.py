@@ -131,3 +131,37 @@ def expected_stylized(content: bytes, style: bytes, strength: float = 1.0, gain:
     mean = s.reshape(-1, 3).mean(axis=0)
     out = np.clip(c * (1 - strength) + mean * strength * gain, 0, 1)
     return out
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_serve_process(args: list[str], log_path: Path, timeout_s: float = 60.0):
+    """`python -m imfuse serve ARGS` as a subprocess, returned once it logs that gRPC is up.
+
+    Returns (process, open log file); the log keeps the server's output for assertions.
+    """
+    import subprocess
+    import sys
+    import time
+
+    log = open(log_path, "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imfuse", "serve", *args],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        log.seek(0)
+        text = log.read()
+        if "gRPC on" in text:
+            return proc, log
+        assert proc.poll() is None, text
+        assert time.monotonic() < deadline, text
+        time.sleep(0.2)

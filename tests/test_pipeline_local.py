@@ -3,26 +3,17 @@ version with aliases and a versioned SavedModel that `imfuse serve` serves to `i
 
 import contextlib
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 from PIL import Image
 
 from imfuse.cli import main
 from mlflow_server import mlflow_server  # noqa: F401 - the shared real `mlflow server`
+from serving_fixtures import free_port, start_serve_process
 
 TINY = ["--variant", "reduced", "--steps", "20", "--image-size", "32", "--batch-size", "2",
         "--eval-max-pairs", "4", "--gatys-steps", "0"]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -71,22 +62,13 @@ def test_local_run_registers_and_publishes_a_version(local_run):
 def test_served_version_stylizes_over_grpc(local_run, tmp_path):
     assert local_run["code"] == 0
     base = local_run["workdir"] / "serving" / "imfuse"
-    port = _free_port()
-    log = open(tmp_path / "serve.log", "w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "imfuse", "serve", "--model-name", "imfuse", "--model-base-path", str(base),
-         "--port", str(port), "--rest-port", "0", "--host", "127.0.0.1"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    port = free_port()
+    proc, _log = start_serve_process(
+        ["--model-name", "imfuse", "--model-base-path", str(base), "--port", str(port),
+         "--rest-port", "0", "--host", "127.0.0.1"],
+        tmp_path / "serve.log", timeout_s=90,
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            log.seek(0)
-            text = log.read()
-            if "gRPC on" in text:
-                break
-            assert proc.poll() is None and time.monotonic() < deadline, text
-            time.sleep(0.3)
         content, style = tmp_path / "content.png", tmp_path / "style.png"
         Image.new("RGB", (48, 40), (200, 120, 40)).save(content)
         Image.effect_noise((32, 32), 60).convert("RGB").save(style)

@@ -1,24 +1,13 @@
 """`imfuse serve` as a subprocess, `imfuse client ...` against it, graceful SIGTERM."""
 
 import io
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 from PIL import Image
 
 from imfuse.cli import main
-from serving_fixtures import DATA, build_toy_model, image_bytes
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from serving_fixtures import DATA, build_toy_model, free_port, image_bytes, start_serve_process
 
 
 @pytest.fixture(scope="module")
@@ -26,23 +15,13 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     base = root / "models" / "imfuse"
     build_toy_model(base, 1)
-    grpc_port, rest_port = _free_port(), _free_port()
-    log = open(root / "serve.log", "w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "imfuse", "serve", "--model_name", "imfuse", "--model-base-path", str(base),
-         "--port", str(grpc_port), "--rest-port", str(rest_port), "--host", "127.0.0.1",
-         "--enable-batching", "--file-system-poll-wait-seconds", "0.5", "--version-labels", "stable=1"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    grpc_port, rest_port = free_port(), free_port()
+    proc, log = start_serve_process(
+        ["--model_name", "imfuse", "--model-base-path", str(base), "--port", str(grpc_port),
+         "--rest-port", str(rest_port), "--host", "127.0.0.1", "--enable-batching",
+         "--file-system-poll-wait-seconds", "0.5", "--version-labels", "stable=1"],
+        root / "serve.log",
     )
-    deadline = time.monotonic() + 60
-    while True:
-        log.seek(0)
-        text = log.read()
-        if "gRPC on" in text:
-            break
-        assert proc.poll() is None, text
-        assert time.monotonic() < deadline, text
-        time.sleep(0.2)
     yield {"proc": proc, "grpc": grpc_port, "rest": rest_port, "log": log, "root": root}
     if proc.poll() is None:
         proc.kill()
