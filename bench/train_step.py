@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be at least 1 (the first step includes tracing)")
 
-    from imfuse.lossnet import dtype_policy_for
+    from imfuse.precision import dtype_policy_for
 
     with tempfile.TemporaryDirectory(prefix="imfuse-bench-train-") as tmp:
         work = Path(tmp)

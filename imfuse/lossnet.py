@@ -48,29 +48,6 @@ _KERAS_WEIGHT_FILES = {
 }
 
 LOSS_NETWORKS = ("vgg16-hed", "vgg16-imagenet", "vgg19-imagenet")
-PRECISIONS = ("auto", "float32", "bfloat16")
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with native bfloat16 matmul (AVX512-BF16 or AMX), where oneDNN runs
-    the VGG convolutions about twice as fast in bfloat16 (bench/gatys_step)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def dtype_policy_for(precision: str) -> str:
-    """Map a user-facing precision ('auto', 'float32', 'bfloat16') to a Keras dtype policy."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        precision = "bfloat16" if cpu_has_fast_bf16() else "float32"
-    return "mixed_bfloat16" if precision == "bfloat16" else "float32"
-
-
 @dataclass
 class LossNetwork:
     """A frozen feature extractor: [0, 1] RGB batch -> {layer name: features}."""

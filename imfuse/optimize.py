@@ -46,7 +46,7 @@ class OptimizeConfig:
             raise ConfigError(f"unknown init '{self.init}'; choose content or noise")
         if self.learning_rate <= 0:
             raise ConfigError("learning rate must be positive")
-        from imfuse.lossnet import dtype_policy_for
+        from imfuse.precision import dtype_policy_for
 
         dtype_policy_for(self.precision)
 
@@ -113,7 +113,8 @@ def run_optimization(
     if any(w <= 0 for _, w in styles):
         raise ConfigError("style weights must be positive")
     if lossnet is None:
-        from imfuse.lossnet import build_loss_network, dtype_policy_for
+        from imfuse.lossnet import build_loss_network
+        from imfuse.precision import dtype_policy_for
 
         lossnet = build_loss_network(dtype_policy=dtype_policy_for(config.precision))
     content, content_in, style_images, mask_hw = _prepare_inputs(content_rgb, styles, config, mask)

@@ -61,3 +61,25 @@ def test_stylize_without_style_exit_2(tmp_path, shared_data, capsys):
     code = main(["stylize", str(shared_data / "content" / "golden_gate_sq.jpg"), "-o", str(tmp_path / "o.png")])
     assert code == 2
     assert "style" in capsys.readouterr().err
+
+
+def test_stylize_model_float32_matches_library_and_bfloat16_is_close(tmp_path, shared_data, capsys):
+    from imfuse.images import load_image
+    from imfuse.networks import build_model, save_model
+    from imfuse.stylize import stylize_with_model
+
+    model = build_model("full", predictor_weights="none", alpha=0.25, residual_blocks=1)
+    path = save_model(model, tmp_path / "m.keras")
+    content, style = shared_data / "content" / "golden_gate_sq.jpg", shared_data / "styles" / "bricks_sq.jpg"
+    outputs = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / f"{precision}.png"
+        assert main(["stylize", str(content), str(style), "--method", "model", "--model", str(path),
+                     "--precision", precision, "-o", str(out)]) == 0
+        assert f"{precision} compute" in capsys.readouterr().err
+        outputs[precision] = np.asarray(Image.open(out), dtype=np.float32)
+    expected = stylize_with_model(model, load_image(content).rgb, [(load_image(style).rgb, 1.0)]) * 255
+    assert outputs["float32"].shape == expected.shape
+    assert np.abs(outputs["float32"] - expected).max() <= 1.0  # PNG rounding only
+    diff = np.abs(outputs["bfloat16"] - outputs["float32"])
+    assert 0 < diff.mean() < 3.0  # really computed in bfloat16, and still the same image

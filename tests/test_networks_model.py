@@ -127,3 +127,50 @@ def test_load_errors_name_the_file(tmp_path, reduced):
         load_model(corrupt)
     with pytest.raises(ConfigError, match="must end in .keras"):
         save_model(reduced, tmp_path / "model.h5")
+
+
+def _small_dense(layout: int) -> StyleTransferModel:
+    """Full-model layer types (dense expand/output convs) at a test-friendly width."""
+    cfg = VariantConfig(name="dense-small", predictor="small", alpha=0.25, residual_blocks=1)
+    return StyleTransferModel(cfg, layout=layout)
+
+
+def test_layouts_compute_the_same_function(images):
+    new, old = _small_dense(2), _small_dense(1)
+    layer_types = {type(layer).__name__ for layer in new.transformer.layers}
+    assert {"UpsampleConv2D", "SpaceToDepthConv2D"} <= layer_types
+    assert "UpSampling2D" in {type(layer).__name__ for layer in old.transformer.layers}
+    for layer in old.transformer.layers:
+        if layer.weights:
+            layer.set_weights(new.transformer.get_layer(layer.name).get_weights())
+    old.predictor.set_weights(new.predictor.get_weights())
+    old.style_heads.set_weights(new.style_heads.get_weights())
+    content, style = images
+    batch = np.concatenate([content, content[:, ::-1]])
+    for c in (content, batch):
+        np.testing.assert_allclose(new([c, style]).numpy(), old([c, style]).numpy(), atol=2e-5)
+
+
+def test_files_without_a_layout_load_as_layout_1(tmp_path, images):
+    """Models saved before layouts were recorded keep loading (Keras keys weights by layer class)."""
+    import json
+    import zipfile
+
+    old = _small_dense(1)
+    path = save_model(old, tmp_path / "old.keras")
+    legacy = tmp_path / "legacy.keras"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(legacy, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                assert config["config"].pop("layout") == 1
+                data = json.dumps(config).encode()
+            dst.writestr(item, data)
+    loaded = load_model(legacy)
+    assert loaded.layout == 1
+    content, style = images
+    np.testing.assert_array_equal(loaded([content, style]).numpy(), old([content, style]).numpy())
+    assert load_model(save_model(_small_dense(2), tmp_path / "new.keras")).layout == 2
+    with pytest.raises(ConfigError, match="unknown transformer layout 7"):
+        _small_dense(7)

@@ -40,6 +40,9 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=("optimize", "model"), default="optimize")
     p.add_argument("--mask", help="grayscale/alpha image: stylise only where it is white/opaque")
     p.add_argument("--preserve-color", action="store_true", help="transfer luminance only, keep the content's colours")
+    p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="compute precision of the loss network (optimize) or the style networks (model); "
+                        "auto = bfloat16 on CPUs with AVX512-BF16/AMX, else float32")
     g = p.add_argument_group("optimize (Gatys et al.)")
     g.add_argument("--steps", type=int, default=300)
     g.add_argument("--size", type=int, default=512, help="longer side of the working resolution in px")
@@ -50,8 +53,6 @@ def register(subparsers) -> None:
     g.add_argument("--tv-weight", type=float, default=None)
     g.add_argument("--init", choices=("content", "noise"), default="content")
     g.add_argument("--loss-network", default="vgg16-hed", help="vgg16-hed (offline), vgg16-imagenet, vgg19-imagenet")
-    g.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
-                   help="loss-network compute precision; auto = bfloat16 on CPUs with AVX512-BF16/AMX")
     g.add_argument("--xla", action="store_true", help="XLA-compile the optimisation step (helps on GPU, not on CPU)")
     m = p.add_argument_group("model (feed-forward)")
     m.add_argument("--model", help="trained model (.keras from `imfuse train`)")
@@ -93,7 +94,8 @@ def run(args) -> int:
     mask = load_mask(args.mask, content.shape[:2]) if args.mask else None
     started = time.perf_counter()
     if args.method == "optimize":
-        from imfuse.lossnet import build_loss_network, dtype_policy_for
+        from imfuse.lossnet import build_loss_network
+        from imfuse.precision import dtype_policy_for
         from imfuse.optimize import OptimizeConfig, run_optimization
 
         config = OptimizeConfig(
@@ -115,10 +117,12 @@ def run(args) -> int:
         first, last = result.history[0], result.history[-1]
         summary = f"loss {first['loss']:.4g} -> {last['loss']:.4g} (style {first['style_loss']:.4g} -> {last['style_loss']:.4g})"
     else:
-        from imfuse.networks import load_model
+        from imfuse.networks import load_model, with_precision
+        from imfuse.precision import resolve_precision
         from imfuse.stylize import stylize_with_model
 
-        model = load_model(args.model)
+        model = with_precision(load_model(args.model), args.precision)
+        print(f"model: {model.variant.name} variant, {resolve_precision(args.precision)} compute", file=sys.stderr)
         image = stylize_with_model(model, content, styles, args.strength, mask, args.preserve_color)
         summary = f"strength {args.strength}"
     path = save_image(image, args.output)

@@ -4,7 +4,14 @@ See docs/ARCHITECTURE.md; REFERENCE-ARCH.md gives the layout these follow.
 """
 
 from imfuse.networks.config import VARIANTS, VariantConfig, variant_config
-from imfuse.networks.model import StyleTransferModel, build_model, load_model, preprocess_style, save_model
+from imfuse.networks.model import (
+    StyleTransferModel,
+    build_model,
+    load_model,
+    preprocess_style,
+    save_model,
+    with_precision,
+)
 
 StyleModel = StyleTransferModel  # name used in docs/ARCHITECTURE.md
 
@@ -18,4 +25,5 @@ __all__ = [
     "preprocess_style",
     "save_model",
     "variant_config",
+    "with_precision",
 ]

@@ -147,7 +147,8 @@ def build_predictor(cfg: VariantConfig, weights: str = "none") -> keras.Model:
     else:
         x = _small_trunk(cfg.predictor_width)(x)
     x = SpatialMean(name="spatial_mean")(x)
-    bottleneck = keras.layers.Dense(cfg.bottleneck, name="bottleneck")(x)
+    # float32 under mixed policies too: the embedding is what styles are mixed and blended by.
+    bottleneck = keras.layers.Dense(cfg.bottleneck, name="bottleneck", dtype="float32")(x)
     model = keras.Model(inp, bottleneck, name="style_predictor")
     if cfg.predictor == "small" and weights != "none":
         path = os.path.expanduser(weights)
@@ -161,16 +162,21 @@ def build_style_heads(cfg: VariantConfig) -> keras.Model:
     """Bottleneck -> flat [gamma_0, beta_0, gamma_1, beta_1, ...] for every CIN layer.
 
     Gamma starts near 1 and beta near 0 so an untrained model normalises almost plainly.
+    Always float32: tiny layers whose outputs scale every normalised activation.
     """
     inp = keras.Input(shape=(cfg.bottleneck,), name="bottleneck")
     small = keras.initializers.RandomNormal(stddev=0.01)
     outputs = []
     for i, depth in enumerate(cfg.norm_depths):
         outputs.append(
-            keras.layers.Dense(depth, kernel_initializer=small, bias_initializer="ones", name=f"gamma_{i}")(inp)
+            keras.layers.Dense(
+                depth, kernel_initializer=small, bias_initializer="ones", name=f"gamma_{i}", dtype="float32"
+            )(inp)
         )
         outputs.append(
-            keras.layers.Dense(depth, kernel_initializer=small, bias_initializer="zeros", name=f"beta_{i}")(inp)
+            keras.layers.Dense(
+                depth, kernel_initializer=small, bias_initializer="zeros", name=f"beta_{i}", dtype="float32"
+            )(inp)
         )
     params = keras.layers.Concatenate(name="style_params")(outputs)
     return keras.Model(inp, params, name="style_heads")

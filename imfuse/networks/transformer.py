@@ -8,21 +8,50 @@ from __future__ import annotations
 
 import keras
 
+from imfuse.errors import ConfigError
 from imfuse.networks.config import VariantConfig
-from imfuse.networks.layers import ConditionalInstanceNorm, CropLike, InstanceNorm, PadToMultiple, ReflectPad
+from imfuse.networks.layers import (
+    ConditionalInstanceNorm,
+    CropLike,
+    InstanceNorm,
+    PadToMultiple,
+    ReflectPad,
+    SpaceToDepthConv2D,
+    UpsampleConv2D,
+)
 
 # Two stride-2 convs: H and W must be multiples of 4 inside the network.
 STRIDE = 4
 
+# Layer layout of the transformer (saved in every model's config). Both compute the same
+# function with the same weights; layout 2 runs the dense expand convs as UpsampleConv2D
+# and the dense output conv as SpaceToDepthConv2D. Keras keys saved weights by layer
+# class, so files saved with layout 1 (before imfuse had layout 2) are rebuilt with it.
+LAYOUTS = (1, 2)
+LAYOUT = 2
+# Normalisation statistics, the style's gamma/beta and the output image stay float32 under
+# a mixed (bfloat16/float16) policy: only the convolutions need the faster type.
+NORM_DTYPE = "float32"
 
-def _conv(x, filters: int, kernel: int, stride: int, separable: bool, name: str):
+
+def _conv(x, filters: int, kernel: int, stride: int, separable: bool, name: str, space_to_depth: bool = False):
     """Reflect-padded conv without bias (every conv here is followed by a normaliser)."""
     x = ReflectPad(kernel // 2, name=f"{name}_pad")(x)
     if separable:
         return keras.layers.SeparableConv2D(
             filters, kernel, strides=stride, padding="valid", use_bias=False, name=name
         )(x)
+    if space_to_depth:
+        return SpaceToDepthConv2D(filters, kernel, name=name)(x)
     return keras.layers.Conv2D(filters, kernel, strides=stride, padding="valid", use_bias=False, name=name)(x)
+
+
+def _upsample_conv(x, filters: int, separable: bool, fused: bool, name: str):
+    """Nearest 2x upsampling + reflect-padded 3x3 conv (no transposed-conv checkerboard)."""
+    if fused and not separable:
+        return UpsampleConv2D(filters, name=name)(x)
+    x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_up")(x)
+    return _conv(x, filters, 3, 1, separable, name=name)
 
 
 class _CinCounter:
@@ -33,14 +62,17 @@ class _CinCounter:
         self.index = 0
 
     def __call__(self, x, params, depth: int):
-        layer = ConditionalInstanceNorm(self.offset, depth, name=f"cin_{self.index}")
+        layer = ConditionalInstanceNorm(self.offset, depth, name=f"cin_{self.index}", dtype=NORM_DTYPE)
         self.offset += 2 * depth
         self.index += 1
         return layer([x, params])
 
 
-def build_transformer(cfg: VariantConfig) -> keras.Model:
+def build_transformer(cfg: VariantConfig, layout: int = LAYOUT) -> keras.Model:
     """Builds the transformer for `cfg`; its CIN layers consume exactly cfg.style_param_count values."""
+    if layout not in LAYOUTS:
+        raise ConfigError(f"unknown transformer layout {layout!r}; this imfuse knows {', '.join(map(str, LAYOUTS))}")
+    fused = layout >= 2
     content = keras.Input(shape=(None, None, 3), name="content")
     params = keras.Input(shape=(cfg.style_param_count,), name="style_params")
     cin = _CinCounter()
@@ -53,7 +85,7 @@ def build_transformer(cfg: VariantConfig) -> keras.Model:
     ):
         separable = cfg.separable_outer if i == 0 else False
         x = _conv(x, filters, kernel, stride, separable, name=f"contract_{i}")
-        x = InstanceNorm(name=f"contract_{i}_norm")(x)
+        x = InstanceNorm(name=f"contract_{i}_norm", dtype=NORM_DTYPE)(x)
         x = keras.layers.ReLU(name=f"contract_{i}_relu")(x)
 
     for b in range(cfg.residual_blocks):
@@ -62,13 +94,12 @@ def build_transformer(cfg: VariantConfig) -> keras.Model:
         y = _conv(y, c128, 3, 1, cfg.separable, name=f"residual_{b}_b")
         x = keras.layers.Add(name=f"residual_{b}_add")([x, cin(y, params, c128)])
 
-    # Expand: nearest upsampling + conv (no transposed conv, so no checkerboard).
+    # Expand: nearest upsampling + conv (no learned transposed conv, so no checkerboard).
     for i, filters in enumerate([c64, c32]):
-        x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"expand_{i}_up")(x)
-        x = _conv(x, filters, 3, 1, cfg.separable, name=f"expand_{i}")
+        x = _upsample_conv(x, filters, cfg.separable, fused, name=f"expand_{i}")
         x = keras.layers.ReLU(name=f"expand_{i}_relu")(cin(x, params, filters))
-    x = _conv(x, 3, cfg.outer_kernel, 1, cfg.separable_outer, name="output_conv")
-    x = keras.layers.Activation("sigmoid", name="output_sigmoid")(cin(x, params, 3))
-    out = CropLike(name="crop_to_input")([x, content])
+    x = _conv(x, 3, cfg.outer_kernel, 1, cfg.separable_outer, name="output_conv", space_to_depth=fused)
+    x = keras.layers.Activation("sigmoid", name="output_sigmoid", dtype=NORM_DTYPE)(cin(x, params, 3))
+    out = CropLike(name="crop_to_input", dtype=NORM_DTYPE)([x, content])
     assert cin.offset == cfg.style_param_count, "style parameter layout out of sync with norm_depths"
     return keras.Model([content, params], out, name="transformer")

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from imfuse.configs import config_from_dict
 from imfuse.errors import ConfigError
+from imfuse.precision import PRECISIONS
 
 LR_SCHEDULES = ("cosine", "constant", "exponential")
-LOSS_PRECISIONS = ("auto", "float32", "bfloat16")
+LOSS_PRECISIONS = PRECISIONS
 STRATEGIES = ("default", "mirrored", "multiworker")
 VARIANT_NAMES = ("full", "reduced")
 # Options that may differ between the first run and a resume: how long, how often to

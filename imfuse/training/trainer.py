@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from imfuse.errors import ConfigError, DataError, TrainingError
-from imfuse.lossnet import dtype_policy_for
+from imfuse.precision import dtype_policy_for
 from imfuse.training import checkpoints as ckpt
 from imfuse.training.config import EXPONENTIAL_FINAL_FRACTION, TrainConfig, resume_mismatches
 from imfuse.training.progress import LogFn, ProgressLog

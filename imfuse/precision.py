@@ -1,0 +1,37 @@
+"""Compute precision by name ('auto', 'float32', 'bfloat16'), shared by the loss network
+and the style networks.
+
+bfloat16 here always means Keras' mixed_bfloat16 policy: float32 weights, bfloat16
+matmuls and convolutions. 'auto' picks it only where the CPU multiplies bfloat16 natively.
+"""
+
+from __future__ import annotations
+
+from imfuse.errors import ConfigError
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with native bfloat16 matmul (AVX512-BF16 or AMX), where oneDNN runs
+    convolutions markedly faster in bfloat16 (bench/gatys_step, bench/inference)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    """'auto' -> 'bfloat16' or 'float32' for this machine; unknown names -> ConfigError."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bfloat16" if cpu_has_fast_bf16() else "float32"
+    return precision
+
+
+def dtype_policy_for(precision: str) -> str:
+    """Map a user-facing precision to a Keras dtype policy."""
+    return "mixed_bfloat16" if resolve_precision(precision) == "bfloat16" else "float32"

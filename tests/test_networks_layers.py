@@ -1,0 +1,93 @@
+"""Custom layers: the fast forms compute exactly what the plain layer stacks they replace do."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from imfuse.networks.layers import ConditionalInstanceNorm, InstanceNorm, ReflectPad, SpaceToDepthConv2D, UpsampleConv2D
+
+
+def _random(shape, seed):
+    return tf.constant(np.random.default_rng(seed).normal(size=shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 7, 6), (2, 8, 3, 4), (1, 1, 1, 2)])
+def test_upsample_conv_equals_upsampling_reflect_pad_conv(shape):
+    x = _random(shape, 0)
+    fast = UpsampleConv2D(5)
+    y = fast(x)
+    plain = keras.layers.Conv2D(5, 3, padding="valid", use_bias=False)
+    plain.build((None, None, None, shape[-1]))
+    plain.set_weights(fast.get_weights())
+    up = keras.layers.UpSampling2D(2, interpolation="nearest")(x)
+    expected = plain(ReflectPad(1)(up))
+    assert y.shape == (shape[0], 2 * shape[1], 2 * shape[2], 5)
+    assert fast.compute_output_shape((None, 4, None, shape[-1])) == (None, 8, None, 5)
+    np.testing.assert_allclose(y.numpy(), expected.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,size", [(9, (1, 24, 30)), (9, (2, 13, 16)), (3, (1, 7, 9)), (1, (1, 5, 4))])
+def test_space_to_depth_conv_equals_conv(kernel, size):
+    x = _random(size + (6,), 1)
+    fast = SpaceToDepthConv2D(3, kernel)
+    y = fast(x)
+    plain = keras.layers.Conv2D(3, kernel, padding="valid", use_bias=False)
+    plain.build((None, None, None, 6))
+    plain.set_weights(fast.get_weights())
+    expected = plain(x)
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(y.numpy(), expected.numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="odd kernel"):
+        SpaceToDepthConv2D(3, 4)
+
+
+def _numpy_instance_norm(x, gamma, beta, eps=1e-5):
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    var = x.var(axis=(1, 2), keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * gamma[:, None, None, :] + beta[:, None, None, :]
+
+
+def test_conditional_instance_norm_single_image_and_batch_agree_with_numpy():
+    """A single image takes the fused batch-norm kernel, a batch the generic path: both are instance norm."""
+    x = _random((3, 9, 11, 4), 2).numpy() * 3 + 1
+    params = _random((3, 8), 3).numpy()
+    layer = ConditionalInstanceNorm(0, 4)
+    expected = _numpy_instance_norm(x, params[:, :4], params[:, 4:])
+    np.testing.assert_allclose(layer([x, params]).numpy(), expected, atol=1e-4)
+    for i in range(3):
+        np.testing.assert_allclose(layer([x[i : i + 1], params[i : i + 1]]).numpy(), expected[i : i + 1], atol=1e-4)
+    # Unknown batch size at trace time (serving signatures): the runtime branch picks the path.
+    fn = tf.function(lambda a, p: layer([a, p]), input_signature=[
+        tf.TensorSpec([None, None, None, 4]), tf.TensorSpec([None, 8])])
+    np.testing.assert_allclose(fn(x[:1], params[:1]).numpy(), expected[:1], atol=1e-4)
+    np.testing.assert_allclose(fn(x, params).numpy(), expected, atol=1e-4)
+    # One style for a batch of contents broadcasts.
+    shared = _numpy_instance_norm(x, np.repeat(params[:1, :4], 3, 0), np.repeat(params[:1, 4:], 3, 0))
+    np.testing.assert_allclose(fn(x, params[:1]).numpy(), shared, atol=1e-4)
+
+
+def test_instance_norm_gradients_flow_through_fused_path():
+    layer = InstanceNorm()
+    x = _random((1, 6, 5, 3), 4)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(layer(x) * tf.range(3, dtype=tf.float32))
+    grads = tape.gradient(loss, [x, *layer.trainable_variables])
+    assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads)
+    assert np.abs(grads[1].numpy()).max() > 0 and np.abs(grads[0].numpy()).max() > 0
+
+
+def test_fast_layers_run_in_mixed_bfloat16():
+    policy = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        up, s2d, norm = UpsampleConv2D(4), SpaceToDepthConv2D(3, 9), InstanceNorm()
+        x = _random((1, 12, 10, 4), 5)
+        y = s2d(ReflectPad(4)(norm(up(x))))
+    finally:
+        keras.mixed_precision.set_dtype_policy(policy)
+    assert y.dtype == tf.bfloat16 and y.shape == (1, 24, 20, 3)
+    assert np.isfinite(tf.cast(y, tf.float32).numpy()).all()
