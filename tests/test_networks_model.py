@@ -174,3 +174,21 @@ def test_files_without_a_layout_load_as_layout_1(tmp_path, images):
     assert load_model(save_model(_small_dense(2), tmp_path / "new.keras")).layout == 2
     with pytest.raises(ConfigError, match="unknown transformer layout 7"):
         _small_dense(7)
+
+
+def test_with_precision_twin_shares_weights_and_computes_in_bfloat16(images):
+    from imfuse.networks import with_precision
+
+    model = _small_dense(2)
+    assert with_precision(model, "float32") is model
+    twin = with_precision(model, "bfloat16")
+    assert twin is not model and twin.layout == model.layout and twin.variant == model.variant
+    assert twin.transformer.get_layer("residual_0_a").compute_dtype == "bfloat16"
+    assert twin.transformer.get_layer("cin_0").compute_dtype == "float32"
+    content, style = images
+    ours, theirs = model([content, style]).numpy(), twin([content, style])
+    assert theirs.dtype == tf.float32
+    diff = np.abs(theirs.numpy() - ours)
+    assert 0 < diff.mean() < 0.01
+    with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
+        with_precision(model, "fp8")
