@@ -176,7 +176,7 @@ def test_files_without_a_layout_load_as_layout_1(tmp_path, images):
         _small_dense(7)
 
 
-def test_with_precision_twin_shares_weights_and_computes_in_bfloat16(images):
+def test_with_precision_twin_shares_weights_and_computes_in_bfloat16(images, tmp_path):
     from imfuse.networks import with_precision
 
     model = _small_dense(2)
@@ -192,3 +192,8 @@ def test_with_precision_twin_shares_weights_and_computes_in_bfloat16(images):
     assert 0 < diff.mean() < 0.01
     with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
         with_precision(model, "fp8")
+    # Loading straight into bfloat16 builds the same twin without a float32 copy first.
+    loaded = load_model(save_model(model, tmp_path / "m.keras"), precision="bfloat16")
+    assert loaded.transformer.get_layer("residual_0_a").compute_dtype == "bfloat16"
+    np.testing.assert_array_equal(loaded([content, style]).numpy(), theirs.numpy())
+    assert load_model(tmp_path / "m.keras").transformer.get_layer("residual_0_a").compute_dtype == "float32"

@@ -7,15 +7,16 @@ records the variant so a saved `.keras` file rebuilds the same architecture.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import keras
 import tensorflow as tf
 
 from imfuse.errors import ConfigError, ModelError
-from imfuse.precision import dtype_policy_for, resolve_precision
 from imfuse.networks.config import VariantConfig, variant_config
 from imfuse.networks.predictor import build_predictor, build_style_heads
 from imfuse.networks.transformer import LAYOUT, build_transformer
+from imfuse.precision import dtype_policy_for, resolve_precision
 
 
 def _as_float(x) -> tf.Tensor:
@@ -136,19 +137,25 @@ def with_precision(model: StyleTransferModel, precision: str = "float32") -> Sty
     style embedding and the output stay float32. Outputs differ from float32 by about
     1/255 on average (bench/inference prints the difference).
     """
-    resolved = resolve_precision(precision)
-    if resolved == "float32":
+    if resolve_precision(precision) == "float32":
         return model
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(dtype_policy_for(resolved))
-    try:
+    with _dtype_policy(precision):
         twin = StyleTransferModel(
             model.variant, predictor_init=model.predictor_init, layout=model.layout, name=model.name
         )
-    finally:
-        keras.config.set_dtype_policy(previous)
     twin.set_weights(model.get_weights())
     return twin
+
+
+@contextmanager
+def _dtype_policy(precision: str):
+    """Layers built inside take the Keras dtype policy of `precision`."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype_policy_for(precision))
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def save_model(model: StyleTransferModel, path: str | os.PathLike) -> str:
@@ -162,13 +169,18 @@ def save_model(model: StyleTransferModel, path: str | os.PathLike) -> str:
     return path
 
 
-def load_model(path: str | os.PathLike) -> StyleTransferModel:
-    """Loads a model saved by save_model; anything else -> ModelError naming the file."""
+def load_model(path: str | os.PathLike, precision: str = "float32") -> StyleTransferModel:
+    """Loads a model saved by save_model; anything else -> ModelError naming the file.
+
+    `precision` as in with_precision, but built that way directly (no second model).
+    """
     path = os.fspath(path)
+    resolve_precision(precision)  # a bad name is a ConfigError, not a load error
     if not os.path.isfile(path):
         raise ModelError(f"model file not found: {path}")
     try:
-        model = keras.saving.load_model(path, compile=False)
+        with _dtype_policy(precision):
+            model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # noqa: BLE001 - corrupt zip, wrong classes, shape mismatch, ...
         raise ModelError(f"cannot load model {path}: {type(exc).__name__}: {str(exc)[:300]}") from None
     if not isinstance(model, StyleTransferModel):
