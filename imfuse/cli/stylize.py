@@ -95,8 +95,8 @@ def run(args) -> int:
     started = time.perf_counter()
     if args.method == "optimize":
         from imfuse.lossnet import build_loss_network
-        from imfuse.precision import dtype_policy_for
         from imfuse.optimize import OptimizeConfig, run_optimization
+        from imfuse.precision import dtype_policy_for
 
         config = OptimizeConfig(
             steps=args.steps,
