@@ -51,12 +51,13 @@ def _numpy_instance_norm(x, gamma, beta, eps=1e-5):
 
 
 def test_conditional_instance_norm_single_image_and_batch_agree_with_numpy():
-    """A single image takes the fused batch-norm kernel, a batch the generic path: both are instance norm."""
+    """Inference runs the fused batch-norm kernel per image, training the vectorised form: both are instance norm."""
     x = _random((3, 9, 11, 4), 2).numpy() * 3 + 1
     params = _random((3, 8), 3).numpy()
     layer = ConditionalInstanceNorm(0, 4)
     expected = _numpy_instance_norm(x, params[:, :4], params[:, 4:])
     np.testing.assert_allclose(layer([x, params]).numpy(), expected, atol=1e-4)
+    np.testing.assert_allclose(layer([x, params], training=True).numpy(), expected, atol=1e-4)
     for i in range(3):
         np.testing.assert_allclose(layer([x[i : i + 1], params[i : i + 1]]).numpy(), expected[i : i + 1], atol=1e-4)
     # Unknown batch size at trace time (serving signatures): the runtime branch picks the path.

@@ -77,36 +77,46 @@ class CropLike(keras.layers.Layer):
         return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
 
 
-def _instance_norm(x, gamma, beta):
+def _fused_norm(x, gamma, beta):
+    """Training-mode fused batch norm of a batch of one image: exactly its instance norm."""
+    empty = tf.zeros([0], tf.float32)
+    y, *_ = tf.raw_ops.FusedBatchNormV3(
+        x=x, scale=gamma, offset=beta, mean=empty, variance=empty,
+        epsilon=_EPSILON, data_format="NHWC", is_training=True,
+    )
+    return y
+
+
+def _instance_norm(x, gamma, beta, training=None):
     """Instance normalisation of x (B, H, W, C) with gamma/beta of shape (B or 1, C).
 
-    A single float32 image (what stylize and serving run) goes through one fused
-    batch-norm kernel: with a batch of one, training-mode batch norm *is* instance norm,
-    and the fused kernel reads the big activations about half as often as moments plus
-    elementwise ops do. Batches (training, server-side batching) use the generic form.
+    At inference each float32 image goes through one fused batch-norm kernel (a batch of
+    one in training-mode batch norm is instance norm), which reads the big activations
+    about half as often as moments plus elementwise ops and is about 1.5x faster even
+    when a batch is looped image by image. Training keeps the plain vectorised form,
+    whose gradients are batched.
     """
 
     def generic():
         mean, var = tf.nn.moments(x, axes=[1, 2], keepdims=True)
         return (x - mean) * tf.math.rsqrt(var + _EPSILON) * gamma[:, None, None, :] + beta[:, None, None, :]
 
-    def fused():
-        empty = tf.zeros([0], tf.float32)
-        y, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=x, scale=gamma[0], offset=beta[0], mean=empty, variance=empty,
-            epsilon=_EPSILON, data_format="NHWC", is_training=True,
-        )
-        return y
+    def single():
+        return _fused_norm(x, gamma[0], beta[0])
 
-    if x.dtype != tf.float32 or gamma.dtype != tf.float32:
+    def each():
+        n = tf.shape(x)[0]
+        per_image = (x, tf.broadcast_to(gamma, [n, gamma.shape[-1]]), tf.broadcast_to(beta, [n, beta.shape[-1]]))
+        return tf.map_fn(
+            lambda a: _fused_norm(a[0][None], a[1], a[2])[0], per_image, fn_output_signature=x.dtype
+        )
+
+    if training or x.dtype != tf.float32 or gamma.dtype != tf.float32:
         return generic()  # the norm layers compute in float32 (NORM_DTYPE); this guards other uses
-    static = (x.shape[0], gamma.shape[0])
-    if static == (1, 1):
-        return fused()
-    if (static[0] is not None and static[0] != 1) or (static[1] is not None and static[1] != 1):
-        return generic()
-    single = tf.logical_and(tf.equal(tf.shape(x)[0], 1), tf.equal(tf.shape(gamma)[0], 1))
-    return tf.cond(single, fused, generic)
+    if (x.shape[0], gamma.shape[0]) == (1, 1):
+        return single()
+    is_single = tf.logical_and(tf.equal(tf.shape(x)[0], 1), tf.equal(tf.shape(gamma)[0], 1))
+    return tf.cond(is_single, single, each)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -118,8 +128,8 @@ class InstanceNorm(keras.layers.Layer):
         self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="ones")
         self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros")
 
-    def call(self, x):
-        return _instance_norm(x, self.gamma[None, :], self.beta[None, :])
+    def call(self, x, training=None):
+        return _instance_norm(x, self.gamma[None, :], self.beta[None, :], training)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -135,12 +145,12 @@ class ConditionalInstanceNorm(keras.layers.Layer):
         self.offset = int(offset)
         self.depth = int(depth)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         x, params = inputs
         start, depth = self.offset, self.depth
         gamma = params[:, start : start + depth]
         beta = params[:, start + depth : start + 2 * depth]
-        return _instance_norm(x, gamma, beta)
+        return _instance_norm(x, gamma, beta, training)
 
     def compute_output_shape(self, input_shapes):
         return input_shapes[0]
