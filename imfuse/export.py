@@ -241,11 +241,14 @@ def write_warmup_requests(path: Path, name: str, embedding_dim: int) -> None:
 
 
 def _metadata(model: "StyleTransferModel", version: int) -> dict:
+    from imfuse.networks import compute_precision
+
     return {
         "format": "imfuse-savedmodel/1",
         "version": version,
         "model_name": model.name,
         "variant": model.variant.to_dict(),
+        "precision": compute_precision(model),
         "embedding_dim": int(model.embedding_dim),
         "signatures": list(SIGNATURES),
     }
@@ -359,6 +362,15 @@ def package_model(keras_path: str | os.PathLike, dst: str | os.PathLike) -> Path
         version_dir = export_saved_model(load_model(keras_path), scratch, name="imfuse", version=1)
         shutil.move(str(version_dir), str(dst / REGISTRY_SAVED_MODEL))
     return dst
+
+
+def saved_model_precision(version_dir: str | os.PathLike) -> str:
+    """Compute precision recorded in an imfuse export (exports from before it was recorded: float32)."""
+    try:
+        meta = json.loads((Path(version_dir) / METADATA_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{version_dir}: not an imfuse export ({METADATA_FILE}: {exc})") from None
+    return meta.get("precision", "float32")
 
 
 def packaged_saved_model(path: str | os.PathLike) -> Path | None:

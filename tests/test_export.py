@@ -16,7 +16,7 @@ try:
 except ImportError:  # pragma: no cover - depends on how pytest put tests/ on sys.path
     from mlflow_server import mlflow_server  # noqa: F401
 from imfuse.errors import ConfigError, ModelError
-from imfuse.export import describe_signatures, existing_versions, export_saved_model
+from imfuse.export import describe_signatures, existing_versions, export_saved_model, saved_model_precision
 from imfuse.images import decode_image, encode_png, to_uint8
 
 Q = 1.0 / 255.0 + 1e-6  # one PNG quantisation step
@@ -341,9 +341,29 @@ def test_export_from_registry_publishes_the_registered_saved_model(model, tmp_pa
     assert "stylize_rest" in out
     import json
 
-    assert json.loads((served / "assets.extra" / "imfuse_export.json").read_text())["version"] == 4
+    meta = json.loads((served / "assets.extra" / "imfuse_export.json").read_text())
+    assert meta["version"] == 4 and meta["precision"] == "float32"
+    # Another precision than the registered SavedModel's: re-exported from the registered .keras.
+    assert main(["export", "--from-registry", f"exp-registry@{version}", "--mlflow-uri", mlflow_server,
+                 "--base-path", str(tmp_path / "serving"), "--name", "styler", "--precision", "bfloat16"]) == 0
+    assert "exporting the registered .keras model in bfloat16" in capsys.readouterr().err
+    assert saved_model_precision(tmp_path / "serving" / "styler" / "5") == "bfloat16"
     loaded = tf.saved_model.load(str(served))
     png = loaded.signatures["serving_default"](
         content_image=tf.constant([_png(_image(24, 40, 5))]), style_image=tf.constant([_png(_image(32, 32, 6))]),
         **_defaults())["stylized_image"].numpy()[0]
     assert _rgb(png).shape == (24, 40, 3)
+
+
+def test_bfloat16_export_serves_nearly_the_float32_image(model, exported, tmp_path):
+    from imfuse.networks import with_precision
+
+    _, _, loaded32 = exported
+    path = export_saved_model(with_precision(model, "bfloat16"), tmp_path, name="imfuse")
+    assert saved_model_precision(path) == "bfloat16"
+    loaded16 = tf.saved_model.load(str(path))
+    content, style = [_png(_image(40, 48, 0))], [_png(_image(64, 56, 1))]
+    a, b = _stylize(loaded32, content, style)[0], _stylize(loaded16, content, style)[0]
+    assert a.shape == b.shape == (40, 48, 3)
+    diff = np.abs(a - b)
+    assert 0 < diff.mean() < 3 / 255

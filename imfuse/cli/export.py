@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from imfuse.errors import ConfigError, ModelError
@@ -25,6 +26,9 @@ def register(subparsers) -> None:
     p.add_argument("--base-path", required=True, help="serving base path (TF Serving's --model_base_path parent)")
     p.add_argument("--name", default="imfuse", help="model name (folder under the base path)")
     p.add_argument("--version", type=int, default=None, help="version number (default: highest existing + 1)")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                   help="compute precision of the served graph: bfloat16 for serving CPUs with AVX512-BF16/AMX "
+                        "(about 1.4x faster, pixels ~1/255 apart), float32 anywhere")
     p.set_defaults(func=run)
 
 
@@ -46,7 +50,13 @@ def _keras_file(downloaded: Path, ref: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imfuse.export import describe_signatures, export_saved_model, packaged_saved_model, publish_saved_model
+    from imfuse.export import (
+        describe_signatures,
+        export_saved_model,
+        packaged_saved_model,
+        publish_saved_model,
+        saved_model_precision,
+    )
     from imfuse.networks import load_model
 
     if args.version is not None and args.version < 1:
@@ -60,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
             raise ModelError(f"registry support is unavailable ({exc})") from None
         downloaded = download_model(name, alias, args.mlflow_uri)
         registered = packaged_saved_model(downloaded) if downloaded.is_dir() else None
+        if registered is not None and saved_model_precision(registered) != args.precision:
+            print(f"the registered SavedModel computes in {saved_model_precision(registered)}; "
+                  f"exporting the registered .keras model in {args.precision} instead", file=sys.stderr)
+            registered = None
         model_path = None if registered else _keras_file(downloaded, args.from_registry)
     else:
         model_path = Path(args.model)
@@ -68,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     if registered is not None:  # publish the registered SavedModel itself, not a re-export
         path = publish_saved_model(registered, args.base_path, name=args.name, version=args.version)
     else:
-        path = export_saved_model(load_model(model_path), args.base_path, name=args.name, version=args.version)
+        model = load_model(model_path, precision=args.precision)
+        path = export_saved_model(model, args.base_path, name=args.name, version=args.version)
     print(path)
     for key, sig in describe_signatures(path).items():
         optional = set(sig["optional"])

@@ -7,6 +7,7 @@ from imfuse.networks.config import VARIANTS, VariantConfig, variant_config
 from imfuse.networks.model import (
     StyleTransferModel,
     build_model,
+    compute_precision,
     load_model,
     preprocess_style,
     save_model,
@@ -21,6 +22,7 @@ __all__ = [
     "StyleTransferModel",
     "VariantConfig",
     "build_model",
+    "compute_precision",
     "load_model",
     "preprocess_style",
     "save_model",

@@ -147,6 +147,11 @@ def with_precision(model: StyleTransferModel, precision: str = "float32") -> Sty
     return twin
 
 
+def compute_precision(model: StyleTransferModel) -> str:
+    """'bfloat16' for a model built by with_precision/load_model in bfloat16, else 'float32'."""
+    return "bfloat16" if model.dtype_policy.compute_dtype == "bfloat16" else "float32"
+
+
 @contextmanager
 def _dtype_policy(precision: str):
     """Layers built inside take the Keras dtype policy of `precision`."""
