@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(variant, predictor_weights="none")
         for precision in args.precisions.split(","):
             name = variant if resolve_precision(precision) == "float32" else f"{variant} bf16"
+            if name in engines:  # e.g. 'auto' on a CPU without bfloat16 is float32 again
+                continue
             engines[name] = _imfuse_runner(with_precision(model, precision), args.xla)
             names.append(name)
 
