@@ -7,11 +7,33 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from imfuse.networks.layers import ConditionalInstanceNorm, InstanceNorm, ReflectPad, SpaceToDepthConv2D, UpsampleConv2D
+from imfuse.networks.layers import (
+    ConditionalInstanceNorm,
+    InstanceNorm,
+    ReflectPad,
+    SpaceToDepthConv2D,
+    UpsampleConv2D,
+    mirror_pad,
+)
 
 
 def _random(shape, seed):
     return tf.constant(np.random.default_rng(seed).normal(size=shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("mode", ["REFLECT", "SYMMETRIC"])
+@pytest.mark.parametrize("pad", [1, 2, 4])
+def test_mirror_pad_equals_tf_pad(mode, pad):
+    x = _random((2, 6, 9, 3), 7)
+    expected = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode=mode)
+    got = mirror_pad(x, pad, symmetric=mode == "SYMMETRIC")
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    fn = tf.function(lambda a: mirror_pad(a, pad, symmetric=mode == "SYMMETRIC"),
+                     input_signature=[tf.TensorSpec([None, None, None, 3])])
+    np.testing.assert_array_equal(fn(x).numpy(), expected.numpy())
+    too_small = x[:, : pad - (mode == "SYMMETRIC"), :, :]  # REFLECT needs pad + 1 pixels, SYMMETRIC pad
+    with pytest.raises(tf.errors.InvalidArgumentError, match="mirror padding"):
+        fn(too_small)
 
 
 @pytest.mark.parametrize("shape", [(1, 5, 7, 6), (2, 8, 3, 4), (1, 1, 1, 2)])
