@@ -331,10 +331,7 @@ def publish_saved_model(
     src = Path(src)
     if not (src / "saved_model.pb").is_file():
         raise ModelError(f"{src} is not a SavedModel folder (no saved_model.pb)")
-    try:
-        meta = json.loads((src / METADATA_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{src}: not an imfuse export ({METADATA_FILE}: {exc})") from None
+    meta = read_export_metadata(src)
 
     def fill(tmp: Path, number: int) -> None:
         shutil.copytree(src, tmp)
@@ -364,13 +361,17 @@ def package_model(keras_path: str | os.PathLike, dst: str | os.PathLike) -> Path
     return dst
 
 
-def saved_model_precision(version_dir: str | os.PathLike) -> str:
-    """Compute precision recorded in an imfuse export (exports from before it was recorded: float32)."""
+def read_export_metadata(version_dir: str | os.PathLike) -> dict:
+    """The imfuse metadata of an exported SavedModel; anything else -> ModelError."""
     try:
-        meta = json.loads((Path(version_dir) / METADATA_FILE).read_text())
+        return json.loads((Path(version_dir) / METADATA_FILE).read_text())
     except (OSError, ValueError) as exc:
         raise ModelError(f"{version_dir}: not an imfuse export ({METADATA_FILE}: {exc})") from None
-    return meta.get("precision", "float32")
+
+
+def saved_model_precision(version_dir: str | os.PathLike) -> str:
+    """Compute precision recorded in an imfuse export (exports from before it was recorded: float32)."""
+    return read_export_metadata(version_dir).get("precision", "float32")
 
 
 def packaged_saved_model(path: str | os.PathLike) -> Path | None:

@@ -70,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
             raise ModelError(f"registry support is unavailable ({exc})") from None
         downloaded = download_model(name, alias, args.mlflow_uri)
         registered = packaged_saved_model(downloaded) if downloaded.is_dir() else None
-        if registered is not None and saved_model_precision(registered) != args.precision:
-            print(f"the registered SavedModel computes in {saved_model_precision(registered)}; "
+        registered_precision = saved_model_precision(registered) if registered is not None else None
+        if registered is not None and registered_precision != args.precision:
+            print(f"the registered SavedModel computes in {registered_precision}; "
                   f"exporting the registered .keras model in {args.precision} instead", file=sys.stderr)
             registered = None
         model_path = None if registered else _keras_file(downloaded, args.from_registry)

@@ -117,12 +117,11 @@ def run(args) -> int:
         first, last = result.history[0], result.history[-1]
         summary = f"loss {first['loss']:.4g} -> {last['loss']:.4g} (style {first['style_loss']:.4g} -> {last['style_loss']:.4g})"
     else:
-        from imfuse.networks import load_model
-        from imfuse.precision import resolve_precision
+        from imfuse.networks import compute_precision, load_model
         from imfuse.stylize import stylize_with_model
 
         model = load_model(args.model, precision=args.precision)
-        print(f"model: {model.variant.name} variant, {resolve_precision(args.precision)} compute", file=sys.stderr)
+        print(f"model: {model.variant.name} variant, {compute_precision(model)} compute", file=sys.stderr)
         image = stylize_with_model(model, content, styles, args.strength, mask, args.preserve_color)
         summary = f"strength {args.strength}"
     path = save_image(image, args.output)
