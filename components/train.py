@@ -17,11 +17,18 @@ def train_model(
     image_size: int = 256,
     batch_size: int = 4,
     mlflow_uri: str = "",
+    init_from: str = "auto",
+    learning_rate: float = 1e-4,
+    teacher: str = "init",
 ):
-    """Train the `variant` network on the dataset; logs to MLflow, does not register."""
+    """Train the `variant` network on the dataset; logs to MLflow, does not register.
+
+    init_from auto: fine-tune the registry's champion, else the shipped base model."""
     from components.steps.train import train_stage
 
-    info = train_stage(dataset.path, model.path, variant, steps, image_size, batch_size, mlflow_uri)
+    info = train_stage(
+        dataset.path, model.path, variant, steps, image_size, batch_size, mlflow_uri, init_from, learning_rate, teacher
+    )
     for name, value in info.pop("metrics").items():
         metrics.log_metric(name, value)
     model.metadata.update(info)

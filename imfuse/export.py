@@ -188,7 +188,7 @@ def build_serving_module(model: "StyleTransferModel"):
 
     module = tf.Module()
     # Keras 3 variables are trackable; listing them makes the SavedModel checkpoint hold them.
-    module.model_variables = list(model.variables)
+    module.model_variables = list(model.variables) + model.frozen_variables
     module.serving_default = serving_default
     module.style_embedding = style_embedding
     module.stylize_with_embedding = stylize_with_embedding

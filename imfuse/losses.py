@@ -11,18 +11,19 @@ from typing import Mapping
 
 import tensorflow as tf
 
+from imfuse.loss_config import CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT
+
 
 @dataclass(frozen=True)
 class LossWeights:
     """alpha (content), beta (style), TV weight, and optional per-layer weights.
 
-    Defaults are calibrated on the bundled VGG16 loss network so that a Gatys run
-    starting from the content image trades the two terms off visibly (see README).
+    Defaults: imfuse.loss_config (they go with the loss network's layer configuration).
     """
 
-    content: float = 1.0
-    style: float = 100.0
-    tv: float = 50.0
+    content: float = CONTENT_WEIGHT
+    style: float = STYLE_WEIGHT
+    tv: float = TV_WEIGHT
     content_layers: Mapping[str, float] = field(default_factory=dict)
     style_layers: Mapping[str, float] = field(default_factory=dict)
 

@@ -19,26 +19,17 @@ from imfuse.errors import ConfigError, WeightsUnavailableError
 
 DEFAULT_LOSS_NETWORK = "vgg16-hed"
 
-# Magenta's arbitrary-stylization losses: content at the end of block 3, style at the
-# end of blocks 1-4 (vgg_16/conv1..conv4).
-_VGG16_LAYERS = {
-    "content": ("block3_conv3",),
-    "style": ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3"),
-}
-_VGG19_LAYERS = {
+# Gatys et al. (2016)'s configuration for both VGGs: style on the first conv of each of the
+# five blocks with equal weights, content at block4_conv2. Chosen by looking at Gatys
+# results on photos x paintings of ../shared/data (README, "Loss configuration"): it
+# transfers the painting's strokes and palette with the objects intact, where the former
+# Magenta-style setup (block1_conv2..block4_conv3, per-layer weights 1e-4..2e3 that
+# equalised the identity losses) gave fine speckled colour noise.
+_VGG_LAYERS = {
     "content": ("block4_conv2",),
     "style": ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
 }
 # Caffe-style preprocessing (BGR, mean subtracted, 0-255) used by both weight sets.
-# Per-layer style weights that make each layer's Gram loss ~1 between unrelated photos and
-# paintings (measured on the bundled weights, 256 px); without them block1 outweighs
-# block4 by 10^7 and only colour gets transferred.
-_VGG16_STYLE_LAYER_WEIGHTS = {
-    "block1_conv2": 1e-4,
-    "block2_conv2": 1e-1,
-    "block3_conv3": 5.0,
-    "block4_conv3": 2e3,
-}
 _IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 _HED_BGR_MEAN = (104.00699, 116.66877, 122.67892)
 
@@ -57,11 +48,21 @@ class LossNetwork:
     content_layers: tuple[str, ...]
     style_layers: tuple[str, ...]
     weights_source: str
-    style_layer_weights: dict[str, float] = field(default_factory=dict)
+    style_layer_weights: dict[str, float] = field(default_factory=dict)  # default 1 per layer
     layers: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         self.layers = tuple(dict.fromkeys(self.content_layers + self.style_layers))
+
+    def describe(self) -> dict:
+        """The loss configuration as recorded in every run (train_config.json, eval reports)."""
+        return {
+            "name": self.name,
+            "weights_source": self.weights_source,
+            "content_layers": list(self.content_layers),
+            "style_layers": list(self.style_layers),
+            "style_layer_weights": {n: float(self.style_layer_weights.get(n, 1.0)) for n in self.style_layers},
+        }
 
     def __call__(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         outputs = self.model(images, training=False)
@@ -140,9 +141,8 @@ def build_loss_network(
     """
     if name not in LOSS_NETWORKS:
         raise ConfigError(f"unknown loss network '{name}'; choose one of {', '.join(LOSS_NETWORKS)}")
-    defaults = _VGG19_LAYERS if name.startswith("vgg19") else _VGG16_LAYERS
-    content_layers = tuple(content_layers or defaults["content"])
-    style_layers = tuple(style_layers or defaults["style"])
+    content_layers = tuple(content_layers or _VGG_LAYERS["content"])
+    style_layers = tuple(style_layers or _VGG_LAYERS["style"])
     if name == "vgg16-hed":
         trunk, source = _load_hed_trunk(dtype_policy)
         mean = _HED_BGR_MEAN
@@ -171,5 +171,4 @@ def build_loss_network(
     features = [keras.ops.cast(by_name[n], "float32") for n in wanted]
     model = keras.Model(inputs, features, name=f"lossnet_{name.replace('-', '_')}")
     model.trainable = False
-    layer_weights = _VGG16_STYLE_LAYER_WEIGHTS if name.startswith("vgg16") else {}
-    return LossNetwork(name, model, content_layers, style_layers, source, dict(layer_weights))
+    return LossNetwork(name, model, content_layers, style_layers, source)

@@ -46,15 +46,8 @@ def _cluster_settings(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return task
 
 
-def _train(dataset, variant, steps, image_size, batch_size, mlflow_uri, gpu: bool) -> dsl.PipelineTask:
-    task = train_model(
-        dataset=dataset,
-        variant=variant,
-        steps=steps,
-        image_size=image_size,
-        batch_size=batch_size,
-        mlflow_uri=mlflow_uri,
-    )
+def _train(dataset, gpu: bool, **params) -> dsl.PipelineTask:
+    task = train_model(dataset=dataset, **params)
     task.set_caching_options(enable_caching=False).set_retry(num_retries=1, backoff_duration="60s")
     if gpu:
         task.set_display_name("train (GPU)").set_container_image(GPU_IMAGE)
@@ -139,8 +132,14 @@ def imfuse_pipeline(
     gatys_steps: int = 30,
     gate_tolerance: float = 0.0,
     promote: bool = True,
+    init_from: str = "auto",
+    learning_rate: float = 1e-4,
+    teacher: str = "init",
 ):
-    """Empty sources: demo data. Empty mlflow_uri / serving_base_path: the imfuse-settings ConfigMap's."""
+    """Empty sources: demo data. Empty mlflow_uri / serving_base_path: the imfuse-settings ConfigMap's.
+
+    init_from auto fine-tunes the registry's champion, else the shipped base model (the
+    continue-training-from-production pattern); teacher init distils from that model."""
     prepare = prepare_data(content_source=content_source, styles_source=styles_source, image_size=image_size)
     prepare.set_display_name("prepare data").set_caching_options(enable_caching=True)
     prepare.set_retry(num_retries=2, backoff_duration="30s")
@@ -158,11 +157,15 @@ def imfuse_pipeline(
         gate_tolerance=gate_tolerance,
         promote=promote,
     )
+    training = dict(
+        variant=variant, steps=steps, image_size=image_size, batch_size=batch_size, mlflow_uri=mlflow_uri,
+        init_from=init_from, learning_rate=learning_rate, teacher=teacher,
+    )
     with dsl.If(variant == "full", name="full-variant-on-gpu"):
-        train_gpu = _train(dataset, variant, steps, image_size, batch_size, mlflow_uri, gpu=True)
+        train_gpu = _train(dataset, gpu=True, **training)
         _evaluate_and_publish(model=train_gpu.outputs["model"], **after)
     with dsl.Else(name="reduced-variant-on-cpu"):
-        train_cpu = _train(dataset, variant, steps, image_size, batch_size, mlflow_uri, gpu=False)
+        train_cpu = _train(dataset, gpu=False, **training)
         _evaluate_and_publish(model=train_cpu.outputs["model"], **after)
 
 

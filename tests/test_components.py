@@ -72,6 +72,9 @@ def test_train_args_match_the_train_cli():
         "DATA", "RUN", "reduced", 7, 48, 48, 2)
     assert args.mlflow_uri == "http://mlflow:5000" and not args.register
     assert "--mlflow-uri" not in train_args("D", "R", "full", 1, 32, 1, "")
+    warm = build_parser().parse_args(train_args("D", "R", "reduced", 1, 32, 1, "", "auto", 1e-4, "init"))
+    assert (warm.init_from, warm.learning_rate, warm.teacher) == ("auto", 1e-4, "init")
+    assert "--init-from" not in train_args("D", "R", "reduced", 1, 32, 1, "")
 
 
 def test_model_run_from_metadata_or_run_files(tmp_path):

@@ -161,25 +161,46 @@ def test_evaluate_report_matches_recomputation_and_is_logged(setup, mlflow_serve
 
 
 def test_evaluate_blessing_fails_against_a_better_champion(setup, mlflow_server, tmp_path, capsys):
+    """The champion (here the shipped base model) is scored on the candidate's own pairs, at
+    its size, in this evaluation (TFX's baseline model), not read from its old run."""
+    from imfuse.base_model import base_model_path
     from imfuse.tracking.registry import promote
     from imfuse.tracking.runs import TrainingRun, log_to_run
 
-    champion_file = tmp_path / "champ.keras"
-    champion_file.write_bytes(b"champion")
     with TrainingRun(mlflow_server, tmp_path / "champ", "reduced", {}) as run:
-        version = run.log_model_and_register(champion_file, name="eval-reduced")
-    log_to_run(mlflow_server, run.run_id, metrics={"eval/style_loss_unseen": 1e-6})
+        version = run.log_model_and_register(base_model_path(), name="eval-reduced")
+    # a value logged under other settings must not be what the gate compares with
+    log_to_run(mlflow_server, run.run_id, metrics={"eval/style_loss_unseen": 1e30})
     promote("eval-reduced", version, mlflow_server)
 
     out_dir = tmp_path / "eval"
     rc = _evaluate(setup, mlflow_server, "--gatys-subset", "0", "--max-pairs", "2", "--out", str(out_dir),
                    "--fail-if-not-blessed")
     blessing = json.loads((out_dir / "blessing.json").read_text())
+    report = json.loads((out_dir / "eval_report.json").read_text())
+    m = report["metrics"]
     assert rc == 3 and blessing["blessed"] is False
-    assert blessing["champion"] == pytest.approx(1e-6) and blessing["champion_version"] == version
+    assert blessing["champion"] == pytest.approx(m["eval/baseline_style_loss_unseen"]) < m["eval/style_loss_unseen"]
+    assert blessing["champion_version"] == version and report["baseline_model"]["label"] == f"champion v{version}"
     assert f"> champion v{version}" in blessing["reason"]
     assert "FAIL" in capsys.readouterr().out
     assert _evaluate(setup, mlflow_server, "--gatys-subset", "0", "--max-pairs", "2", "--out", str(out_dir)) == 0
+
+
+def test_a_fine_tune_worse_than_its_init_model_is_not_blessed(setup, tmp_path):
+    """Without a champion the baseline is the model training started from (init_from)."""
+    from imfuse.base_model import base_model_path
+    from imfuse.networks import build_model, save_model
+    from imfuse.training.evaluate import EvalConfig, evaluate
+
+    run_dir = tmp_path / "run"
+    model = Path(save_model(build_model("reduced"), run_dir / "model.keras"))
+    (run_dir / "train_config.json").write_text(json.dumps({"config": {"init_from": str(base_model_path())}}))
+    cfg = EvalConfig(model_path=str(model), data_dir=str(setup["data"]), image_size=SIZE, max_pairs=2,
+                     gatys_subset=0, log_mlflow=False, progress=False)
+    result = evaluate(cfg)
+    assert result.blessing.blessed is False and "init model reduced.keras" in result.blessing.reason
+    assert result.report["metrics"]["eval/baseline_style_loss_unseen"] == pytest.approx(result.blessing.champion)
 
 
 def test_evaluate_bad_input_is_one_line_exit_2(setup, tmp_path, capsys):

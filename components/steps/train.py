@@ -17,12 +17,21 @@ from pathlib import Path
 RUN_FILES = ("model.keras", "history.jsonl", "train_config.json", "mlflow_run.json")
 
 
-def train_args(data_dir: str, run_dir: str, variant: str, steps: int, image_size: int, batch_size: int, mlflow_uri: str) -> list[str]:
-    """The `imfuse train` command line of one pipeline training."""
+def train_args(
+    data_dir: str, run_dir: str, variant: str, steps: int, image_size: int, batch_size: int, mlflow_uri: str,
+    init_from: str = "", learning_rate: float = 0.0, teacher: str = "",
+) -> list[str]:
+    """The `imfuse train` command line of one pipeline training (empty/0: imfuse's defaults)."""
     args = [
         "train", "--data", data_dir, "--out", run_dir, "--variant", variant, "--steps", str(steps),
         "--image-size", str(image_size), "--style-size", str(image_size), "--batch-size", str(batch_size),
     ]
+    if init_from:
+        args += ["--init-from", init_from]
+    if learning_rate > 0:
+        args += ["--learning-rate", repr(float(learning_rate))]
+    if teacher:
+        args += ["--teacher", teacher]
     if mlflow_uri:
         args += ["--mlflow-uri", mlflow_uri]
     return args
@@ -36,13 +45,18 @@ def last_metrics(run_dir: str | Path) -> dict[str, float]:
     return dict(records[-1][1]) if records else {}
 
 
-def train_stage(data_dir: str, out_dir: str, variant: str, steps: int, image_size: int, batch_size: int, mlflow_uri: str) -> dict:
+def train_stage(
+    data_dir: str, out_dir: str, variant: str, steps: int, image_size: int, batch_size: int, mlflow_uri: str,
+    init_from: str = "", learning_rate: float = 0.0, teacher: str = "",
+) -> dict:
     """Train into a scratch run dir, copy the run's files to `out_dir`; returns its metadata."""
     from imfuse.cli import main
 
     with tempfile.TemporaryDirectory(prefix="imfuse-train-") as scratch:
         run_dir = Path(scratch) / "run"
-        code = main(train_args(data_dir, str(run_dir), variant, steps, image_size, batch_size, mlflow_uri))
+        code = main(train_args(
+            data_dir, str(run_dir), variant, steps, image_size, batch_size, mlflow_uri, init_from, learning_rate, teacher
+        ))
         if code != 0:
             raise RuntimeError(f"imfuse train exited with status {code} (its error is printed above)")
         missing = [name for name in ("model.keras", "mlflow_run.json") if not (run_dir / name).is_file()]

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="trained model file (.keras)")
+    src.add_argument("--model", help="trained model file (.keras), or 'base' for the shipped base model")
     src.add_argument("--from-registry", metavar="NAME@ALIAS", help="registered model, e.g. imfuse-reduced@champion or NAME@3")
     p.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI for --from-registry (default: MLFLOW_TRACKING_URI)")
     p.add_argument("--base-path", required=True, help="serving base path (TF Serving's --model_base_path parent)")
@@ -77,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
             registered = None
         model_path = None if registered else _keras_file(downloaded, args.from_registry)
     else:
-        model_path = Path(args.model)
+        from imfuse.base_model import resolve_model_path
+
+        model_path = resolve_model_path(args.model)
         if model_path.suffix != ".keras":
             raise ConfigError(f"--model must be a .keras file, got {args.model}")
     if registered is not None:  # publish the registered SavedModel itself, not a re-export

@@ -21,10 +21,12 @@ def _parse_sizes(text: str) -> list[int]:
 
 def _describe(args: argparse.Namespace) -> int:
     sizes = _parse_sizes(args.sizes)
-    from imfuse.networks.describe import describe_variants, format_summaries
+    from imfuse.networks.describe import describe_variants, format_base_models, format_summaries
 
     variants = ["full", "reduced"] if args.variant == "all" else [args.variant]
     print(format_summaries(describe_variants(variants, sizes)))
+    print()
+    print(format_base_models())
     return 0
 
 

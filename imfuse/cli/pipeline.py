@@ -23,6 +23,10 @@ def _params(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-max-pairs", type=int, help="content x style pairs scored by evaluation")
     g.add_argument("--gatys-steps", type=int, help="Gatys baseline steps on one pair (0: skip the baseline)")
     g.add_argument("--gate-tolerance", type=float, help="blessed if <= champion x (1 + tolerance)")
+    g.add_argument("--init-from", metavar="auto|base|PATH|models:/NAME@ALIAS",
+                   help=d % ("auto: the registry's champion, else the shipped base model"))
+    g.add_argument("--learning-rate", type=float, help=d % ("1e-4: a fine-tune"))
+    g.add_argument("--teacher", metavar="init|lite|PATH", help=d % ("init: distil from the --init-from model"))
     g.add_argument("--no-promote", dest="promote", action="store_const", const=False, default=None,
                    help="register blessed models as challenger only (default: also champion)")
 

@@ -33,6 +33,8 @@ def register(subparsers) -> None:
     )
     _flag(serve, "model-name", default="imfuse", help="model name (default: imfuse)")
     _flag(serve, "model-base-path", help="folder holding integer version folders, e.g. models/imfuse")
+    serve.add_argument("--base-model", action="store_true",
+                       help="serve the shipped base model (exported as version 1 to a temporary base path)")
     _flag(serve, "model-config-file", help="TF Serving model_config_list text proto (e.g. serving/models.config)")
     _flag(serve, "port", type=int, default=8500, help="gRPC port (default 8500)")
     _flag(serve, "rest-port", "rest-api-port", type=int, default=8501, help="REST port (default 8501; 0 disables REST)")
@@ -75,6 +77,20 @@ def register(subparsers) -> None:
     client.set_defaults(func=lambda args: (client.print_help(), 2)[1])
 
 
+def _export_base_model(name: str) -> str:
+    """The shipped base model as a SavedModel version 1 under a fresh temporary base path."""
+    import tempfile
+
+    from imfuse.base_model import base_model_path
+    from imfuse.export import export_saved_model
+    from imfuse.networks import load_model
+
+    root = tempfile.mkdtemp(prefix="imfuse-base-serving-")
+    path = export_saved_model(load_model(base_model_path()), root, name=name, version=1)
+    print(f"serving the shipped base model, exported to {path}", file=sys.stderr)
+    return str(path.parent)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -91,9 +107,14 @@ def run_serve(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if not 0 <= value < 65536:
             raise ConfigError(f"--{name.replace('_', '-')} must be a port number, got {value}")
+    base_path = args.model_base_path
+    if args.base_model:
+        if base_path or args.model_config_file:
+            raise ConfigError("--base-model replaces --model-base-path and --model-config-file; give only one")
+        base_path = _export_base_model(args.model_name)
     options = ServerOptions(
         model_name=args.model_name,
-        model_base_path=args.model_base_path,
+        model_base_path=base_path,
         model_config_file=args.model_config_file,
         version_labels=parse_version_labels(args.version_labels),
         port=args.port,

@@ -55,7 +55,7 @@ def register(subparsers) -> None:
     g.add_argument("--loss-network", default="vgg16-hed", help="vgg16-hed (offline), vgg16-imagenet, vgg19-imagenet")
     g.add_argument("--xla", action="store_true", help="XLA-compile the optimisation step (helps on GPU, not on CPU)")
     m = p.add_argument_group("model (feed-forward)")
-    m.add_argument("--model", help="trained model (.keras from `imfuse train`)")
+    m.add_argument("--model", help="trained model (.keras from `imfuse train`); default: the shipped base model")
     m.add_argument("--strength", type=float, default=1.0, help="0 = content's own style, 1 = full style")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -87,8 +87,6 @@ def _weights(args):
 def run(args) -> int:
     from imfuse.images import load_image, load_mask, save_image
 
-    if args.method == "model" and not args.model:
-        raise ConfigError("--method model needs --model PATH (a .keras file from `imfuse train`)")
     content = load_image(args.content).rgb
     styles = _load_styles(args)
     mask = load_mask(args.mask, content.shape[:2]) if args.mask else None
@@ -120,8 +118,12 @@ def run(args) -> int:
         from imfuse.networks import compute_precision, load_model
         from imfuse.stylize import stylize_with_model
 
-        model = load_model(args.model, precision=args.precision)
-        print(f"model: {model.variant.name} variant, {compute_precision(model)} compute", file=sys.stderr)
+        from imfuse.base_model import resolve_model_path
+
+        path = resolve_model_path(args.model)
+        model = load_model(path, precision=args.precision)
+        which = "shipped base model" if args.model in (None, "base") else str(path)
+        print(f"model: {which}, {model.variant.name} variant, {compute_precision(model)} compute", file=sys.stderr)
         image = stylize_with_model(model, content, styles, args.strength, mask, args.preserve_color)
         summary = f"strength {args.strength}"
     path = save_image(image, args.output)

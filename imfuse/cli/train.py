@@ -22,6 +22,16 @@ import warnings
 from imfuse.errors import ConfigError
 
 SCHEDULES = ("cosine", "constant", "exponential")
+PREDICTORS = ("vgg16_hed", "inception_v3", "small")  # imfuse.networks.config.PREDICTORS (a test checks)
+
+
+def _default(name: str):
+    """TrainConfig's default for a field: the dataclass is the one source of defaults."""
+    import dataclasses
+
+    from imfuse.training.config import TrainConfig
+
+    return next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
 
 
 def register(subparsers) -> None:
@@ -41,9 +51,23 @@ def register(subparsers) -> None:
     p.add_argument("--learning-rate", type=float, default=1e-3, help="peak Adam learning rate (default 1e-3)")
     p.add_argument("--lr-schedule", choices=SCHEDULES, default="cosine")
     p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (default 0)")
-    p.add_argument("--content-weight", type=float, default=1.0)
-    p.add_argument("--style-weight", type=float, default=100.0)
-    p.add_argument("--tv-weight", type=float, default=50.0)
+    p.add_argument("--content-weight", type=float, default=_default("content_weight"))
+    p.add_argument("--style-weight", type=float, default=_default("style_weight"))
+    p.add_argument("--tv-weight", type=float, default=_default("tv_weight"))
+    p.add_argument(
+        "--teacher",
+        metavar="lite|init|MODEL.keras|SAVEDMODEL_DIR",
+        help="distil from a teacher: its stylised images become an L1 target beside the Gatys losses "
+        "(init: the --init-from model, which keeps a fine-tune close to it)",
+    )
+    p.add_argument("--teacher-weight", type=float, default=_default("teacher_weight"),
+                   help=f"weight of the teacher's L1 term (default {_default('teacher_weight'):g})")
+    p.add_argument(
+        "--init-from",
+        metavar="auto|base|PATH|models:/NAME@ALIAS",
+        help="warm start: the shipped base model, a .keras file, a registered version, or auto "
+        "(the registry's champion, else the shipped base)",
+    )
     p.add_argument("--loss-network", default="vgg16-hed", help="vgg16-hed (offline), vgg16-imagenet, vgg19-imagenet")
     p.add_argument(
         "--loss-precision",
@@ -51,7 +75,10 @@ def register(subparsers) -> None:
         default="auto",
         help="loss-network compute; auto = bfloat16 on CPUs with AVX512-BF16/AMX",
     )
-    p.add_argument("--predictor-weights", default="none", metavar="none|imagenet|PATH")
+    p.add_argument("--predictor", choices=PREDICTORS,
+                   help="style predictor (default: the variant's, vgg16_hed: frozen pretrained VGG16-HED statistics)")
+    p.add_argument("--predictor-weights", default="none", metavar="none|imagenet|PATH",
+                   help="initial weights of the inception_v3 / small predictors")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
     p.add_argument("--log-every", type=int, default=10, help="steps between metric logs (default 10)")
     p.add_argument("--seed", type=int, default=0)
@@ -73,6 +100,7 @@ def register(subparsers) -> None:
 
 def config_from_args(args: argparse.Namespace):
     from imfuse.training.config import TrainConfig
+    from imfuse.training.warm_start import resolve_init
 
     return TrainConfig(
         data_dir=args.data,
@@ -90,7 +118,11 @@ def config_from_args(args: argparse.Namespace):
         tv_weight=args.tv_weight,
         loss_network=args.loss_network,
         loss_precision=args.loss_precision,
+        predictor=args.predictor,
         predictor_weights=args.predictor_weights,
+        teacher=args.teacher,
+        teacher_weight=args.teacher_weight,
+        init_from=resolve_init(args.init_from, args.variant, args.mlflow_uri) if args.init_from else None,
         checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,
         seed=args.seed,

@@ -53,11 +53,15 @@ def make_dataset(
     repeat: bool,
     seed: int | None = None,
     large: bool = False,
+    augment: bool = False,
 ):
     """tf.data.Dataset of float32 (B, image_size, image_size, 3) batches in [0, 1].
 
     `large=True` reads the style's larger copy (`image_large`). The `unseen` style split
     is refused in training mode: it is the hold-out that training must never see.
+    `augment` (training only) multiplies a small corpus: a random scale (1-2x the crop, so
+    strokes and objects appear at several sizes), flips in both axes, and for styles a
+    hue rotation.
     """
     import tensorflow as tf
 
@@ -72,10 +76,10 @@ def make_dataset(
     spec = {key: tf.io.FixedLenFeature([], tf.string)}
     size = tf.constant(image_size, tf.int32)
 
-    def cover(img):
+    def cover(img, zoom=1.0):
         shape = tf.shape(img)
         h, w = shape[0], shape[1]
-        scale = tf.cast(size, tf.float32) / tf.cast(tf.minimum(h, w), tf.float32)
+        scale = zoom * tf.cast(size, tf.float32) / tf.cast(tf.minimum(h, w), tf.float32)
         new_h = tf.maximum(size, tf.cast(tf.math.round(tf.cast(h, tf.float32) * scale), tf.int32))
         new_w = tf.maximum(size, tf.cast(tf.math.round(tf.cast(w, tf.float32) * scale), tf.int32))
         resized = tf.image.resize(img, [new_h, new_w], method="bilinear", antialias=True)
@@ -85,10 +89,16 @@ def make_dataset(
     def parse(record):
         raw = tf.io.parse_single_example(record, spec)[key]
         img = tf.io.decode_image(raw, channels=3, expand_animations=False)
-        img = cover(tf.image.convert_image_dtype(img, tf.float32))
+        img = tf.image.convert_image_dtype(img, tf.float32)
+        augmenting = training and augment
+        img = cover(img, tf.random.uniform([], 1.0, 2.0, seed=seed) if augmenting else 1.0)
         if training:
             img = tf.image.random_crop(img, [size, size, 3], seed=seed)
             img = tf.image.random_flip_left_right(img, seed=seed)
+        if augmenting:
+            img = tf.image.random_flip_up_down(img, seed=seed)
+            if kind == "style":  # a photo with rotated hues is still a photo; a painting, a new style
+                img = tf.image.random_hue(img, 0.5, seed=seed)
         else:
             shape = tf.shape(img)
             top = (shape[0] - size) // 2

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from imfuse.configs import config_from_dict
 from imfuse.errors import ConfigError
 
-PREDICTORS = ("inception_v3", "small")
+PREDICTORS = ("vgg16_hed", "inception_v3", "small")
 
 
 @dataclass(frozen=True)
@@ -16,8 +16,11 @@ class VariantConfig:
     """Architecture of one variant. Defaults are the paper's full model (REFERENCE-ARCH.md)."""
 
     name: str = "full"
-    predictor: str = "inception_v3"  # "inception_v3" (trunk to mixed7) or "small"
+    # "vgg16_hed" (frozen VGG16-HED feature statistics + MLP: pretrained offline),
+    # "inception_v3" (trunk to mixed7; ImageNet weights when available) or "small".
+    predictor: str = "vgg16_hed"
     predictor_width: int = 32  # base channels of the small predictor
+    predictor_hidden: int = 256  # hidden width of the vgg16_hed predictor's MLP
     alpha: float = 1.0  # transformer width multiplier
     residual_blocks: int = 5
     separable: bool = False  # depthwise-separable convs in the residual/expand stages
@@ -35,7 +38,7 @@ class VariantConfig:
             raise ConfigError(f"residual_blocks must be >= 0, got {self.residual_blocks}")
         if self.outer_kernel < 1 or self.outer_kernel % 2 == 0:
             raise ConfigError(f"outer_kernel must be odd and positive, got {self.outer_kernel}")
-        for field in ("bottleneck", "style_size", "predictor_width"):
+        for field in ("bottleneck", "style_size", "predictor_width", "predictor_hidden"):
             if getattr(self, field) < 1:
                 raise ConfigError(f"{field} must be positive, got {getattr(self, field)}")
 
@@ -64,7 +67,6 @@ VARIANTS: dict[str, VariantConfig] = {
     "full": VariantConfig(),
     "reduced": VariantConfig(
         name="reduced",
-        predictor="small",
         alpha=0.25,
         residual_blocks=3,
         separable=True,

@@ -20,6 +20,7 @@ FLOPS_METHOD = "tf.profiler float_operation on concrete functions (1 multiply-ad
 class ModelSummary:
     variant: VariantConfig
     predictor_params: int
+    frozen_params: int = 0  # pretrained, neither trained nor saved (vgg16_hed trunk)
     heads_params: int
     transformer_params: int
     style_params: int
@@ -51,6 +52,7 @@ def summarize(model: StyleTransferModel, sizes: list[int]) -> ModelSummary:
     summary = ModelSummary(
         variant=cfg,
         predictor_params=model.predictor.count_params(),
+        frozen_params=sum(int(v.shape.num_elements()) for v in model.frozen_variables),
         heads_params=model.style_heads.count_params(),
         transformer_params=model.transformer.count_params(),
         style_params=cfg.style_param_count,
@@ -97,4 +99,32 @@ def format_summaries(summaries: list[ModelSummary]) -> str:
                 f"{s.variant.name:<9}{size:>11}{s.predictor_gflops:>11.2f}{gflops:>13.2f}"
                 f"{s.predictor_gflops + gflops:>10.2f}"
             )
+    frozen = [s for s in summaries if s.frozen_params]
+    if frozen:
+        lines += ["", "Frozen pretrained weights (used, never trained, not saved in model files)"]
+        lines += [f"{s.variant.name:<9}{s.frozen_params:>13,}  VGG16-HED trunk of the {s.variant.predictor} predictor"
+                  for s in frozen]
+    return "\n".join(lines)
+
+
+def format_base_models() -> str:
+    """What each shipped base model is and how it was made (its committed record)."""
+    from imfuse.base_model import BASE_DIR, base_model_record
+
+    lines = ["Shipped base models (imfuse/base_models; `--model base`, `--init-from base`)"]
+    paths = sorted(BASE_DIR.glob("*.keras"))
+    if not paths:
+        return "\n".join(lines + ["  none"])
+    for path in paths:
+        record = base_model_record(path.stem)
+        lines.append(f"{path.stem:<9}{path.stat().st_size / 1e6:.1f} MB  {record.get('summary', 'no record')}")
+        for key in ("commands", "dataset_hash", "steps", "trained_on", "metrics"):
+            if key in record:
+                value = record[key]
+                if isinstance(value, list):
+                    lines += [f"  {key}:"] + [f"    {v}" for v in value]
+                elif isinstance(value, dict):
+                    lines += [f"  {key}:"] + [f"    {k}: {v}" for k, v in value.items()]
+                else:
+                    lines.append(f"  {key}: {value}")
     return "\n".join(lines)

@@ -6,6 +6,8 @@ name ("imfuse"). All layers work with unknown H/W (tf.function tracing, SavedMod
 
 from __future__ import annotations
 
+import types
+
 import keras
 import tensorflow as tf
 
@@ -191,6 +193,50 @@ class SpatialMean(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class FrozenFeatureStats(keras.layers.Layer):
+    """Per-channel log mean and log std of a frozen pretrained network's features.
+
+    The network's weights come from an installed package at build time and are kept out
+    of this layer's tracked weights: a saved model holds only what was trained (the
+    shipped base model stays small), and no optimiser can move them. `frozen_variables`
+    lists them for exporters that must capture them (tf.saved_model).
+    """
+
+    def __init__(self, network: str = "vgg16-hed", layers=None, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        from imfuse.networks.frozen import FROZEN_STAT_LAYERS, frozen_feature_network
+
+        self.network = network
+        self.stat_layers = tuple(layers or FROZEN_STAT_LAYERS)
+        # A plain namespace is invisible to Keras' and TF's trackers (see the docstring).
+        self._frozen = types.SimpleNamespace(
+            net=frozen_feature_network(network, self.stat_layers, keras.config.dtype_policy().name)
+        )
+        self.channels = tuple(int(o.shape[-1]) for o in self._frozen.net.outputs)
+
+    @property
+    def frozen_variables(self) -> list:
+        return list(self._frozen.net.variables)
+
+    def call(self, x):
+        features = self._frozen.net(x, training=False)
+        features = features if isinstance(features, (list, tuple)) else [features]
+        stats = []
+        for f in features:
+            f = tf.cast(f, tf.float32)
+            mean, var = tf.nn.moments(f, axes=[1, 2])
+            stats += [tf.math.log1p(mean), tf.math.log1p(tf.sqrt(var + 1e-6))]
+        return tf.stop_gradient(tf.concat(stats, axis=-1))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2 * sum(self.channels))
+
+    def get_config(self):
+        return {**super().get_config(), "network": self.network, "layers": list(self.stat_layers)}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -66,6 +66,12 @@ class StyleTransferModel(keras.Model):
         self.built = True
 
     @property
+    def frozen_variables(self) -> list:
+        """Pretrained weights the model uses but neither trains nor saves (the VGG16-HED
+        trunk of the vgg16_hed predictor): a SavedModel export must capture them too."""
+        return [v for layer in self.predictor.layers for v in getattr(layer, "frozen_variables", [])]
+
+    @property
     def embedding_dim(self) -> int:
         return self.variant.bottleneck
 

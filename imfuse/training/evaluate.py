@@ -296,6 +296,36 @@ def _last_step(history: Path) -> int:
     return max((step for step, _ in records), default=0)
 
 
+def _baseline_model(champion_info, reg_name: str, uri: str | None, run_dir: Path) -> tuple[str, str] | None:
+    """(label, .keras path) of the model the candidate must not be worse than, or None.
+
+    The registry's champion when there is one (TFX Evaluator's baseline model), else the
+    model this run was warm-started from (train_config.json `init_from`): a fine-tune is
+    never blessed for being worse than where it began.
+    """
+    if champion_info is not None:
+        from imfuse.tracking.registry import download_model
+
+        local = Path(download_model(reg_name, str(champion_info.version), uri))
+        found = [local] if local.is_file() else sorted(local.rglob("*.keras"))
+        if found:
+            return f"champion v{champion_info.version}", str(found[0])
+    from imfuse.training.checkpoints import read_run_config
+
+    init = ((read_run_config(str(run_dir)) or {}).get("config") or {}).get("init_from")
+    if init and Path(init).is_file():
+        return f"init model {Path(init).name}", init
+    return None
+
+
+def _score_baseline(baseline, scorer, contents, styles, pairs, cfg) -> dict[str, float]:
+    """The baseline model's gate metrics on exactly the candidate's pairs and size."""
+    from imfuse.networks import load_model
+
+    rows, _ = _score_model(load_model(baseline[1]), scorer, contents, styles, pairs, cfg.progress)
+    return {k: v for k, v in _metrics(rows, 0.0, {}).items() if not k.startswith("eval/identity")}
+
+
 def evaluate(cfg: EvalConfig) -> EvalResult:
     """Score the model, write report/grid/curves/blessing, log them to the training run."""
     cfg.validate()
@@ -312,12 +342,13 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     loss_network = cfg.loss_network or DEFAULT_LOSS_NETWORK
 
     uri = run_id = None
-    champion_info, champion_value = None, None
+    champion_info = None
     if cfg.log_mlflow:  # before the slow part: an unreachable server fails in seconds
         from imfuse.tracking.registry import champion_metric
 
         uri, run_id = _tracking_target(cfg, run_dir)
-        champion_info, champion_value = champion_metric(reg_name, cfg.gate_metric, uri)
+        champion_info, _ = champion_metric(reg_name, cfg.gate_metric, uri)
+    baseline = _baseline_model(champion_info, reg_name, uri, run_dir)
 
     limit = cfg.max_pairs
     contents = read_split(cfg.data_dir, "content", "eval", cfg.image_size, limit)
@@ -335,17 +366,18 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     if cfg.gate_metric not in metrics:
         raise ConfigError(f"unknown --gate-metric '{cfg.gate_metric}'; known: {', '.join(sorted(metrics))}")
 
+    baseline_metrics = _score_baseline(baseline, scorer, contents, styles, pairs, cfg) if baseline else {}
+    metrics.update({k.replace("eval/", "eval/baseline_", 1): v for k, v in baseline_metrics.items()})
     blessing = decide_blessing(
         cfg.gate_metric,
         metrics[cfg.gate_metric],
-        champion_value,
+        baseline_metrics.get(cfg.gate_metric),
         candidate_style_loss=metrics["eval/style_loss"],
         identity_style_loss=metrics["eval/identity_style_loss"],
         tolerance=cfg.gate_tolerance,
-        champion_version=champion_info.version if champion_info and champion_value is not None else None,
+        champion_version=champion_info.version if champion_info else None,
+        baseline=baseline[0] if baseline else None,
     )
-    if champion_info is not None and champion_value is None:
-        blessing.reason += f" (champion v{champion_info.version} has no {cfg.gate_metric}; not compared)"
 
     grid = _grid(cfg, model, contents, styles, out_dir)
     history = run_dir / "history.jsonl"
@@ -362,6 +394,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         "data_dir": str(Path(cfg.data_dir).resolve()),
         "dataset_hash": dataset_hash(cfg.data_dir),
         "loss_network": loss_network,
+        "loss_configuration": lossnet.describe(),
         "image_size": cfg.image_size,
         "weights": {"content": cfg.weights.content, "style": cfg.weights.style, "tv": cfg.weights.tv},
         "counts": {"contents": len(contents), "seen_styles": len(styles[SEEN]), "unseen_styles": len(styles[UNSEEN]), "pairs": len(pairs)},
@@ -372,6 +405,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
             "gatys": gatys or {"pairs": [], "skipped": "gatys_subset is 0"},
         },
         "blessing": blessing.to_dict(),
+        "baseline_model": {"label": baseline[0], "path": baseline[1]} if baseline else None,
         "tracking_uri": uri,
         "run_id": run_id,
         "artifacts": {"grid": grid.name, "curves": [f"curves/{p.name}" for p in curves]},

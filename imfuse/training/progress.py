@@ -21,6 +21,7 @@ METRIC_NAMES = {
     "content_loss": "train/content_loss",
     "style_loss": "train/style_loss",
     "tv_loss": "train/tv_loss",
+    "teacher_loss": "train/teacher_loss",
 }
 LogFn = Callable[[int, dict[str, float]], None]
 

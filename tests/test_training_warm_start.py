@@ -1,0 +1,105 @@
+"""Warm starts and distillation: --init-from begins at the init model's loss, a teacher adds
+an L1 target, `auto` picks the shipped base without a champion, architectures must match."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imfuse.errors import ConfigError
+from imfuse.training.config import TrainConfig
+
+SIZE = 64
+
+
+def _config(data: Path, out: Path, **overrides) -> TrainConfig:
+    options = dict(
+        data_dir=str(data), out_dir=str(out), variant="reduced", steps=2, batch_size=2, image_size=SIZE,
+        style_size=SIZE, learning_rate=1e-9, lr_schedule="constant", checkpoint_every=2, log_every=1, seed=3,
+    )
+    options.update(overrides)
+    return TrainConfig(**options)
+
+
+def _first_loss(run_dir: Path) -> dict:
+    first = json.loads((run_dir / "history.jsonl").read_text().splitlines()[0])
+    return first["metrics"]
+
+
+@pytest.fixture(scope="module")
+def trained_init():
+    """The shipped base model: the 'production' model a fine-tune starts from."""
+    from imfuse.base_model import base_model_path
+
+    return base_model_path("reduced")
+
+
+def test_warm_start_begins_at_the_init_models_loss(prepared_dataset, trained_init, tmp_path):
+    """Same data, same seed, no learning: the warm start's first loss is the base model's
+    loss on that batch, well below a fresh random model's."""
+    from imfuse.networks import load_model
+    from imfuse.training import train
+
+    train(_config(prepared_dataset, tmp_path / "cold"), progress=False)
+    result = train(_config(prepared_dataset, tmp_path / "warm", init_from=str(trained_init)), progress=False)
+    cold, warm = _first_loss(tmp_path / "cold"), _first_loss(tmp_path / "warm")
+    assert warm["train/loss"] < 0.8 * cold["train/loss"]
+    # with a learning rate of 1e-9 the weights are still the init model's
+    init, final = load_model(trained_init), load_model(result.model_path)
+    for a, b in zip(init.get_weights(), final.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    record = json.loads((tmp_path / "warm" / "train_config.json").read_text())
+    assert record["config"]["init_from"] == str(trained_init)
+
+
+def test_teacher_init_adds_an_l1_term_that_starts_near_zero(prepared_dataset, trained_init, tmp_path):
+    """teacher=init distils from the warm-start model itself: the student starts as the
+    teacher, so the L1 term starts at ~0 and stays a logged metric."""
+    from imfuse.training import train
+
+    logged = []
+    config = _config(prepared_dataset, tmp_path / "run", init_from=str(trained_init), teacher="init")
+    train(config, progress=False, on_log=lambda step, m: logged.append(m))
+    assert "train/teacher_loss" in logged[0]
+    assert logged[0]["train/teacher_loss"] < 1e-3 * config.teacher_weight
+
+
+def test_init_from_another_architecture_is_refused(prepared_dataset, trained_init, tmp_path):
+    from imfuse.training import train
+
+    config = _config(prepared_dataset, tmp_path / "run", variant="full", init_from=str(trained_init))
+    with pytest.raises(ConfigError, match="different architecture"):
+        train(config, progress=False)
+
+
+def test_resolve_init_specs(tmp_path, monkeypatch):
+    from imfuse import base_model
+    from imfuse.training import warm_start
+
+    with pytest.raises(ConfigError, match="not 'base'"):
+        warm_start.resolve_init(str(tmp_path / "absent.keras"), "reduced")
+    with pytest.raises(ConfigError, match="models:/NAME@ALIAS"):
+        warm_start.resolve_init("models:/only-a-name", "reduced")
+    # auto without a champion: the shipped base of the variant, or nothing for a variant with none
+    monkeypatch.setattr(warm_start, "_registered", lambda *a: pytest.fail("no registry lookup expected"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert warm_start.resolve_init("auto", "reduced", uri) == str(base_model.base_model_path("reduced"))
+    if not (base_model.BASE_DIR / "full.keras").is_file():
+        assert warm_start.resolve_init("auto", "full", uri) is None
+        with pytest.raises(ConfigError, match="no shipped base model for variant 'full'"):
+            warm_start.resolve_init("base", "full")
+
+
+def test_all_zero_weights_without_teacher_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="nothing to learn from"):
+        TrainConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "o"), content_weight=0, style_weight=0, tv_weight=0)
+
+
+def test_cli_predictor_choices_are_the_networks():
+    from imfuse.cli import train as train_cli
+    from imfuse.networks.config import PREDICTORS
+
+    assert train_cli.PREDICTORS == PREDICTORS
