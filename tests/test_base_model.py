@@ -25,7 +25,7 @@ def test_base_model_is_small_and_says_how_it_was_made():
     assert path.stat().st_size < 4 * 1024 * 1024
     record = base_model_record("reduced")
     assert record["commands"] and record["dataset_hash"].startswith("sha256:")
-    assert record["steps"]["phase1"] > 0 and record["steps"]["phase2"] > 0
+    assert record["steps"]["phase1"] > 0
     assert record["loss_network"]["content_layers"] == ["block4_conv2"]
     assert (BASE_DIR / "README.md").is_file()
 
