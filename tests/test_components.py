@@ -72,8 +72,9 @@ def test_train_args_match_the_train_cli():
         "DATA", "RUN", "reduced", 7, 48, 48, 2)
     assert args.mlflow_uri == "http://mlflow:5000" and not args.register
     assert "--mlflow-uri" not in train_args("D", "R", "full", 1, 32, 1, "")
-    warm = build_parser().parse_args(train_args("D", "R", "reduced", 1, 32, 1, "", "auto", 1e-4, "init"))
-    assert (warm.init_from, warm.learning_rate, warm.teacher) == ("auto", 1e-4, "init")
+    warm = build_parser().parse_args(train_args("D", "R", "reduced", 1, 32, 1, "", "auto", 1e-4, "lite", True))
+    assert (warm.init_from, warm.learning_rate, warm.teacher) == ("auto", 1e-4, "lite")
+    assert (warm.content_weight, warm.style_weight, warm.tv_weight) == (0, 0, 0)
     assert "--init-from" not in train_args("D", "R", "reduced", 1, 32, 1, "")
 
 

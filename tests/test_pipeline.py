@@ -16,6 +16,7 @@ COMPILED = REPO / "pipelines" / "imfuse_pipeline.yaml"
 PARAMETERS = {
     "variant", "steps", "image_size", "batch_size", "content_source", "styles_source", "mlflow_uri",
     "serving_base_path", "model_name", "eval_max_pairs", "gatys_steps", "gate_tolerance", "promote",
+    "init_from", "learning_rate", "teacher", "distill_only",
 }
 
 

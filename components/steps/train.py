@@ -19,9 +19,11 @@ RUN_FILES = ("model.keras", "history.jsonl", "train_config.json", "mlflow_run.js
 
 def train_args(
     data_dir: str, run_dir: str, variant: str, steps: int, image_size: int, batch_size: int, mlflow_uri: str,
-    init_from: str = "", learning_rate: float = 0.0, teacher: str = "",
+    init_from: str = "", learning_rate: float = 0.0, teacher: str = "", distill_only: bool = False,
 ) -> list[str]:
-    """The `imfuse train` command line of one pipeline training (empty/0: imfuse's defaults)."""
+    """The `imfuse train` command line of one pipeline training (empty/0: imfuse's defaults).
+
+    distill_only: the teacher's L1 term alone (Gatys weights 0), which skips the loss network."""
     args = [
         "train", "--data", data_dir, "--out", run_dir, "--variant", variant, "--steps", str(steps),
         "--image-size", str(image_size), "--style-size", str(image_size), "--batch-size", str(batch_size),
@@ -32,6 +34,8 @@ def train_args(
         args += ["--learning-rate", repr(float(learning_rate))]
     if teacher:
         args += ["--teacher", teacher]
+    if distill_only:
+        args += ["--content-weight", "0", "--style-weight", "0", "--tv-weight", "0"]
     if mlflow_uri:
         args += ["--mlflow-uri", mlflow_uri]
     return args
@@ -47,7 +51,7 @@ def last_metrics(run_dir: str | Path) -> dict[str, float]:
 
 def train_stage(
     data_dir: str, out_dir: str, variant: str, steps: int, image_size: int, batch_size: int, mlflow_uri: str,
-    init_from: str = "", learning_rate: float = 0.0, teacher: str = "",
+    init_from: str = "", learning_rate: float = 0.0, teacher: str = "", distill_only: bool = False,
 ) -> dict:
     """Train into a scratch run dir, copy the run's files to `out_dir`; returns its metadata."""
     from imfuse.cli import main
@@ -55,7 +59,8 @@ def train_stage(
     with tempfile.TemporaryDirectory(prefix="imfuse-train-") as scratch:
         run_dir = Path(scratch) / "run"
         code = main(train_args(
-            data_dir, str(run_dir), variant, steps, image_size, batch_size, mlflow_uri, init_from, learning_rate, teacher
+            data_dir, str(run_dir), variant, steps, image_size, batch_size, mlflow_uri, init_from, learning_rate, teacher,
+            distill_only,
         ))
         if code != 0:
             raise RuntimeError(f"imfuse train exited with status {code} (its error is printed above)")

