@@ -32,7 +32,7 @@ def test_stylize_optimize_writes_png(tmp_path, shared_data, capsys):
 @pytest.mark.parametrize(
     "extra,needle",
     [
-        (["--method", "model"], "--model"),
+        (["--method", "model", "--model", "missing.keras"], "model file not found"),
         (["--steps", "0"], "steps"),
     ],
 )

@@ -61,7 +61,8 @@ def test_teacher_init_adds_an_l1_term_that_starts_near_zero(prepared_dataset, tr
     from imfuse.training import train
 
     logged = []
-    config = _config(prepared_dataset, tmp_path / "run", init_from=str(trained_init), teacher="init")
+    # style_size as the base's: the predictor then sees the style exactly as the teacher does
+    config = _config(prepared_dataset, tmp_path / "run", init_from=str(trained_init), teacher="init", style_size=256)
     train(config, progress=False, on_log=lambda step, m: logged.append(m))
     assert "train/teacher_loss" in logged[0]
     assert logged[0]["train/teacher_loss"] < 1e-3 * config.teacher_weight

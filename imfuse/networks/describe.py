@@ -20,10 +20,10 @@ FLOPS_METHOD = "tf.profiler float_operation on concrete functions (1 multiply-ad
 class ModelSummary:
     variant: VariantConfig
     predictor_params: int
-    frozen_params: int = 0  # pretrained, neither trained nor saved (vgg16_hed trunk)
     heads_params: int
     transformer_params: int
     style_params: int
+    frozen_params: int = 0  # pretrained, neither trained nor saved (vgg16_hed trunk)
     # size (content px, square) -> GFLOPs; the predictor always sees style_size px.
     transformer_gflops: dict[int, float] = field(default_factory=dict)
     predictor_gflops: float = 0.0
