@@ -323,7 +323,8 @@ def _score_baseline(baseline, scorer, contents, styles, pairs, cfg) -> dict[str,
     from imfuse.networks import load_model
 
     rows, _ = _score_model(load_model(baseline[1]), scorer, contents, styles, pairs, cfg.progress)
-    return {k: v for k, v in _metrics(rows, 0.0, {}).items() if not k.startswith("eval/identity")}
+    skip = ("eval/identity", "eval/images_per_second", "eval/pairs")  # the candidate's own
+    return {k: v for k, v in _metrics(rows, 0.0, {}).items() if not k.startswith(skip)}
 
 
 def evaluate(cfg: EvalConfig) -> EvalResult:
@@ -375,7 +376,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         candidate_style_loss=metrics["eval/style_loss"],
         identity_style_loss=metrics["eval/identity_style_loss"],
         tolerance=cfg.gate_tolerance,
-        champion_version=champion_info.version if champion_info else None,
+        champion_version=champion_info.version if baseline and baseline[0].startswith("champion") else None,
         baseline=baseline[0] if baseline else None,
     )
 

@@ -131,8 +131,9 @@ def _input_dataset(config: TrainConfig, global_batch: int, seed: int, dataset_fn
         config.data_dir, "style", "train", image_size=config.style_size, augment=config.augment, **common
     )
     zipped = tf.data.Dataset.zip((content, style))
-    if config.teacher_model():
-        zipped = zipped.map(_teacher_targets(config.teacher_model()), num_parallel_calls=1)
+    teacher = config.teacher_model()
+    if teacher:
+        zipped = zipped.map(_teacher_targets(teacher), num_parallel_calls=1)
     zipped = zipped.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
