@@ -51,6 +51,33 @@ def test_training_crop_is_random_and_flip_happens(prepared_dataset):
     assert len({s.tobytes() for s in samples}) > 10  # non-square images: random crops
 
 
+def test_augment_zooms_flips_and_rotates_style_hues_only(prepared_dataset):
+    """augment=True: samples are no longer plain crops or mirrors of the stored images
+    (random zoom, vertical flips); styles also get new hues, photos keep theirs."""
+    from imfuse.color import rgb_to_yiq
+
+    def samples(kind, augment):
+        ds = make_dataset(prepared_dataset, kind, "train", batch_size=1, image_size=64, training=True,
+                          repeat=True, seed=5, augment=augment)
+        return [b.numpy()[0] for b in ds.take(40)]
+
+    evals = [b.numpy()[0] for b in make_dataset(prepared_dataset, "content", "train", 1, 64,
+                                                training=False, repeat=False)]
+    zoomed = samples("content", True)
+    plain = sum(any(np.allclose(s, e, atol=1e-4) or np.allclose(s, e[:, ::-1], atol=1e-4) for e in evals)
+                for s in zoomed)
+    assert plain < len(zoomed) // 2
+    for s in zoomed:
+        assert s.shape == (64, 64, 3) and 0.0 <= s.min() and s.max() <= 1.0
+
+    def chroma_angles(images):
+        yiq = [rgb_to_yiq(im).reshape(-1, 3).mean(0) for im in images]
+        return np.array([np.arctan2(q, i) for _, i, q in yiq])
+
+    # rotated hues spread the styles' mean chroma angles wider than their plain crops
+    assert np.ptp(chroma_angles(samples("style", True))) > np.ptp(chroma_angles(samples("style", False)))
+
+
 def test_eval_is_deterministic_centre_crop_with_upscaling(prepared_dataset):
     n = count_examples(prepared_dataset, "content", "train")
     ds = make_dataset(prepared_dataset, "content", "train", batch_size=3, image_size=80,

@@ -355,11 +355,15 @@ def test_export_from_registry_publishes_the_registered_saved_model(model, tmp_pa
     assert _rgb(png).shape == (24, 40, 3)
 
 
-def test_bfloat16_export_serves_nearly_the_float32_image(model, exported, tmp_path):
-    from imfuse.networks import with_precision
+def test_bfloat16_export_serves_nearly_the_float32_image(tmp_path):
+    """On the shipped base model (trained weights: a random model's untrained norms amplify
+    bfloat16 rounding far beyond what any served model shows)."""
+    from imfuse.base_model import base_model_path
+    from imfuse.networks import load_model, with_precision
 
-    _, _, loaded32 = exported
-    path = export_saved_model(with_precision(model, "bfloat16"), tmp_path, name="imfuse")
+    model = load_model(base_model_path())
+    loaded32 = tf.saved_model.load(str(export_saved_model(model, tmp_path / "f32", name="imfuse")))
+    path = export_saved_model(with_precision(model, "bfloat16"), tmp_path / "bf16", name="imfuse")
     assert saved_model_precision(path) == "bfloat16"
     loaded16 = tf.saved_model.load(str(path))
     content, style = [_png(_image(40, 48, 0))], [_png(_image(64, 56, 1))]

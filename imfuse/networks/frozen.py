@@ -18,12 +18,11 @@ FROZEN_STAT_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_co
 
 
 @functools.lru_cache(maxsize=None)
-def frozen_feature_network(network: str, layers: tuple[str, ...], dtype_policy: str = "float32") -> keras.Model:
-    """[0, 1] RGB -> [features of each of `layers`], not trainable, shared by every model."""
+def frozen_feature_network(network: str, layers: tuple[str, ...]) -> keras.Model:
+    """[0, 1] RGB -> [float32 features of each of `layers`], not trainable, shared by every model."""
     from imfuse.lossnet import build_loss_network
 
-    policy = dtype_policy if dtype_policy in ("mixed_bfloat16", "mixed_float16") else "float32"
-    lossnet = build_loss_network(network, content_layers=(layers[0],), style_layers=tuple(layers), dtype_policy=policy)
+    lossnet = build_loss_network(network, content_layers=(layers[0],), style_layers=tuple(layers), dtype_policy="float32")
     model = lossnet.model
     model.trainable = False
     return model

@@ -213,9 +213,9 @@ class FrozenFeatureStats(keras.layers.Layer):
         self.network = network
         self.stat_layers = tuple(layers or FROZEN_STAT_LAYERS)
         # A plain namespace is invisible to Keras' and TF's trackers (see the docstring).
-        self._frozen = types.SimpleNamespace(
-            net=frozen_feature_network(network, self.stat_layers, keras.config.dtype_policy().name)
-        )
+        # float32 under any policy: the statistics are the style embedding's input, which
+        # stays float32 in bfloat16 models (with_precision).
+        self._frozen = types.SimpleNamespace(net=frozen_feature_network(network, self.stat_layers))
         self.channels = tuple(int(o.shape[-1]) for o in self._frozen.net.outputs)
 
     @property
