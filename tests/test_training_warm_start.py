@@ -88,7 +88,7 @@ def test_resolve_init_specs(tmp_path, monkeypatch):
     monkeypatch.setattr(warm_start, "_registered", lambda *a: pytest.fail("no registry lookup expected"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert warm_start.resolve_init("auto", "reduced", uri) == str(base_model.base_model_path("reduced"))
-    if not (base_model.BASE_DIR / "full.keras").is_file():
+    if "full" not in base_model.shipped_variants():
         assert warm_start.resolve_init("auto", "full", uri) is None
         with pytest.raises(ConfigError, match="no shipped base model for variant 'full'"):
             warm_start.resolve_init("base", "full")

@@ -109,15 +109,15 @@ def format_summaries(summaries: list[ModelSummary]) -> str:
 
 def format_base_models() -> str:
     """What each shipped base model is and how it was made (its committed record)."""
-    from imfuse.base_model import BASE_DIR, base_model_record
+    from imfuse.base_model import BASE_DIR, base_model_record, shipped_variants
 
     lines = ["Shipped base models (imfuse/base_models; `--model base`, `--init-from base`)"]
-    paths = sorted(BASE_DIR.glob("*.keras"))
-    if not paths:
+    if not shipped_variants():
         return "\n".join(lines + ["  none"])
-    for path in paths:
-        record = base_model_record(path.stem)
-        lines.append(f"{path.stem:<9}{path.stat().st_size / 1e6:.1f} MB  {record.get('summary', 'no record')}")
+    for variant in shipped_variants():
+        record = base_model_record(variant)
+        size = (BASE_DIR / f"{variant}.npz").stat().st_size / 1e6
+        lines.append(f"{variant:<9}{size:.1f} MB (float16)  {record.get('summary', 'no record')}")
         for key in ("commands", "dataset_hash", "steps", "trained_on", "metrics"):
             if key in record:
                 value = record[key]

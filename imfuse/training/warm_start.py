@@ -35,7 +35,7 @@ def _registered(spec: str, tracking_uri: str | None) -> str:
 
 
 def _auto(variant: str, tracking_uri: str | None) -> str | None:
-    from imfuse.base_model import BASE_DIR, base_model_path
+    from imfuse.base_model import base_model_path, shipped_variants
     from imfuse.tracking import registered_model_name
     from imfuse.tracking.registry import champion_metric
 
@@ -43,7 +43,7 @@ def _auto(variant: str, tracking_uri: str | None) -> str | None:
     champion, _ = champion_metric(name, "eval/style_loss_unseen", tracking_uri)
     if champion is not None:
         return _registered(f"{MODELS_SCHEME}{name}/{champion.version}", tracking_uri)
-    if (BASE_DIR / f"{variant}.keras").is_file():
+    if variant in shipped_variants():
         return str(base_model_path(variant))
     return None
 
