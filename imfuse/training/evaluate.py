@@ -304,12 +304,11 @@ def _baseline_model(champion_info, reg_name: str, uri: str | None, run_dir: Path
     never blessed for being worse than where it began.
     """
     if champion_info is not None:
-        from imfuse.tracking.registry import download_model
+        from imfuse.training.warm_start import registered_keras
 
-        local = Path(download_model(reg_name, str(champion_info.version), uri))
-        found = [local] if local.is_file() else sorted(local.rglob("*.keras"))
-        if found:
-            return f"champion v{champion_info.version}", str(found[0])
+        found = registered_keras(reg_name, str(champion_info.version), uri)
+        if found is not None:
+            return f"champion v{champion_info.version}", str(found)
     from imfuse.training.checkpoints import read_run_config
 
     init = ((read_run_config(str(run_dir)) or {}).get("config") or {}).get("init_from")

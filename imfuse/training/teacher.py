@@ -20,13 +20,10 @@ from typing import Callable
 import numpy as np
 
 from imfuse.errors import ConfigError
+from imfuse.images import to_uint8 as _to_uint8
 
 Teacher = Callable[[np.ndarray, np.ndarray], np.ndarray]
 LITE = "lite"
-
-
-def _to_uint8(rgb: np.ndarray) -> np.ndarray:
-    return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def lite_teacher(threads: int | None = 1) -> Teacher:

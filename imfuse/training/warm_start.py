@@ -15,9 +15,16 @@ MODELS_SCHEME = "models:/"
 AUTO = "auto"  # the registry's champion when there is one, else the shipped base, else none
 
 
-def _registered(spec: str, tracking_uri: str | None) -> str:
+def registered_keras(name: str, which: str, tracking_uri: str | None) -> Path | None:
+    """Local `.keras` file of registered version/alias `which` of `name`, None if it has none."""
     from imfuse.tracking.registry import download_model
 
+    local = Path(download_model(name, which, tracking_uri))
+    found = [local] if local.is_file() else sorted(local.rglob("*.keras"))
+    return found[0] if found else None
+
+
+def _registered(spec: str, tracking_uri: str | None) -> str:
     ref = spec[len(MODELS_SCHEME):]
     if "@" in ref:
         name, _, which = ref.partition("@")
@@ -25,13 +32,10 @@ def _registered(spec: str, tracking_uri: str | None) -> str:
         name, _, which = ref.partition("/")
     if not name or not which:
         raise ConfigError(f"--init-from {spec!r}: use models:/NAME@ALIAS or models:/NAME/VERSION")
-    local = Path(download_model(name, which, tracking_uri))
-    if local.is_file():
-        return str(local)
-    found = sorted(local.rglob("*.keras"))
-    if not found:
+    found = registered_keras(name, which, tracking_uri)
+    if found is None:
         raise ConfigError(f"--init-from {spec}: the registered version holds no .keras model")
-    return str(found[0])
+    return str(found)
 
 
 def _auto(variant: str, tracking_uri: str | None) -> str | None:
