@@ -52,3 +52,19 @@ def test_imagenet_weights_offline_raise_clear_error():
         build_loss_network("vgg19-imagenet")
     assert keras_cache_path("vgg19-imagenet") in str(err.value)
     assert "vgg16-hed" in str(err.value)
+
+
+def test_building_a_loss_network_leaves_the_seeded_generators_alone():
+    """A model built after a loss network starts from the same weights as one built
+    without: a training run is reproducible whatever ran before it in the process."""
+    import keras
+
+    def seeded_weights(build_lossnet_first: bool):
+        keras.utils.set_random_seed(7)
+        if build_lossnet_first:
+            build_loss_network()
+        layer = keras.layers.Dense(4)
+        layer.build((None, 3))
+        return layer.get_weights()[0]
+
+    np.testing.assert_array_equal(seeded_weights(False), seeded_weights(True))

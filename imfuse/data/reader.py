@@ -8,6 +8,7 @@ in parallel and prefetch, so the training step should not wait on input.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from imfuse.data.examples import KINDS, SPLITS
@@ -86,19 +87,22 @@ def make_dataset(
         same = tf.logical_and(tf.equal(new_h, h), tf.equal(new_w, w))
         return tf.cond(same, lambda: img, lambda: resized)
 
-    def parse(record):
+    def parse(index, record):
         raw = tf.io.parse_single_example(record, spec)[key]
         img = tf.io.decode_image(raw, channels=3, expand_animations=False)
         img = tf.image.convert_image_dtype(img, tf.float32)
         augmenting = training and augment
-        img = cover(img, tf.random.uniform([], 1.0, 2.0, seed=seed) if augmenting else 1.0)
+        # Stateless ops seeded by (seed, element index): the same seed gives the same batches
+        # however the parallel map schedules its work.
+        seeds = [tf.stack([base_seed, index * 5 + i]) for i in range(5)]
+        img = cover(img, tf.random.stateless_uniform([], seeds[0], 1.0, 2.0) if augmenting else 1.0)
         if training:
-            img = tf.image.random_crop(img, [size, size, 3], seed=seed)
-            img = tf.image.random_flip_left_right(img, seed=seed)
+            img = tf.image.stateless_random_crop(img, [size, size, 3], seed=seeds[1])
+            img = tf.image.stateless_random_flip_left_right(img, seed=seeds[2])
         if augmenting:
-            img = tf.image.random_flip_up_down(img, seed=seed)
+            img = tf.image.stateless_random_flip_up_down(img, seed=seeds[3])
             if kind == "style":  # a photo with rotated hues is still a photo; a painting, a new style
-                img = tf.image.random_hue(img, 0.5, seed=seed)
+                img = tf.image.stateless_random_hue(img, 0.5, seed=seeds[4])
         else:
             shape = tf.shape(img)
             top = (shape[0] - size) // 2
@@ -107,6 +111,7 @@ def make_dataset(
         img = tf.clip_by_value(img, 0.0, 1.0)
         return tf.ensure_shape(img, [image_size, image_size, 3])
 
+    base_seed = tf.constant(seed if seed is not None else random.randrange(2**31), tf.int64)
     files = tf.data.Dataset.from_tensor_slices(paths)
     if training:
         files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
@@ -114,12 +119,12 @@ def make_dataset(
         tf.data.TFRecordDataset,
         cycle_length=min(len(paths), 8),
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not training,
+        deterministic=True,
     )
     if training:
         ds = ds.shuffle(512, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    ds = ds.enumerate().map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=training)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -372,17 +373,24 @@ def train(
             RuntimeWarning,
             stacklevel=2,
         )
+    # Every worker restores from the chief's checkpoints (out_dir is shared storage in a
+    # multi-worker job), so all resume at the same step with the same weights. Saving is
+    # collective: non-chief workers save too, into a scratch folder of their own.
+    chief_checkpoints = os.path.join(config.out_dir, ckpt.CHECKPOINT_DIR)
     run_dir = config.out_dir if chief else tempfile.mkdtemp(prefix="imfuse-worker-")
     os.makedirs(run_dir, exist_ok=True)
-    checkpoint_dir = os.path.join(run_dir, ckpt.CHECKPOINT_DIR)
 
     keras.utils.set_random_seed(config.seed)
-    resuming = tf.train.latest_checkpoint(checkpoint_dir) is not None
+    resuming = tf.train.latest_checkpoint(chief_checkpoints) is not None
     lossnet, model, optimizer, schedule, step_var = _build(config, strategy, resuming)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var)
-    manager = ckpt.make_manager(checkpoint, checkpoint_dir, config.keep_checkpoints)
-    last_checkpoint = ckpt.restore_latest(checkpoint, manager)
+    restore_from = ckpt.make_manager(checkpoint, chief_checkpoints, config.keep_checkpoints)
+    last_checkpoint = ckpt.restore_latest(checkpoint, restore_from)
     start_step = int(step_var.numpy())
+    manager = (
+        restore_from if chief
+        else ckpt.make_manager(checkpoint, os.path.join(run_dir, ckpt.CHECKPOINT_DIR), keep=1)
+    )
     if chief:
         ckpt.trim_history(run_dir, start_step)
         ckpt.write_run_config(run_dir, _run_record(config, data_hash, lossnet, model, replicas, start_step))
@@ -431,6 +439,8 @@ def train(
 
     model_path = os.path.join(run_dir, ckpt.MODEL_FILE)
     ckpt.save_model_atomic(_float32_copy(model, config), model_path)
+    if not chief:  # its checkpoints were only its share of a collective save
+        shutil.rmtree(os.path.join(run_dir, ckpt.CHECKPOINT_DIR), ignore_errors=True)
     return TrainResult(
         run_dir=run_dir,
         model_path=model_path,
