@@ -1,10 +1,13 @@
 """Image I/O: read, validate, decode, resize and save images safely.
 
 Every image that enters imfuse (CLI, Beam ingest, serving) goes through here so the
-same rules apply everywhere: a byte cap, a decompression-bomb guard on the *declared*
-size before pixels are decoded, a minimum side, EXIF orientation, the first frame of
-animations, and conversion of any Pillow mode (including 16-bit and float) to RGB in
-[0, 1]. Failures raise `ImageError` naming the source and the reason.
+same rules apply everywhere: a byte cap, a decoder allow-list (PNG, JPEG, WebP, BMP,
+GIF, TIFF: Pillow's other parsers such as EPS/PSD/FITS are never reached), a
+decompression-bomb guard on the *declared* size before pixels are decoded, a minimum
+side, EXIF orientation, the first frame of animations, and conversion of any Pillow mode
+(including 16-bit and float) to RGB in [0, 1]. URLs are fetched by `imfuse.fetch`
+(public addresses only unless allowed, total deadline). Failures raise `ImageError`
+naming the source and the reason.
 """
 
 from __future__ import annotations
@@ -12,9 +15,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from imfuse.errors import ImageError
+from imfuse.fetch import fetch_url
 
 __all__ = [
     "ImageLimits",
@@ -46,7 +48,6 @@ __all__ = [
 # Truncated files must fail loudly, never decode half an image silently.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-_CHUNK = 1 << 16
 _HIGH_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SAVE_FORMATS = {
@@ -62,13 +63,24 @@ _SAVE_FORMATS = {
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """Safety limits applied to every image; the defaults suit photos up to ~64 MP."""
+    """Safety limits applied to every image; the defaults suit photos up to ~64 MP.
+
+    `url_timeout_s` bounds connecting and each wait for data; `url_deadline_s` bounds the
+    whole download (all redirects), so a server trickling bytes cannot hold a worker.
+    `allow_private` / `allowed_networks` (CIDRs) trust non-public addresses; see
+    `imfuse.fetch.ALLOW_PRIVATE_ENV` for the environment variable.
+    """
 
     max_pixels: int = 64_000_000
     min_side: int = 16
     max_bytes: int = 64 * 1024 * 1024
     url_timeout_s: float = 20.0
     allowed_schemes: tuple[str, ...] = ("http", "https")
+    url_deadline_s: float = 30.0
+    max_redirects: int = 5
+    allow_private: bool = False
+    allowed_networks: tuple[str, ...] = ()
+    allowed_formats: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 
 
 DEFAULT_LIMITS = ImageLimits()
@@ -108,7 +120,7 @@ def read_source_bytes(
     if isinstance(text, bytes):  # os.PathLike returning bytes
         text = os.fsdecode(text)
     if _is_url(text):
-        return _read_url(text, limits), text
+        return fetch_url(text, limits), text
     return _read_file(Path(text), limits), text
 
 
@@ -136,59 +148,6 @@ def _read_file(path: Path, limits: ImageLimits) -> bytes:
     return data
 
 
-class _SchemeCheckingRedirects(urllib.request.HTTPRedirectHandler):
-    """Refuse redirects that leave the allowed schemes (e.g. http -> file/ftp)."""
-
-    def __init__(self, allowed: tuple[str, ...]):
-        super().__init__()
-        self.allowed = allowed
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401
-        scheme = urllib.parse.urlparse(newurl).scheme.lower()
-        if scheme not in self.allowed:
-            raise ImageError(f"{req.full_url}: redirect to disallowed scheme '{scheme}'")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _read_url(url: str, limits: ImageLimits) -> bytes:
-    scheme = urllib.parse.urlparse(url).scheme.lower()
-    if scheme not in limits.allowed_schemes:
-        allowed = ", ".join(limits.allowed_schemes)
-        raise ImageError(f"{url}: URL scheme '{scheme}' is not allowed (allowed: {allowed})")
-    opener = urllib.request.build_opener(_SchemeCheckingRedirects(limits.allowed_schemes))
-    request = urllib.request.Request(url, headers={"User-Agent": "imfuse"})
-    try:
-        with opener.open(request, timeout=limits.url_timeout_s) as resp:
-            declared = resp.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > limits.max_bytes:
-                raise ImageError(
-                    f"{url}: download is {declared} bytes, over the {limits.max_bytes}-byte limit"
-                )
-            chunks: list[bytes] = []
-            total = 0
-            while True:
-                chunk = resp.read(_CHUNK)
-                if not chunk:
-                    break
-                total += len(chunk)
-                if total > limits.max_bytes:
-                    raise ImageError(
-                        f"{url}: download exceeded the {limits.max_bytes}-byte limit"
-                    )
-                chunks.append(chunk)
-    except ImageError:
-        raise
-    except urllib.error.HTTPError as exc:
-        raise ImageError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        raise ImageError(f"{url}: cannot download ({exc.reason})") from None
-    except TimeoutError:
-        raise ImageError(f"{url}: timed out after {limits.url_timeout_s:g} s") from None
-    except OSError as exc:
-        raise ImageError(f"{url}: cannot download ({exc})") from None
-    return b"".join(chunks)
-
-
 # -------------------------------------------------------------------------- decoding
 
 
@@ -207,6 +166,34 @@ def _is_truncation(exc: BaseException) -> bool:
     return "truncat" in str(exc).lower() or isinstance(exc, EOFError)
 
 
+def _sniff_format(data: bytes) -> str | None:
+    """Name the Pillow format whose magic bytes match, running only its prefix check."""
+    Image.init()
+    prefix = data[:16]
+    for name, (_factory, accept) in Image.OPEN.items():
+        try:
+            if accept is not None and accept(prefix):
+                return name
+        except Exception:  # noqa: BLE001 - some checks assume a longer prefix
+            continue
+    return None
+
+
+def _unidentified(data: bytes, source: str, limits: ImageLimits) -> ImageError:
+    """Error for data no allowed decoder took: a refused format, or not an image at all."""
+    fmt = _sniff_format(data)
+    if fmt is not None and fmt not in {f.upper() for f in limits.allowed_formats}:
+        allowed = ", ".join(limits.allowed_formats)
+        return ImageError(f"{source}: not an accepted image format (looks like {fmt}; allowed: {allowed})")
+    kind = "text/SVG or other non-raster data" if _looks_like_text(data) else "unrecognised data"
+    return ImageError(f"{source}: not an image ({kind})")
+
+
+def _open_allowed(data: bytes, limits: ImageLimits) -> Image.Image:
+    """Image.open restricted to the allowed decoders (Pillow tries no other parser)."""
+    return Image.open(io.BytesIO(data), formats=list(limits.allowed_formats))
+
+
 def _open_checked(data: bytes, source: str, limits: ImageLimits) -> Image.Image:
     """Open, check the declared size, verify, reload, take frame 0 and apply EXIF."""
     if not data:
@@ -217,15 +204,14 @@ def _open_checked(data: bytes, source: str, limits: ImageLimits) -> Image.Image:
         # We check the declared size ourselves; PIL's own guard only fires at 2x its limit.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            probe = Image.open(io.BytesIO(data))
+            probe = _open_allowed(data, limits)
         except Image.DecompressionBombError:
             raise ImageError(
                 f"{source}: declared size is too large (decompression bomb guard, "
                 f"limit {limits.max_pixels} pixels)"
             ) from None
         except UnidentifiedImageError:
-            kind = "text/SVG or other non-raster data" if _looks_like_text(data) else "unrecognised data"
-            raise ImageError(f"{source}: not an image ({kind})") from None
+            raise _unidentified(data, source, limits) from None
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types on bad headers
             reason = "truncated" if _is_truncation(exc) else "not an image or corrupt header"
             raise ImageError(f"{source}: {reason} ({exc})") from None
@@ -247,7 +233,7 @@ def _open_checked(data: bytes, source: str, limits: ImageLimits) -> Image.Image:
             reason = "truncated" if _is_truncation(exc) else "corrupt"
             raise ImageError(f"{source}: {reason} {fmt} data ({exc})") from None
         try:
-            im = Image.open(io.BytesIO(data))
+            im = _open_allowed(data, limits)
             im.seek(0)  # first frame of animations
             im.load()
             im = ImageOps.exif_transpose(im)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import re
 import threading
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from PIL import Image
 
 from conftest import bomb_png, make_bad_images, make_good_images
 from imfuse.errors import ImageError
+from imfuse.fetch import ALLOW_PRIVATE_ENV
 from imfuse.images import (
     DEFAULT_LIMITS,
     ImageLimits,
@@ -124,6 +126,69 @@ def test_formats_reported_from_content_not_extension():
     assert decode_image(GOOD["anim.gif"][0]).format == "GIF"
 
 
+def _fits(width: int = 32, height: int = 24) -> bytes:
+    """A minimal 8-bit FITS file (astronomy format Pillow would otherwise decode)."""
+    cards = ["SIMPLE  =                    T", "BITPIX  =                    8", "NAXIS   =                    2",
+             f"NAXIS1  = {width:20d}", f"NAXIS2  = {height:20d}", "END"]
+    header = "".join(card.ljust(80) for card in cards).ljust(2880).encode()
+    return header + bytes(width * height).ljust(2880, b"\0")
+
+
+def _psd(width: int = 32, height: int = 24) -> bytes:
+    """A minimal raw RGB Photoshop file."""
+    import struct
+
+    header = b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, height, width, 8, 3)
+    return header + struct.pack(">III", 0, 0, 0) + struct.pack(">H", 0) + bytes(width * height * 3)
+
+
+def _pillow_saved(fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), (10, 20, 30)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+REFUSED_FORMATS = {
+    "FITS": _fits,
+    "PSD": _psd,
+    "EPS": lambda: _pillow_saved("EPS"),
+    "PPM": lambda: _pillow_saved("PPM"),
+    "ICO": lambda: _pillow_saved("ICO"),
+    "PCX": lambda: _pillow_saved("PCX"),
+    "SGI": lambda: _pillow_saved("SGI"),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(REFUSED_FORMATS))
+def test_decoders_outside_the_allow_list_are_refused(fmt, tmp_path):
+    data = REFUSED_FORMATS[fmt]()
+    with pytest.raises(ImageError) as info:
+        decode_image(data, f"x.{fmt.lower()}")
+    message = str(info.value)
+    assert message.startswith(f"x.{fmt.lower()}: not an accepted image format (looks like {fmt}; allowed: PNG, JPEG")
+    assert "\n" not in message
+    path = tmp_path / "named.png"  # local files get the same rule, whatever the extension
+    path.write_bytes(data)
+    with pytest.raises(ImageError, match=re.escape(f"{path}: not an accepted image format (looks like {fmt};")):
+        load_image(path)
+    with pytest.raises(ImageError, match="not an accepted image format"):
+        open_validated(data, "x")
+
+
+def test_formats_without_magic_are_refused_too():
+    # TGA has no magic number: its bytes may look like another format, or like nothing.
+    with pytest.raises(ImageError, match="x.tga: not an (accepted image format|image)"):
+        decode_image(_pillow_saved("TGA"), "x.tga")
+
+
+def test_allow_list_can_be_widened_explicitly():
+    limits = ImageLimits(allowed_formats=DEFAULT_LIMITS.allowed_formats + ("PPM",))
+    img = decode_image(_pillow_saved("PPM"), "x.ppm", limits)
+    assert img.format == "PPM" and img.rgb.shape == (24, 32, 3)
+    with pytest.raises(ImageError, match="looks like PNG; allowed: JPEG"):
+        decode_image(GOOD["gray.png"][0], "g.png", ImageLimits(allowed_formats=("JPEG",)))
+
+
 def test_sixteen_bit_keeps_precision_beyond_8_bits():
     ramp = (np.arange(64 * 64, dtype=np.uint32) * 16).reshape(64, 64).astype(np.uint16)
     buf = io.BytesIO()
@@ -197,6 +262,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.fixture(autouse=True)
+def _no_trusted_networks(monkeypatch):
+    """The developer's own environment must not loosen the address policy under test."""
+    monkeypatch.delenv(ALLOW_PRIVATE_ENV, raising=False)
+
+
 @pytest.fixture(scope="module")
 def http_url():
     _Handler.payload = encode_png(np.full((32, 32, 3), 0.5, np.float32))
@@ -208,15 +279,31 @@ def http_url():
     server.server_close()
 
 
+def test_loopback_url_refused_by_default(http_url):
+    url = f"{http_url}/ok.png"
+    with pytest.raises(ImageError) as info:
+        load_image(url)
+    message = str(info.value)
+    assert message.startswith(f"refusing to fetch {url}: address 127.0.0.1 is loopback")
+    assert ALLOW_PRIVATE_ENV in message and "\n" not in message
+
+
 def test_url_ok(http_url, monkeypatch):
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setenv(ALLOW_PRIVATE_ENV, "1")
     img = load_image(f"{http_url}/ok.png")
     assert img.rgb.shape == (32, 32, 3) and img.source == f"{http_url}/ok.png"
     np.testing.assert_allclose(img.rgb, 128 / 255, atol=1e-6)
 
 
+def test_url_ok_with_allow_private_limits(http_url):
+    img = load_image(f"{http_url}/ok.png", ImageLimits(allow_private=True))
+    np.testing.assert_allclose(img.rgb, 128 / 255, atol=1e-6)
+    img = load_image(f"{http_url}/ok.png", ImageLimits(allowed_networks=("127.0.0.0/8",)))
+    assert img.rgb.shape == (32, 32, 3)
+
+
 def test_url_errors(http_url, monkeypatch):
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setenv(ALLOW_PRIVATE_ENV, "1")
     with pytest.raises(ImageError, match="HTTP 404"):
         load_image(f"{http_url}/missing.jpg")
     with pytest.raises(ImageError, match="byte limit"):
@@ -236,7 +323,7 @@ def test_disallowed_schemes(url):
 
 def test_unreachable_url_times_out_quickly():
     with pytest.raises(ImageError, match="cannot download|timed out"):
-        read_source_bytes("http://127.0.0.1:9/x.jpg", ImageLimits(url_timeout_s=2.0))
+        read_source_bytes("http://127.0.0.1:9/x.jpg", ImageLimits(url_timeout_s=2.0, allow_private=True))
 
 
 # ------------------------------------------------------------------ resize / encode / save
@@ -303,6 +390,9 @@ def test_default_limits_are_the_documented_values():
     assert DEFAULT_LIMITS == ImageLimits()
     assert DEFAULT_LIMITS.max_pixels == 64_000_000 and DEFAULT_LIMITS.min_side == 16
     assert DEFAULT_LIMITS.allowed_schemes == ("http", "https")
+    assert DEFAULT_LIMITS.url_deadline_s == 30.0 and DEFAULT_LIMITS.max_redirects == 5
+    assert not DEFAULT_LIMITS.allow_private and DEFAULT_LIMITS.allowed_networks == ()
+    assert DEFAULT_LIMITS.allowed_formats == ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 
 
 def test_sixteen_bit_rgb_png_is_scaled_not_clipped():
