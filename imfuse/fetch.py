@@ -217,6 +217,11 @@ class _Deadline:
             raise _DeadlineExpired
         return remaining
 
+    def over(self) -> bool:
+        """Expired, or about to be: a connect given the last milliseconds as its timeout
+        fails before the timer fires, and is the deadline's failure all the same."""
+        return self.expired or time.monotonic() >= self._end
+
     def watch(self, sock: socket.socket, replaces: socket.socket | None = None) -> None:
         with self._lock:
             if replaces in self._socks:
@@ -356,13 +361,13 @@ def fetch_url(url: str, limits: ImageLimits, resolver: Resolver | None = None) -
     try:
         return _fetch_hops(url, limits, resolver or _system_resolve, deadline)
     except ImageError:
-        if deadline.expired:
+        if deadline.over():
             raise _deadline_error(url, limits) from None
         raise
     except _DeadlineExpired:
         raise _deadline_error(url, limits) from None
     except (OSError, http.client.HTTPException) as exc:
-        if deadline.expired:
+        if deadline.over():
             raise _deadline_error(url, limits) from None
         raise _network_error(url, limits, exc) from None
     finally:
