@@ -1,9 +1,13 @@
 """SavedModel export with serving signatures, in TF Serving's versioned layout.
 
 `export_saved_model(model, base, name)` writes BASE/<name>/<version>/ so TF Serving (and
-`imfuse serve`) pick up new versions by polling. The version folder appears in one
-`os.rename` of a finished temporary folder, so a poller never sees half a model, and an
-existing version is never overwritten.
+`imfuse serve`) pick up new versions by polling. Exporters sharing one volume (PID 1 in
+every container) cooperate without a lock: the version number is claimed by an atomic
+mkdir of `.claim-<version>`, the model is written into `.tmp-<version>-<uuid>`, and
+the finished folder appears in one rename (renameat2 RENAME_NOREPLACE where available),
+so a poller, which only looks at integer names, never sees half a model, and an existing
+version is never overwritten. On S3, `s3_version_claim` does the same with a
+conditional put of a `.claim-<version>` object.
 
 Signatures (docs/CONTRACTS.md), all batched over a 1-D string batch of encoded images:
 
@@ -33,10 +37,13 @@ Clients that omit the optional inputs get plain full-strength stylisation.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,6 +57,7 @@ REST_OUTPUT = "stylized_image_bytes"
 METADATA_FILE = "assets.extra/imfuse_export.json"
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"  # replayed by TF Serving before it serves a version
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+log = logging.getLogger("imfuse.export")
 
 
 def build_serving_module(model: "StyleTransferModel"):
@@ -197,7 +205,7 @@ def build_serving_module(model: "StyleTransferModel"):
 
 
 def existing_versions(model_dir: Path) -> list[int]:
-    """Integer-named subfolders (TF Serving ignores everything else, e.g. our .tmp folders)."""
+    """Integer-named subfolders (TF Serving ignores everything else: our .tmp- and .claim- folders)."""
     if not model_dir.is_dir():
         return []
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
@@ -254,9 +262,94 @@ def _metadata(model: "StyleTransferModel", version: int) -> dict:
     }
 
 
+CLAIM_PREFIX = ".claim-"  # BASE/<name>/.claim-<version>/: who is writing that version
+TMP_PREFIX = ".tmp-"  # BASE/<name>/.tmp-<version>-<token>/: the version being written
+_CLAIM_TRIES = 1000
+
+
+def _claim(model_dir: Path, number: int) -> Path | None:
+    """mkdir of `.claim-<number>` (atomic, NFS included): None if another export holds it."""
+    from imfuse import fsutil
+
+    claim = model_dir / f"{CLAIM_PREFIX}{number}"
+    try:
+        claim.mkdir()
+    except FileExistsError:
+        return None
+    try:
+        (claim / "owner").write_text(fsutil.owner() + "\n")
+    except OSError:
+        _release(claim)
+        raise
+    return claim
+
+
+def _claim_holder(claim: Path) -> str:
+    try:
+        return claim.joinpath("owner").read_text().strip() or "owner unknown"
+    except OSError:
+        return "owner unknown"
+
+
+def claim_version(model_dir: Path, version: int | None) -> tuple[int, Path]:
+    """Claim a version number: `version`, or the next free one after the highest.
+
+    TF Serving polls only integer-named folders, so the claim is a non-integer folder.
+    Two exporters picking the same number meet at its mkdir; the loser moves on to the
+    next number (or, for an explicit --version, fails).
+    """
+    explicit = version is not None
+    if version is None:
+        versions = existing_versions(model_dir)
+        version = (versions[-1] + 1) if versions else 1
+    number = int(version)
+    for _ in range(_CLAIM_TRIES):
+        claim = _try_claim(model_dir, number, explicit)
+        if claim is not None:
+            return number, claim
+        number += 1
+    raise ModelError(f"{model_dir}: no free version number after {_CLAIM_TRIES} tries")
+
+
+def _try_claim(model_dir: Path, number: int, explicit: bool) -> Path | None:
+    """The claim on `number` if it is free; else None, or ModelError for an explicit version."""
+    target = model_dir / str(number)
+    claim = None if target.exists() else _claim(model_dir, number)
+    if claim is not None and target.exists():  # finished (and unclaimed) just before we claimed
+        _release(claim)
+        claim = None
+    if claim is None and explicit:
+        held = model_dir / f"{CLAIM_PREFIX}{number}"
+        if held.exists() and not target.exists():
+            raise ModelError(
+                f"{target} is being written by another export ({_claim_holder(held)}); if none is running, "
+                f"remove {held}"
+            )
+        raise ModelError(f"{target} already exists; versions are never overwritten (pick another --version)")
+    return claim
+
+
+def _release(claim: Path) -> None:
+    shutil.rmtree(claim, ignore_errors=True)
+
+
+def _rename_into_place(tmp: Path, target: Path) -> None:
+    """One rename: TF Serving's poller sees no version, then a complete one."""
+    from imfuse import fsutil
+
+    try:
+        fsutil.rename_noreplace(tmp, target)
+    except FileExistsError:
+        raise ModelError(f"{target} appeared during export; versions are never overwritten") from None
+
+
 def _write_version(base_path, name: str, version: int | None, fill) -> Path:
-    """Create BASE/<name>/<version>/ atomically: `fill(tmp_dir, version)` writes into a
-    hidden temporary folder that is renamed into place only when complete."""
+    """Create BASE/<name>/<version>/ atomically: claim the number, let
+    `fill(tmp_dir, version)` write a uniquely named temporary folder (two exporters on
+    one volume, both PID 1 in their containers, never share one), rename it into place
+    only when complete, then drop the claim. A failure leaves no version folder."""
+    from imfuse import fsutil
+
     if not _NAME_RE.match(name or ""):
         raise ConfigError(f"model name must be letters, digits, '.', '_' or '-' (got {name!r})")
     if version is not None and (isinstance(version, bool) or int(version) < 1):
@@ -264,33 +357,125 @@ def _write_version(base_path, name: str, version: int | None, fill) -> Path:
     model_dir = Path(base_path) / name
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
+        version, claim = claim_version(model_dir, version)
     except OSError as exc:
         raise ModelError(f"cannot create {model_dir}: {exc.strerror or exc}") from None
-    if version is None:
-        versions = existing_versions(model_dir)
-        version = (versions[-1] + 1) if versions else 1
-    version = int(version)
     target = model_dir / str(version)
-    if target.exists():
-        raise ModelError(f"{target} already exists; versions are never overwritten (pick another --version)")
-
-    tmp = model_dir / f".tmp-{version}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = model_dir / f"{TMP_PREFIX}{version}-{fsutil.unique_token()}"
     try:
         fill(tmp, version)
-        if target.exists():  # another exporter won the race while we were writing
-            raise ModelError(f"{target} appeared during export; versions are never overwritten")
-        os.rename(tmp, target)
-    except ModelError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _rename_into_place(tmp, target)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise ModelError(f"cannot write SavedModel to {target}: {exc.strerror or exc}") from None
-    except BaseException:
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _release(claim)
     return target
+
+
+# ----------------------------------------------------------------- S3 version claims
+# S3 has no rename and no mkdir: the claim is an object BASE/<name>/.claim-<version>
+# created with a conditional put (If-None-Match: *, honoured by AWS S3 since 2024-08 and
+# by recent MinIO), so of two exporters only one gets a number. Listing sees no
+# `.claim-N` "folder" (it is an object, not a prefix), so pollers ignore it.
+
+
+def _s3_refused(exc: Exception) -> bool:
+    """A put refused because the key exists (412) or a concurrent put of it is running (409)."""
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412)
+
+
+def _s3_unsupported(exc: Exception) -> bool:
+    """A store that rejects the If-None-Match header itself (older S3-compatible stores)."""
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    return code == "NotImplemented" or response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 501
+
+
+def _s3_put_claim(client, bucket: str, key: str, body: bytes) -> str:
+    """Create `key` unless it exists: "created", "exists", or "unconditional" where the
+    store refuses conditional puts (then it is a plain put, as exports did before)."""
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
+    except Exception as exc:  # noqa: BLE001 - botocore's ClientError, without importing botocore
+        if _s3_refused(exc):
+            return "exists"
+        if not _s3_unsupported(exc):
+            raise
+        log.warning("s3://%s/%s: the store refuses conditional puts; version claims there are best effort", bucket, key)
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+        return "unconditional"
+    return "created"
+
+
+def _s3_has_objects(client, bucket: str, prefix: str) -> bool:
+    return bool(client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("Contents"))
+
+
+def _s3_check_conditional(client, bucket: str, key: str, body: bytes) -> None:
+    """Put our own claim again: a store that accepts it ignores If-None-Match, so claims
+    there cannot stop two exporters from taking one number (warn: best effort, as before)."""
+    if _s3_put_claim(client, bucket, key, body) == "created":
+        log.warning(
+            "s3://%s/%s: the store ignores conditional puts (If-None-Match); two concurrent exports "
+            "could pick the same version number there", bucket, key,
+        )
+
+
+def _s3_claim(client, bucket: str, model_prefix: str, first: int) -> tuple[int, str]:
+    from imfuse import fsutil
+
+    body = (fsutil.owner() + "\n").encode()
+    number = int(first)
+    for _ in range(_CLAIM_TRIES):
+        key = f"{model_prefix}{CLAIM_PREFIX}{number}"
+        result = _s3_put_claim(client, bucket, key, body)
+        if result != "exists":
+            if result == "created":
+                _s3_check_conditional(client, bucket, key, body)
+            if not _s3_has_objects(client, bucket, f"{model_prefix}{number}/"):
+                return number, key
+            client.delete_object(Bucket=bucket, Key=key)  # finished just before we looked
+        number += 1
+    raise ModelError(f"s3://{bucket}/{model_prefix}: no free version number after {_CLAIM_TRIES} tries")
+
+
+def _s3_delete_prefix(client, bucket: str, prefix: str) -> None:
+    """Best effort: remove a failed upload, so no half version stays under an integer name."""
+    try:
+        while True:
+            page = client.list_objects_v2(Bucket=bucket, Prefix=prefix)
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if not keys:
+                return
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+    except Exception as exc:  # noqa: BLE001 - the upload's own error matters more
+        log.warning("could not remove the partial upload s3://%s/%s: %s", bucket, prefix, exc)
+
+
+@contextlib.contextmanager
+def s3_version_claim(client, bucket: str, model_prefix: str, first: int) -> Iterator[int]:
+    """Claim the first free version number >= `first` under s3://bucket/<model_prefix>
+    (ends in '/') for the body of the `with`; upload the version there inside it.
+
+    On an error inside, the objects uploaded under <model_prefix><version>/ are deleted.
+    The claim is dropped at the end either way; once the upload is done, the version's
+    own objects keep later exporters off the number.
+    """
+    number, key = _s3_claim(client, bucket, model_prefix, first)
+    try:
+        yield number
+    except BaseException:
+        _s3_delete_prefix(client, bucket, f"{model_prefix}{number}/")
+        raise
+    finally:
+        try:
+            client.delete_object(Bucket=bucket, Key=key)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not remove the version claim s3://%s/%s: %s", bucket, key, exc)
 
 
 def export_saved_model(

@@ -6,7 +6,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +204,164 @@ def test_pipeline_options_pass_through_and_direct_defaults():
     options, runner = pipeline_options("DirectRunner", ["--runner", "FlinkRunner", "--flink_master=host:8081"])
     assert runner == "FlinkRunner" and options.get_all_options()["flink_master"] == "host:8081"
     assert "direct_num_workers=" not in " ".join(options.get_all_options(retain_unknown_options=True))
+
+
+# ------------------------------------------- bad file names, failed and concurrent reruns
+
+SMALL = dict(content_size=32, style_size=32, style_large_size=48, progress=False, images_per_shard=2)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, shared_data):
+    """Three content and three style images, and a first dataset made from them."""
+    root = tmp_path_factory.mktemp("small")
+    downscale_copies(shared_data / "content", root / "content", shorter=48, limit=3)
+    downscale_copies(shared_data / "styles", root / "styles", shorter=48, limit=3)
+    return {"content": str(root / "content"), "styles": str(root / "styles")}
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _assert_readable(out: Path, manifest: dict) -> None:
+    """The reader (imfuse.data.reader) finds every shard and the counts of `manifest`."""
+    from imfuse.data.reader import count_examples, shard_paths
+
+    assert read_manifest(out)["dataset_hash"] == manifest["dataset_hash"]
+    for kind, split in (("content", "train"), ("style", "train")):
+        assert count_examples(out, kind, split) == manifest["counts"][kind][split]
+        total = 0
+        for path in shard_paths(out, kind, split):
+            with open(path, "rb") as fh:
+                total += sum(1 for _ in read_tfrecords(fh, path))
+        assert total == manifest["counts"][kind][split]
+
+
+def _siblings(out: Path) -> list[str]:
+    return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(out.name))
+
+
+def test_file_name_that_is_not_utf8_is_quarantined_and_good_files_get_through(small, tmp_path):
+    content = tmp_path / "content"
+    shutil.copytree(small["content"], content)
+    good_image = make_good_images()["pic.bmp"][0]  # a valid image: only its name is bad
+    with open(os.path.join(os.fsencode(content), b"bad\xff.bmp"), "wb") as fh:
+        fh.write(good_image)
+    out = tmp_path / "out"
+    manifest = prepare_dataset(PrepareConfig(content=str(content), styles=small["styles"], out=str(out), **SMALL))
+    c = manifest["counts"]
+    assert (c["content"]["matched"], c["content"]["accepted"], c["content"]["quarantined"]) == (4, 3, 1)
+    assert c["quarantined_by_reason"] == {"bad_name": 1} and c["style"]["accepted"] == 3
+    (entry,) = [json.loads(line) for line in (out / "quarantine.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert entry["source"] == str(content / "bad\\xff.bmp") and entry["code"] == "bad_name"
+    assert "UTF-8" in entry["reason"] and entry["kind"] == "content"
+    _assert_readable(out, manifest)
+
+
+@pytest.mark.parametrize("stage", ["pipeline results", "swap"])
+def test_rerun_failing_midway_leaves_the_previous_dataset(small, tmp_path, monkeypatch, stage):
+    out = tmp_path / "out"
+    first = prepare_dataset(PrepareConfig(content=small["content"], styles=small["styles"], out=str(out), **SMALL))
+    before = _tree(out)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(f"injected failure in {stage}")
+
+    if stage == "swap":
+        monkeypatch.setattr("imfuse.fsutil.exchange", broken)
+    else:  # shards of the new dataset are written by now, in the staging folder
+        monkeypatch.setattr("imfuse.data.prepare.build_manifest", broken)
+    rerun = dict(SMALL, images_per_shard=1, eval_fraction=0.3)  # other shards, other hash
+    with pytest.raises(RuntimeError, match="injected"):
+        prepare_dataset(PrepareConfig(content=small["content"], styles=small["styles"], out=str(out),
+                                      overwrite=True, **rerun))
+    assert _tree(out) == before and _siblings(out) == ["out"]
+    _assert_readable(out, first)
+    monkeypatch.undo()
+    second = prepare_dataset(PrepareConfig(content=small["content"], styles=small["styles"], out=str(out),
+                                           overwrite=True, **rerun))
+    assert second["dataset_hash"] != first["dataset_hash"] and _siblings(out) == ["out"]
+    _assert_readable(out, second)
+    stale = {p for p in before if p.endswith(".tfrecord")} - set(_tree(out))
+    assert stale and not any((out / p).exists() for p in stale)  # the old layout's shards are gone
+
+
+_SLOW_RUN = """
+import json, pathlib, sys, time
+import imfuse.data.transforms as t
+from imfuse.data.prepare import PrepareConfig, prepare_dataset
+real, marker = t._example, pathlib.Path(sys.argv[1])
+def slow(record, split):
+    marker.write_text("writing shards")
+    time.sleep(300)
+    return real(record, split)
+t._example = slow
+prepare_dataset(PrepareConfig(**json.loads(sys.argv[2])))
+"""
+
+
+def test_concurrent_run_is_refused_and_a_killed_rerun_leaves_the_dataset_readable(small, tmp_path):
+    out = tmp_path / "out"
+    cfg = dict(content=small["content"], styles=small["styles"], out=str(out), **SMALL)
+    first = prepare_dataset(PrepareConfig(**cfg))
+    before = _tree(out)
+    marker = tmp_path / "marker"
+    rerun = dict(cfg, images_per_shard=1, overwrite=True)
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_RUN, str(marker), json.dumps(rerun)])
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the slow rerun never started writing"
+            time.sleep(0.2)
+        # The rerun holds the lock and is writing shards: a third run is refused, in one line.
+        with pytest.raises(DataError) as info:
+            prepare_dataset(PrepareConfig(**dict(cfg, eval_fraction=0.3, overwrite=True)))
+        holder = _lock_holder(out)
+        assert str(info.value) == f"another imfuse prepare is writing {out} ({holder}); wait for it to finish"
+        assert f"pid {proc.pid} on " in str(info.value)
+        assert _tree(out) == before
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _tree(out) == before  # killed mid-pipeline: the previous dataset as it was
+    _assert_readable(out, first)
+    tf = pytest.importorskip("tensorflow")
+    from imfuse.data.reader import make_dataset
+
+    batch = next(iter(make_dataset(out, "style", "train", batch_size=1, image_size=32, training=False, repeat=False)))
+    assert tuple(batch.shape) == (1, 32, 32, 3) and batch.dtype == tf.float32
+    assert any(".staging-" in name for name in _siblings(out))  # what the killed run left
+
+    again = prepare_dataset(PrepareConfig(**rerun))  # the next run cleans up after it
+    assert _siblings(out) == ["out"]
+    _assert_readable(out, again)
+
+
+def _lock_holder(out: Path) -> str:
+    return Path(str(out) + ".imfuse-prepare.lock").read_text().strip()
+
+
+def test_mount_point_output_is_merged_in_place_with_the_manifest_last(small, tmp_path, monkeypatch):
+    from imfuse.data import staging
+
+    out = tmp_path / "mnt"
+    monkeypatch.setattr(staging, "mode_for", lambda path: "merge")  # OUT cannot be renamed
+    cfg = dict(content=small["content"], styles=small["styles"], out=str(out), **SMALL)
+    first = prepare_dataset(PrepareConfig(**cfg))
+    (out / "notes.txt").write_text("mine")
+    before = _tree(out)
+    monkeypatch.setattr("imfuse.data.prepare.build_manifest", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        prepare_dataset(PrepareConfig(**dict(cfg, images_per_shard=1, overwrite=True)))
+    assert _tree(out) == before
+    monkeypatch.undo()
+    monkeypatch.setattr(staging, "mode_for", lambda path: "merge")
+    second = prepare_dataset(PrepareConfig(**dict(cfg, images_per_shard=1, overwrite=True)))
+    assert (out / "notes.txt").read_text() == "mine"
+    assert not [p for p in out.iterdir() if p.name.startswith(".imfuse-")]
+    shards = {s["path"] for k in second["shards"].values() for ss in k.values() for s in ss}
+    assert {p for p in _tree(out) if p.endswith(".tfrecord")} == shards
+    _assert_readable(out, second)
+    assert first["dataset_hash"] != second["dataset_hash"]

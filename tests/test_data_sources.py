@@ -61,3 +61,19 @@ def test_read_uri_bytes_caps_size(tree):
     assert read_uri_bytes(str(tree / "a.jpg")) == b"a.jpg"
     with pytest.raises(ImageError, match="limit"):
         read_uri_bytes(str(tree / "a.jpg"), ImageLimits(max_bytes=2))
+
+
+def test_names_that_are_not_utf8_are_matched_and_flagged(tmp_path):
+    import os
+
+    from imfuse.data.sources import is_utf8, printable_uri
+
+    os.makedirs(os.path.join(os.fsencode(tmp_path), b"dir\xfe"))
+    for name in (b"ok \xc3\xbc.jpg", b"bad\xff.jpg", b"dir\xfe/inner.jpg"):
+        with open(os.path.join(os.fsencode(tmp_path), name), "wb") as fh:
+            fh.write(b"x")
+    got = match_sources(str(tmp_path))  # matching itself never fails on them
+    flagged = sorted(printable_uri(u)[len(str(tmp_path)) + 1:] for u in got if not is_utf8(u))
+    assert flagged == ["bad\\xff.jpg", "dir\\xfe/inner.jpg"]
+    assert [u for u in got if is_utf8(u)] == [str(tmp_path / "ok ü.jpg")]
+    assert printable_uri("plain ü") == "plain ü"

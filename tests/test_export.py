@@ -264,6 +264,216 @@ def test_failed_export_leaves_nothing_behind(model, tmp_path, monkeypatch):
     assert list((tmp_path / "m").iterdir()) == []
 
 
+def _fake_saved_model(path, barrier=None) -> None:
+    """Stands in for tf.saved_model.save: only numbering, claims and renames are under test."""
+    assert not Path(path).name.isdigit() and Path(path).name.startswith(".tmp-")
+    Path(path).mkdir(parents=True)
+    if barrier is not None:
+        barrier.wait(timeout=30)  # both exporters are writing at the same time
+    (Path(path) / "saved_model.pb").write_bytes(b"x")
+
+
+def _leftovers(model_dir: Path) -> list[str]:
+    return sorted(p.name for p in model_dir.iterdir() if not p.name.isdigit())
+
+
+def test_racing_exports_get_distinct_complete_versions(model, tmp_path, monkeypatch):
+    import threading
+
+    import imfuse.export as ex
+
+    both_listed, both_writing = threading.Barrier(2), threading.Barrier(2)
+    real_versions = ex.existing_versions
+
+    def listed_together(model_dir):
+        found = real_versions(model_dir)
+        both_listed.wait(timeout=30)  # both see the same highest version: both pick the same next one
+        return found
+
+    monkeypatch.setattr(ex, "existing_versions", listed_together)
+    monkeypatch.setattr(tf.saved_model, "save",
+                        lambda module, path, signatures=None: _fake_saved_model(path, both_writing))
+    monkeypatch.setattr("imfuse.export.build_serving_module", lambda m: _FakeModule())
+    (tmp_path / "m" / "3").mkdir(parents=True)
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(export_saved_model(model, tmp_path, name="m"))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert sorted(p.name for p in results) == ["4", "5"]
+    for path in results:
+        assert (path / "saved_model.pb").is_file()
+        assert ex.read_export_metadata(path)["version"] == int(path.name)
+    assert existing_versions(tmp_path / "m") == [3, 4, 5] and _leftovers(tmp_path / "m") == []
+
+
+_EXPORTER = """
+import sys, time
+from pathlib import Path
+from imfuse.export import _write_version
+def fill(tmp, version):
+    tmp.mkdir()
+    (tmp / "part").write_text(str(version))
+    time.sleep(0.3)  # the others list and claim while this one writes
+    (tmp / "saved_model.pb").write_text(str(version))
+print(_write_version(sys.argv[1], "m", None, fill).name)
+"""
+
+
+def test_exporter_processes_on_one_volume_never_share_a_version(tmp_path):
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", _EXPORTER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    names = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(names, key=int) == ["1", "2", "3", "4"]
+    for name in names:
+        assert (tmp_path / "m" / name / "saved_model.pb").read_text() == name
+        assert (tmp_path / "m" / name / "part").read_text() == name
+    assert _leftovers(tmp_path / "m") == []
+
+
+def test_export_failing_at_the_rename_leaves_no_version_folder(model, tmp_path, monkeypatch):
+    import errno
+
+    def full_disk(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tf.saved_model, "save", lambda module, path, signatures=None: _fake_saved_model(path))
+    monkeypatch.setattr("imfuse.export.build_serving_module", lambda m: _FakeModule())
+    monkeypatch.setattr("imfuse.fsutil.rename_noreplace", full_disk)
+    with pytest.raises(ModelError, match="cannot write SavedModel to .*m/1: No space left"):
+        export_saved_model(model, tmp_path, name="m")
+    assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_claimed_version_is_skipped_or_refused(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(tf.saved_model, "save", lambda module, path, signatures=None: _fake_saved_model(path))
+    monkeypatch.setattr("imfuse.export.build_serving_module", lambda m: _FakeModule())
+    claim = tmp_path / "m" / ".claim-1"  # another exporter is writing version 1
+    claim.mkdir(parents=True)
+    (claim / "owner").write_text("pid 1 on other-pod")
+    assert export_saved_model(model, tmp_path, name="m") == tmp_path / "m" / "2"
+    with pytest.raises(ModelError, match=r"m/1 is being written by another export \(pid 1 on other-pod\)"):
+        export_saved_model(model, tmp_path, name="m", version=1)
+    assert _leftovers(tmp_path / "m") == [".claim-1"]
+
+
+# ------------------------------------------------------------------- S3 version claims
+class ConditionalS3:
+    """put_object (with If-None-Match), list_objects_v2, delete_object(s), upload_file over a dict."""
+
+    def __init__(self, keys=(), conditional=True):
+        import threading
+
+        self.objects = {k: b"" for k in keys}
+        self.conditional = conditional
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _error(code, status):
+        exc = Exception(code)
+        exc.response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+        return exc
+
+    def put_object(self, Bucket, Key, Body, IfNoneMatch=None):
+        with self.lock:
+            if IfNoneMatch == "*" and self.conditional and Key in self.objects:
+                raise self._error("PreconditionFailed", 412)
+            self.objects[Key] = Body
+
+    def upload_file(self, filename, bucket, key):
+        with self.lock:
+            self.objects[key] = Path(filename).read_bytes()
+
+    def list_objects_v2(self, Bucket, Prefix, MaxKeys=1000):
+        with self.lock:
+            keys = sorted(k for k in self.objects if k.startswith(Prefix))[:MaxKeys]
+        return {"Contents": [{"Key": k} for k in keys]} if keys else {}
+
+    def delete_object(self, Bucket, Key):
+        with self.lock:
+            self.objects.pop(Key, None)
+
+    def delete_objects(self, Bucket, Delete):
+        with self.lock:
+            for item in Delete["Objects"]:
+                self.objects.pop(item["Key"], None)
+
+
+def test_s3_claims_racing_exporters_get_distinct_versions():
+    import threading
+
+    from imfuse.export import s3_version_claim
+
+    s3 = ConditionalS3(["serving/imfuse/1/saved_model.pb"])
+    barrier, got = threading.Barrier(3), []
+
+    def export():
+        with s3_version_claim(s3, "models", "serving/imfuse/", first=2) as version:
+            barrier.wait(timeout=30)  # all three hold a claim at once
+            s3.upload_file(__file__, "models", f"serving/imfuse/{version}/saved_model.pb")
+            got.append(version)
+
+    threads = [threading.Thread(target=export) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(got) == [2, 3, 4]
+    assert sorted(s3.objects) == [f"serving/imfuse/{v}/saved_model.pb" for v in (1, 2, 3, 4)]  # claims removed
+    with s3_version_claim(s3, "models", "serving/imfuse/", first=2) as version:  # a stale listing
+        assert version == 5
+
+
+def test_s3_claim_failed_upload_is_removed_and_unconditional_store_warns(caplog):
+    from imfuse.export import s3_version_claim
+
+    s3 = ConditionalS3()
+    with pytest.raises(RuntimeError, match="network"):
+        with s3_version_claim(s3, "models", "imfuse/", first=1) as version:
+            s3.upload_file(__file__, "models", f"imfuse/{version}/variables/variables.index")
+            raise RuntimeError("network down")
+    assert s3.objects == {}
+    legacy = ConditionalS3(conditional=False)
+    with caplog.at_level("WARNING", logger="imfuse.export"):
+        with s3_version_claim(legacy, "models", "imfuse/", first=1) as version:
+            assert version == 1
+    assert "ignores conditional puts" in caplog.text
+
+
+def test_s3_claim_sends_a_valid_conditional_put():
+    """botocore's Stubber checks the calls against the real S3 API model."""
+    boto3 = pytest.importorskip("boto3")
+    from botocore.stub import ANY, Stubber
+
+    from imfuse.export import s3_version_claim
+
+    client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+    with Stubber(client) as stub:
+        put = {"Bucket": "models", "Key": "p/m/.claim-7", "Body": ANY, "IfNoneMatch": "*"}
+        stub.add_client_error("put_object", "PreconditionFailed", http_status_code=412, expected_params=put)
+        put8 = dict(put, Key="p/m/.claim-8")
+        stub.add_response("put_object", {}, put8)
+        stub.add_client_error("put_object", "PreconditionFailed", http_status_code=412, expected_params=put8)
+        stub.add_response("list_objects_v2", {"KeyCount": 0}, {"Bucket": "models", "Prefix": "p/m/8/", "MaxKeys": 1})
+        stub.add_response("delete_object", {}, {"Bucket": "models", "Key": "p/m/.claim-8"})
+        with s3_version_claim(client, "models", "p/m/", first=7) as version:
+            assert version == 8
+        stub.assert_no_pending_responses()
+
+
 def _cli(capsys, *args: str) -> tuple[int, list[str], str]:
     from imfuse.cli import main
 

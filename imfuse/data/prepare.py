@@ -12,7 +12,12 @@ same group, where the one with the smallest URI is kept and the others are count
 duplicates. Shard file names and the order of examples inside them depend only on the
 hashes: the same input gives byte-identical shards on any runner. The driver turns the
 stash into `quarantine.jsonl` and `manifest.json` (written last, so a dataset without a
-manifest is an incomplete one).
+manifest is an incomplete one). Local files whose names are not valid UTF-8 never enter
+the pipeline (Beam's string coder refuses them); the driver quarantines them.
+
+All of it is written into a staging folder and swapped in at the end, under a lock on
+OUT (imfuse.data.staging): a failed, killed or concurrent rerun leaves the previous
+dataset readable, never a mix of two.
 
 Runners: DirectRunner by default (set explicitly, in-memory FnApiRunner, one worker per core);
 `runner="FlinkRunner" | "SparkRunner" | "DataflowRunner"` and any other Beam flags in
@@ -32,14 +37,16 @@ from dataclasses import dataclass, field
 
 from imfuse import __version__
 from imfuse.data import manifest as mf
+from imfuse.data import staging
 from imfuse.data.beamutil import import_beam
 from imfuse.data.examples import KINDS, SPLITS
-from imfuse.data.sources import match_sources
+from imfuse.data.sources import is_utf8, match_sources, printable_uri
 from imfuse.data.split import SPLIT_SALT
 from imfuse.data.transforms import (
     Progress,
     WorkerOptions,
     assign_all,
+    bad_name_entry,
     decode_resize_dofn,
     write_shards_dofn,
     write_stash,
@@ -50,6 +57,8 @@ from imfuse.images import ImageLimits
 log = logging.getLogger("imfuse.data")
 
 STASH = ".imfuse-ingest.json"
+# Written by imfuse (the .tmp names by versions before staging): never carried into a new dataset.
+OWNED_FILES = (mf.MANIFEST, mf.QUARANTINE, STASH, staging.INNER_LOCK, mf.MANIFEST + ".tmp", mf.QUARANTINE + ".tmp")
 IMAGE_FORMATS = ("png", "jpeg")
 
 
@@ -177,7 +186,7 @@ def _sizes(cfg: PrepareConfig) -> dict:
 
 
 def _check_output_dir(out: str, fingerprint: str, overwrite: bool) -> dict | None:
-    """Refuse to mix datasets; return the old manifest (to clean its shards) if any."""
+    """Refuse to mix datasets; return the old manifest (whose shards the new one replaces) if any."""
     from apache_beam.io.filesystems import FileSystems
 
     manifest_path = FileSystems.join(out, mf.MANIFEST)
@@ -194,64 +203,116 @@ def _check_output_dir(out: str, fingerprint: str, overwrite: bool) -> dict | Non
                 "pass --overwrite to replace it or choose another folder"
             )
         return old
-    if out.startswith(("gs://", "s3://")) or "://" in out:
+    if staging.is_remote(out):
         return None
     if os.path.isdir(out):
-        entries = [e for e in os.listdir(out) if e != STASH]
+        entries = [e for e in os.listdir(out) if e != STASH and not e.startswith(".imfuse-")]
         if entries and not overwrite:
             raise DataError(
                 f"{out}: folder is not empty and holds no imfuse dataset; choose an empty folder "
                 "or pass --overwrite (files imfuse did not write are kept)"
             )
-    elif os.path.exists(out):
+    elif os.path.lexists(out):
         raise DataError(f"{out}: exists and is not a folder")
     return None
 
 
-def _remove(paths: list[str]) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
-    existing = [p for p in paths if FileSystems.exists(p)]
-    if existing:
-        FileSystems.delete(existing)
-
-
 def _write_text(path: str, text: str) -> None:
-    """Write via a temp name and rename, so readers never see half a file."""
+    """Write a file of the staging folder (nobody reads it before the commit)."""
     from apache_beam.io.filesystems import FileSystems
 
-    tmp = path + ".tmp"
-    with FileSystems.create(tmp) as fh:
+    with FileSystems.create(path) as fh:
         fh.write(text.encode("utf-8"))
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
 
 
 def _num_shards(n: int, per_shard: int) -> int:
     return max(1, min(1024, math.ceil(n / per_shard)))
 
 
-def prepare_dataset(cfg: PrepareConfig) -> dict:
-    """Run the ingest pipeline for `cfg` and return the manifest it wrote."""
-    cfg.validate()
-    beam = import_beam()
-    from apache_beam.io.filesystems import FileSystems
+def _resolve_out(out: str) -> str:
+    """URIs without a trailing slash; local paths absolute with symlinks resolved, so the
+    swap replaces the real folder and every run finds the same lock."""
+    return out.rstrip("/") if staging.is_remote(out) else os.path.realpath(os.path.abspath(out))
 
+
+def _shard_paths(manifest: dict | None) -> list[str]:
+    shards = (manifest or {}).get("shards", {})
+    return sorted(s["path"] for kind in shards.values() for ss in kind.values() for s in ss if "path" in s)
+
+
+def prepare_dataset(cfg: PrepareConfig) -> dict:
+    """Run the ingest pipeline for `cfg` and return the manifest it wrote.
+
+    The dataset is built in a staging folder and swapped in at the end (see
+    imfuse.data.staging), under a lock on OUT: a failed, killed or concurrent run leaves
+    the previous dataset as it was.
+    """
+    cfg.validate()
+    import_beam()
     started = time.monotonic()
     content = match_sources(cfg.content)
     styles = match_sources(cfg.styles)
     items = [("content", u) for u in content] + [("style", u) for u in styles]
-    fingerprint = _fingerprint(items, cfg)
-    out = cfg.out.rstrip("/") if "://" in cfg.out else os.path.abspath(cfg.out)
-    old = _check_output_dir(out, fingerprint, cfg.overwrite)
-    if old is not None:
-        _remove([FileSystems.join(out, mf.MANIFEST)])  # the dataset is incomplete until we finish
+    fingerprint = _fingerprint([(kind, printable_uri(u)) for kind, u in items], cfg)
+    out = _resolve_out(cfg.out)
+    with staging.output_lock(out):
+        staging.recover(out)
+        old = _check_output_dir(out, fingerprint, cfg.overwrite)
+        stage = staging.begin(out)
+        try:
+            manifest = _build(cfg, stage.path, content, styles, fingerprint)
+            new_files = _shard_paths(manifest) + [mf.QUARANTINE, mf.MANIFEST]  # manifest last
+            staging.commit(stage, new_files, _shard_paths(old), OWNED_FILES)
+        except BaseException:
+            staging.abort(stage)
+            raise
+    log.info(
+        "ingest: %d accepted, %d quarantined, %d duplicates in %.1f s; %s",
+        manifest["counts"]["accepted"],
+        manifest["counts"]["quarantined"],
+        manifest["counts"]["duplicates"],
+        time.monotonic() - started,
+        manifest["dataset_hash"],
+    )
+    return manifest
 
+
+def _build(cfg: PrepareConfig, dest: str, content: list[str], styles: list[str], fingerprint: str) -> dict:
+    """Run the pipeline into `dest` (a staging folder) and write its manifest there.
+
+    Files whose names are not valid UTF-8 cannot enter the pipeline (Beam's string coder
+    refuses them): they are quarantined here, like any other bad file.
+    """
+    from apache_beam.io.filesystems import FileSystems
+
+    items = [("content", u) for u in content] + [("style", u) for u in styles]
+    bad_names = [bad_name_entry(kind, u) for kind, u in items if not is_utf8(u)]
+    items = [(kind, u) for kind, u in items if is_utf8(u)]
     num_shards = {
         "content": _num_shards(len(content), cfg.images_per_shard),
         "style": _num_shards(len(styles), cfg.images_per_shard),
     }
+    stash_path = FileSystems.join(dest, STASH)
+    runner_name = _run_pipeline(cfg, items, dest, num_shards, stash_path)
+    try:
+        with FileSystems.open(stash_path) as fh:
+            stash = json.loads(fh.read().decode("utf-8"))
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{stash_path}: the pipeline finished without its results ({exc})") from None
+    stash["quarantine"] = sorted(stash["quarantine"] + bad_names, key=lambda v: json.dumps(v, sort_keys=True))
+
+    manifest = build_manifest(cfg, content, styles, stash, fingerprint, num_shards, runner_name)
+    _write_text(FileSystems.join(dest, mf.QUARANTINE), "".join(
+        json.dumps(q, ensure_ascii=False, sort_keys=True) + "\n" for q in stash["quarantine"]
+    ))
+    _write_text(FileSystems.join(dest, mf.MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    FileSystems.delete([stash_path])
+    return manifest
+
+
+def _run_pipeline(cfg: PrepareConfig, items: list, dest: str, num_shards: dict, stash_path: str) -> str:
+    """The Beam pipeline (module docstring); writes shards and the stash under `dest`."""
+    beam = import_beam()
     opts = WorkerOptions(
         sizes=_sizes(cfg),
         limits=cfg.limits(),
@@ -261,9 +322,9 @@ def prepare_dataset(cfg: PrepareConfig) -> dict:
         progress=cfg.progress,
     )
     fractions = {kind: cfg.fractions(kind) for kind in KINDS}
-    stash_path = FileSystems.join(out, STASH)
     options, runner_name = pipeline_options(cfg.runner, cfg.beam_args)
-    log.info("ingest: %d content + %d style files matched; runner %s", len(content), len(styles), runner_name)
+    counts = {kind: sum(1 for k, _ in items if k == kind) for kind in KINDS}
+    log.info("ingest: %d content + %d style files matched; runner %s", counts["content"], counts["style"], runner_name)
     Progress.reset()
 
     DecodeResize = decode_resize_dofn()
@@ -286,7 +347,7 @@ def prepare_dataset(cfg: PrepareConfig) -> dict:
             processed.ok
             | "GroupByShard" >> beam.GroupByKey()
             | "WriteShards"
-            >> beam.ParDo(WriteShards(out, num_shards), beam.pvalue.AsSingleton(splits)).with_outputs(
+            >> beam.ParDo(WriteShards(dest, num_shards), beam.pvalue.AsSingleton(splits)).with_outputs(
                 "duplicates", main="shards"
             )
         )
@@ -301,38 +362,7 @@ def prepare_dataset(cfg: PrepareConfig) -> dict:
             | "WriteStash" >> beam.Map(write_stash, stash_path)
         )
     Progress.reset()
-
-    try:
-        with FileSystems.open(stash_path) as fh:
-            stash = json.loads(fh.read().decode("utf-8"))
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{stash_path}: the pipeline finished without its results ({exc})") from None
-
-    manifest = build_manifest(cfg, content, styles, stash, fingerprint, num_shards, runner_name)
-    _write_text(FileSystems.join(out, mf.QUARANTINE), "".join(
-        json.dumps(q, ensure_ascii=False, sort_keys=True) + "\n" for q in stash["quarantine"]
-    ))
-    _write_text(FileSystems.join(out, mf.MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    _remove([stash_path])
-    if old:
-        keep = {s["path"] for kind in manifest["shards"].values() for ss in kind.values() for s in ss}
-        stale = [
-            FileSystems.join(out, s["path"])
-            for kind in old.get("shards", {}).values()
-            for ss in kind.values()
-            for s in ss
-            if s.get("path") not in keep
-        ]
-        _remove(stale)
-    log.info(
-        "ingest: %d accepted, %d quarantined, %d duplicates in %.1f s; %s",
-        manifest["counts"]["accepted"],
-        manifest["counts"]["quarantined"],
-        manifest["counts"]["duplicates"],
-        time.monotonic() - started,
-        manifest["dataset_hash"],
-    )
-    return manifest
+    return runner_name
 
 
 def build_manifest(

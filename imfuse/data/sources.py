@@ -96,6 +96,25 @@ def match_sources(src: str) -> list[str]:
     return uris
 
 
+def is_utf8(uri: str) -> bool:
+    """False for a local name that is not valid UTF-8 (Python decodes it with surrogate
+    escapes): Beam's string coder and the `source` feature cannot carry it."""
+    try:
+        uri.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_uri(uri: str) -> str:
+    """`uri` with its undecodable bytes as \\xNN escapes: valid UTF-8 for logs and JSON."""
+    try:
+        raw = uri.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no file name decoding produced
+        return uri.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def _is_dir_like(path: str) -> bool:
     if "://" in path:
         return path.endswith("/")

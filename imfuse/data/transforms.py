@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 
 from imfuse.data.examples import FEATURES, KINDS, LARGE_FEATURES, encode_example, tfrecord_frame
-from imfuse.data.sources import read_uri_bytes
+from imfuse.data.sources import printable_uri, read_uri_bytes
 from imfuse.data.split import assign_splits
 from imfuse.errors import ImageError
 from imfuse.images import ImageLimits, flatten_alpha, open_validated, resize_pil_shorter
@@ -41,6 +41,7 @@ def reason_code(message: str) -> str:
     """Short category of an ImageError message, for counts by reason."""
     text = message.lower()
     for code, needles in (
+        ("bad_name", ("not valid utf-8",)),
         ("empty", ("empty file",)),
         ("truncated", ("truncated",)),
         ("too_small", ("too small",)),
@@ -53,6 +54,16 @@ def reason_code(message: str) -> str:
         if any(n in text for n in needles):
             return code
     return "error"
+
+
+BAD_NAME_REASON = "file name is not valid UTF-8 (rename the file to ingest it)"
+
+
+def bad_name_entry(kind: str, uri: str) -> dict:
+    """The quarantine entry of a file whose name cannot enter the pipeline (see
+    `sources.is_utf8`); same shape as DecodeResize's, with the name \\x-escaped."""
+    reason = BAD_NAME_REASON
+    return {"source": printable_uri(uri), "reason": reason, "code": reason_code(reason), "kind": kind}
 
 
 def encode_pil(im, image_format: str) -> bytes:

@@ -1,0 +1,59 @@
+"""Folder moves that plain `os.rename` cannot make atomic, and names nobody else picks.
+
+Linux's renameat2 can swap two paths in one step (RENAME_EXCHANGE) or refuse to replace
+an existing one (RENAME_NOREPLACE); `os.rename` silently replaces an empty folder. Where
+the call or the file system lacks them (non-Linux, old glibc, NFS, some FUSE mounts),
+the functions here say so and callers fall back to plain renames.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+import uuid
+
+AT_FDCWD = -100
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+_UNSUPPORTED = {errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
+def unique_token() -> str:
+    """12 hex digits from uuid4: unique across hosts and containers (where PIDs are not)."""
+    return uuid.uuid4().hex[:12]
+
+
+def owner() -> str:
+    """'pid N on HOST', for messages about who holds a lock or a claim."""
+    return f"pid {os.getpid()} on {socket.gethostname()}"
+
+
+def _renameat2(src: str | os.PathLike, dst: str | os.PathLike, flags: int) -> bool:
+    """True if renameat2 did it; False if unavailable here; OSError for real failures."""
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if func(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _UNSUPPORTED:
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(src), None, os.fspath(dst))
+
+
+def exchange(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Atomically swap two existing paths; False where the platform cannot."""
+    return _renameat2(a, b, RENAME_EXCHANGE)
+
+
+def rename_noreplace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Rename `src` to `dst`, FileExistsError if `dst` exists (atomic where renameat2 is)."""
+    if _renameat2(src, dst, RENAME_NOREPLACE):
+        return
+    if os.path.lexists(dst):  # fallback: check, then rename (callers hold a claim or a lock)
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fspath(dst))
+    os.rename(src, dst)

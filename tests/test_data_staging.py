@@ -1,0 +1,139 @@
+"""imfuse.data.staging and imfuse.fsutil: the lock on OUT, the swap, and what a killed run leaves."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from pathlib import Path
+
+import pytest
+
+from imfuse import fsutil
+from imfuse.data import staging
+from imfuse.errors import DataError
+
+
+def _tree(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in Path(root).rglob("*") if p.is_file()}
+
+
+def _dataset(path, marker: bytes) -> None:
+    os.makedirs(os.path.join(path, "content", "train"))
+    with open(os.path.join(path, "manifest.json"), "wb") as fh:
+        fh.write(marker)
+    with open(os.path.join(path, "content", "train", "part-00000-of-00001.tfrecord"), "wb") as fh:
+        fh.write(marker * 3)
+
+
+def test_lock_refuses_a_second_holder_with_its_pid(tmp_path):
+    out = str(tmp_path / "out")
+    with staging.output_lock(out):
+        assert os.path.isfile(out + staging.LOCK_SUFFIX)
+        with pytest.raises(DataError) as info:
+            with staging.output_lock(out):
+                pass
+        message = str(info.value)
+        assert message.startswith(f"another imfuse prepare is writing {out} (pid {os.getpid()} on ")
+        assert "\n" not in message
+    assert not os.path.exists(out + staging.LOCK_SUFFIX)
+    with staging.output_lock(out):  # released: the next run gets it
+        pass
+
+
+def test_lock_held_by_another_process_and_stale_lock_file(tmp_path):
+    out = str(tmp_path / "out")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; from imfuse.data.staging import output_lock\n"
+         f"with output_lock({out!r}):\n    print('locked', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(DataError, match=rf"writing .*out \(pid {holder.pid} on "):
+            with staging.output_lock(out):
+                pass
+    finally:
+        holder.kill()
+        holder.communicate()
+    # Killed holder: its lock file stays, but the kernel dropped the flock with the process.
+    assert os.path.exists(out + staging.LOCK_SUFFIX)
+    with staging.output_lock(out):
+        pass
+
+
+def test_swap_replaces_out_and_keeps_foreign_files(tmp_path):
+    out = str(tmp_path / "out")
+    _dataset(out, b"old")
+    with open(os.path.join(out, "notes.txt"), "w") as fh:
+        fh.write("mine")
+    stage = staging.begin(out)
+    assert stage.mode == "swap" and os.path.dirname(stage.path) == str(tmp_path)
+    _dataset(stage.path, b"new")
+    staging.commit(stage, ["content/train/part-00000-of-00001.tfrecord", "manifest.json"],
+                   ["content/train/part-00000-of-00001.tfrecord"], ["manifest.json"])
+    assert _tree(out) == {"manifest.json": b"new", "content/train/part-00000-of-00001.tfrecord": b"newnewnew",
+                          "notes.txt": b"mine"}
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_swap_without_rename_exchange_and_recovery_after_a_kill_between_renames(tmp_path, monkeypatch):
+    out = str(tmp_path / "out")
+    _dataset(out, b"old")
+    monkeypatch.setattr(fsutil, "exchange", lambda a, b: False)  # NFS: no RENAME_EXCHANGE
+    stage = staging.begin(out)
+    _dataset(stage.path, b"new")
+    real_rename, calls = os.rename, []
+
+    def killed_after_first(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # stands in for SIGKILL between the two renames
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", killed_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        staging.commit(stage, ["manifest.json"], [], [])
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert not os.path.exists(out) and ".previous-" in calls[0]
+    os.makedirs(out + ".staging-notes")  # a user's folder: not ours, never removed
+    staging.recover(out)
+    assert _tree(out)["manifest.json"] == b"old"
+    assert sorted(os.listdir(tmp_path)) == ["out", "out.staging-notes"]
+
+    stage = staging.begin(out)  # the fallback path, uninterrupted
+    _dataset(stage.path, b"new")
+    staging.commit(stage, ["manifest.json"], [], [])
+    assert _tree(out)["manifest.json"] == b"new"
+    assert sorted(os.listdir(tmp_path)) == ["out", "out.staging-notes"]
+
+
+def test_recover_removes_stale_staging_folders(tmp_path):
+    out = str(tmp_path / "out")
+    _dataset(out, b"old")
+    left = [staging.begin(out).path, staging.begin(out).path]
+    inner = os.path.join(out, staging.INNER_STAGING + fsutil.unique_token())
+    os.makedirs(inner)
+    staging.recover(out)
+    assert not any(os.path.exists(p) for p in left + [inner])
+    assert _tree(out)["manifest.json"] == b"old"
+
+
+def test_merge_mode_for_mount_points_and_object_stores(tmp_path, monkeypatch):
+    assert staging.mode_for("gs://bucket/data") == "merge" and staging.lock_path("s3://b/d") is None
+    out = str(tmp_path / "mnt")
+    monkeypatch.setattr(os.path, "ismount", lambda p: p == out)
+    assert staging.mode_for(out) == "merge"
+    assert staging.lock_path(out) == os.path.join(out, staging.INNER_LOCK)
+    assert staging.mode_for(str(tmp_path / "other")) == "swap"
+
+
+def test_rename_noreplace_refuses_an_existing_target(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()  # empty: plain os.rename would silently replace it
+    with pytest.raises(FileExistsError):
+        fsutil.rename_noreplace(tmp_path / "a", tmp_path / "b")
+    fsutil.rename_noreplace(tmp_path / "a", tmp_path / "c")
+    assert sorted(os.listdir(tmp_path)) == ["b", "c"]
