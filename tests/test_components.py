@@ -16,6 +16,7 @@ from components.steps.prepare import dataset_metadata, prepare_stage
 from components.steps.register import model_run, register_stage
 from components.steps.train import train_args
 from imfuse.errors import ConfigError, ModelError
+from fake_s3 import FakeS3
 
 REPO = Path(__file__).resolve().parents[1]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
@@ -38,6 +39,21 @@ def test_components_install_nothing_and_name_the_project_image():
     assert outputs["report"].type == "system.HTML@0.0.1" and outputs["metrics"].type == "system.Metrics@0.0.1"
     assert outputs["Output"].type == "Boolean"
     assert components.train_model.component_spec.outputs["model"].type == "system.Model@0.0.1"
+
+
+def test_distributed_train_component_has_the_train_interface_plus_workers():
+    from components.image import IMAGE
+    from components.train import train_model
+    from components.train_distributed import train_distributed_model
+
+    spec, base = train_distributed_model.component_spec, train_model.component_spec
+    container = spec.implementation.container
+    assert container.image == IMAGE and "pip install" not in " ".join(container.command)
+    assert {k: v.type for k, v in spec.outputs.items()} == {k: v.type for k, v in base.outputs.items()}
+    for name, inp in base.inputs.items():  # same parameters, same defaults: the pipeline passes one dict to both
+        assert (spec.inputs[name].type, spec.inputs[name].default) == (inp.type, inp.default), name
+    extra = {k: v.type for k, v in spec.inputs.items() if k not in base.inputs}
+    assert extra == {"workers": "Integer", "run_id": "String", "cpu_image": "String", "gpu_image": "String"}
 
 
 # ---------------------------------------------------------------------------- prepare
@@ -78,6 +94,22 @@ def test_train_args_match_the_train_cli():
     assert "--init-from" not in train_args("D", "R", "reduced", 1, 32, 1, "")
 
 
+def test_collect_run_copies_the_run_files_but_not_the_checkpoints(tmp_path):
+    from components.steps.train import collect_run
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "model.keras").write_bytes(b"m")
+    (run / "mlflow_run.json").write_text(json.dumps({"run_id": "r1"}))
+    (run / "history.jsonl").write_text(json.dumps({"step": 3, "metrics": {"train/loss": 2.0}}) + "\n")
+    info = collect_run(run, str(tmp_path / "out"), "reduced", 3, 32, 1)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["history.jsonl", "mlflow_run.json", "model.keras"]
+    assert info["mlflow_run_id"] == "r1" and info["metrics"] == {"train/loss": 2.0} and info["tracking_uri"] == ""
+    (run / "model.keras").unlink()
+    with pytest.raises(RuntimeError, match="without model.keras"):
+        collect_run(run, str(tmp_path / "out2"), "reduced", 3, 32, 1)
+
+
 def test_model_run_from_metadata_or_run_files(tmp_path):
     assert model_run(tmp_path, {"mlflow_run_id": "abc", "variant": "full"}) == ("abc", "full")
     (tmp_path / "mlflow_run.json").write_text(json.dumps({"run_id": "r1"}))
@@ -111,28 +143,6 @@ def test_report_html_embeds_the_grid_and_escapes_text(tmp_path):
 
 
 # ---------------------------------------------------------------------------- export to S3
-class FakeS3:
-    """list_objects_v2 (paginated, with CommonPrefixes) and upload_file over a dict."""
-
-    def __init__(self, keys=(), page_size=2):
-        self.objects = {k: b"" for k in keys}
-        self.uploads: list[str] = []
-        self.page_size = page_size
-
-    def list_objects_v2(self, Bucket, Prefix, Delimiter, ContinuationToken=None):
-        prefixes = sorted({Prefix + k[len(Prefix):].split(Delimiter)[0] + Delimiter
-                           for k in self.objects if k.startswith(Prefix) and Delimiter in k[len(Prefix):]})
-        start = int(ContinuationToken or 0)
-        page = prefixes[start:start + self.page_size]
-        more = start + self.page_size < len(prefixes)
-        return {"CommonPrefixes": [{"Prefix": p} for p in page], "IsTruncated": more,
-                **({"NextContinuationToken": str(start + self.page_size)} if more else {})}
-
-    def upload_file(self, filename, bucket, key):
-        self.uploads.append(key)
-        self.objects[key] = Path(filename).read_bytes()
-
-
 def test_split_s3():
     assert ed.split_s3("s3://models") == ("models", "")
     assert ed.split_s3("s3://models/team/a/") == ("models", "team/a/")
@@ -185,3 +195,4 @@ def test_export_to_s3_publishes_the_next_version(tmp_path, monkeypatch):
     version, path = ed.export_to_s3(object(), "s3://models/serving", "imfuse", client=s3)
     assert (version, path) == (3, "s3://models/serving/imfuse/3")
     assert s3.uploads == ["serving/imfuse/3/variables/variables.index", "serving/imfuse/3/saved_model.pb"]
+    assert not [k for k in s3.objects if ".claim-" in k]  # the version claim is dropped once published

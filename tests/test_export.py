@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover - depends on how pytest put tests/ on sy
 from imfuse.errors import ConfigError, ModelError
 from imfuse.export import describe_signatures, existing_versions, export_saved_model, saved_model_precision
 from imfuse.images import decode_image, encode_png, to_uint8
+from fake_s3 import FakeS3
 
 Q = 1.0 / 255.0 + 1e-6  # one PNG quantisation step
 
@@ -371,53 +372,12 @@ def test_claimed_version_is_skipped_or_refused(model, tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------- S3 version claims
-class ConditionalS3:
-    """put_object (with If-None-Match), list_objects_v2, delete_object(s), upload_file over a dict."""
-
-    def __init__(self, keys=(), conditional=True):
-        import threading
-
-        self.objects = {k: b"" for k in keys}
-        self.conditional = conditional
-        self.lock = threading.Lock()
-
-    @staticmethod
-    def _error(code, status):
-        exc = Exception(code)
-        exc.response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
-        return exc
-
-    def put_object(self, Bucket, Key, Body, IfNoneMatch=None):
-        with self.lock:
-            if IfNoneMatch == "*" and self.conditional and Key in self.objects:
-                raise self._error("PreconditionFailed", 412)
-            self.objects[Key] = Body
-
-    def upload_file(self, filename, bucket, key):
-        with self.lock:
-            self.objects[key] = Path(filename).read_bytes()
-
-    def list_objects_v2(self, Bucket, Prefix, MaxKeys=1000):
-        with self.lock:
-            keys = sorted(k for k in self.objects if k.startswith(Prefix))[:MaxKeys]
-        return {"Contents": [{"Key": k} for k in keys]} if keys else {}
-
-    def delete_object(self, Bucket, Key):
-        with self.lock:
-            self.objects.pop(Key, None)
-
-    def delete_objects(self, Bucket, Delete):
-        with self.lock:
-            for item in Delete["Objects"]:
-                self.objects.pop(item["Key"], None)
-
-
 def test_s3_claims_racing_exporters_get_distinct_versions():
     import threading
 
     from imfuse.export import s3_version_claim
 
-    s3 = ConditionalS3(["serving/imfuse/1/saved_model.pb"])
+    s3 = FakeS3(["serving/imfuse/1/saved_model.pb"])
     barrier, got = threading.Barrier(3), []
 
     def export():
@@ -440,13 +400,13 @@ def test_s3_claims_racing_exporters_get_distinct_versions():
 def test_s3_claim_failed_upload_is_removed_and_unconditional_store_warns(caplog):
     from imfuse.export import s3_version_claim
 
-    s3 = ConditionalS3()
+    s3 = FakeS3()
     with pytest.raises(RuntimeError, match="network"):
         with s3_version_claim(s3, "models", "imfuse/", first=1) as version:
             s3.upload_file(__file__, "models", f"imfuse/{version}/variables/variables.index")
             raise RuntimeError("network down")
     assert s3.objects == {}
-    legacy = ConditionalS3(conditional=False)
+    legacy = FakeS3(conditional=False)
     with caplog.at_level("WARNING", logger="imfuse.export"):
         with s3_version_claim(legacy, "models", "imfuse/", first=1) as version:
             assert version == 1

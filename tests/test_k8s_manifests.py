@@ -4,6 +4,10 @@ Renders each with `kubectl kustomize`, validates every built-in object against t
 Kubernetes JSON schemas (kubernetes-validate, strict, pinned version), checks the KServe
 InferenceService structurally, and enforces the security policy on every container.
 Also runs the TF Serving model-sync script against a fake `mc` to check what it serves.
+The distributed-training manifests (k8s/training: claim and RBAC in the pipeline's
+namespace) are validated the same way; the example TFJob must equal the step's render,
+its pod templates validate against the Kubernetes schemas and the TFJob itself is checked
+structurally (its CRD schema is not in kubernetes-validate).
 """
 
 from __future__ import annotations
@@ -27,6 +31,12 @@ TARGETS = {
     "gpu": K8S / "overlays" / "gpu",
     "kserve": K8S / "overlays" / "kserve",
 }
+# Distributed training, applied separately in the namespace of the pipeline's pods.
+TRAINING_TARGETS = {
+    "training": K8S / "training" / "base",
+    "training-kind": K8S / "training" / "kind",
+}
+TFJOB_EXAMPLE = K8S / "training" / "tfjob-example.yaml"
 # The version of the kind node image in k8s/overlays/kind/kind-cluster.yaml.
 K8S_VERSION = "1.33"
 SECRET_EXAMPLES = {
@@ -43,7 +53,7 @@ requires_kubectl = pytest.mark.skipif(
 @functools.lru_cache(maxsize=None)
 def _render_text(target: str) -> str:
     proc = subprocess.run(
-        ["kubectl", "kustomize", str(TARGETS[target])],
+        ["kubectl", "kustomize", str({**TARGETS, **TRAINING_TARGETS}[target])],
         capture_output=True,
         text=True,
         timeout=60,
@@ -447,6 +457,217 @@ def test_gpu_overlay_puts_serving_on_a_gpu():
     config = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("tf-serving-config"))
     assert config["data"]["batching.config"] == (K8S / "overlays" / "gpu" / "batching.config").read_text()
     assert "models.config" in config["data"]
+
+
+# --- distributed training: k8s/training and the TFJob the pipeline step renders ---
+
+TFJOB_REPLICA_TYPES = {"Chief", "Master", "PS", "Worker", "Evaluator"}  # kubeflow.org/v1 TFReplicaType
+TFJOB_SPEC_FIELDS = {"runPolicy", "tfReplicaSpecs", "successPolicy", "enableDynamicWorker"}
+TFJOB_RUN_POLICY_FIELDS = {"activeDeadlineSeconds", "backoffLimit", "cleanPodPolicy", "schedulingPolicy", "suspend",
+                           "ttlSecondsAfterFinished"}
+TFJOB_RESTART_POLICIES = {"Always", "OnFailure", "Never", "ExitCode"}
+
+
+def tfjob_problems(job: dict) -> list[str]:
+    """What the Training Operator's TFJob CRD (kubeflow.org/v1) and its validation would reject:
+    required fields, known replica types and policies, the `tensorflow` container in every
+    replica, bounded resources (extended resources with requests equal to limits)."""
+    problems = []
+    if job.get("apiVersion") != "kubeflow.org/v1" or job.get("kind") != "TFJob":
+        problems.append(f"not a kubeflow.org/v1 TFJob: {job.get('apiVersion')} {job.get('kind')}")
+    meta = job.get("metadata", {})
+    if not meta.get("name") or not meta.get("namespace"):
+        problems.append("metadata needs name and namespace")
+    spec = job.get("spec", {})
+    if set(spec) - TFJOB_SPEC_FIELDS:
+        problems.append(f"unknown spec fields {sorted(set(spec) - TFJOB_SPEC_FIELDS)}")
+    policy = spec.get("runPolicy", {})
+    if set(policy) - TFJOB_RUN_POLICY_FIELDS:
+        problems.append(f"unknown runPolicy fields {sorted(set(policy) - TFJOB_RUN_POLICY_FIELDS)}")
+    if policy.get("cleanPodPolicy", "None") not in ("None", "All", "Running"):
+        problems.append(f"cleanPodPolicy {policy['cleanPodPolicy']!r}")
+    replicas = spec.get("tfReplicaSpecs") or {}
+    if not replicas:
+        problems.append("spec.tfReplicaSpecs is required")
+    if set(replicas) - TFJOB_REPLICA_TYPES:
+        problems.append(f"unknown replica types {sorted(set(replicas) - TFJOB_REPLICA_TYPES)}")
+    if replicas.get("Chief", {}).get("replicas", 1) != 1:
+        problems.append("a TFJob has at most one Chief")
+    for rtype, rspec in replicas.items():
+        where = f"tfReplicaSpecs.{rtype}"
+        if set(rspec) - {"replicas", "restartPolicy", "template"}:
+            problems.append(f"{where}: unknown fields {sorted(set(rspec) - {'replicas', 'restartPolicy', 'template'})}")
+        count = rspec.get("replicas", 1)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            problems.append(f"{where}: replicas {count!r}")
+        if rspec.get("restartPolicy", "Never") not in TFJOB_RESTART_POLICIES:
+            problems.append(f"{where}: restartPolicy {rspec.get('restartPolicy')!r}")
+        pod = rspec.get("template", {}).get("spec", {})
+        named = [c for c in pod.get("containers", []) if c.get("name") == "tensorflow"]
+        if len(named) != 1:
+            problems.append(f"{where}: needs exactly one container named tensorflow")
+            continue
+        container = named[0]
+        if not container.get("image"):
+            problems.append(f"{where}: the tensorflow container has no image")
+        ports = {p.get("name"): p.get("containerPort") for p in container.get("ports", [])}
+        if "tfjob-port" not in ports:
+            problems.append(f"{where}: no tfjob-port (the port TF_CONFIG names)")
+        res = container.get("resources", {})
+        for part in ("requests", "limits"):
+            if not {"cpu", "memory"} <= set(res.get(part, {})):
+                problems.append(f"{where}: resources.{part} lacks cpu or memory")
+        for name, value in res.get("limits", {}).items():
+            if "/" in name and res.get("requests", {}).get(name, value) != value:
+                problems.append(f"{where}: {name} requests differ from limits")
+    return problems
+
+
+def _example_tfjob() -> dict:
+    return yaml.safe_load(TFJOB_EXAMPLE.read_text())
+
+
+def _tfjob_renders() -> dict[str, dict]:
+    """The committed example (full variant, GPUs) and a CPU render (reduced variant)."""
+    from components.steps import train_distributed as td
+
+    data, run = td.job_paths("/shared", "imfuse-train-cpu")
+    cpu = td.render_tfjob("imfuse-train-cpu", "kubeflow", workers=1, image="imfuse:0.1.0", gpu=False,
+                          args=td.job_args(data, run, "reduced", 100, 64, 2, "http://mlflow:5000"),
+                          env={"MLFLOW_TRACKING_URI": "http://mlflow:5000"})
+    return {"example": _example_tfjob(), "cpu": cpu}
+
+
+def test_tfjob_example_is_the_render_of_the_step():
+    from components.steps.train_distributed import example_manifest_text
+
+    assert TFJOB_EXAMPLE.read_text() == example_manifest_text(), (
+        "k8s/training/tfjob-example.yaml is stale: python -m components.steps.train_distributed "
+        "-o k8s/training/tfjob-example.yaml")
+
+
+@pytest.mark.parametrize("which", ["example", "cpu"])
+def test_tfjob_is_structurally_sound(which):
+    job = _tfjob_renders()[which]
+    assert tfjob_problems(job) == []
+    specs = job["spec"]["tfReplicaSpecs"]
+    assert set(specs) == {"Chief", "Worker"} and specs["Worker"]["replicas"] >= 1
+    assert {s["restartPolicy"] for s in specs.values()} == {"OnFailure"}
+    for spec in specs.values():
+        (container,) = spec["template"]["spec"]["containers"]
+        assert container["command"] == ["imfuse"] and container["args"][0] == "train"
+        assert container["args"][-2:] == ["--strategy", "multiworker"]
+        # --data and --out live on the shared claim: workers restore from the chief's checkpoints
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        claims = {v["name"] for v in spec["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
+        for flag in ("--data", "--out"):
+            path = container["args"][container["args"].index(flag) + 1]
+            assert any(path.startswith(mounts[c] + "/") for c in claims), f"{flag} {path} is not on the claim"
+        # TF_CONFIG is the operator's to set
+        assert "TF_CONFIG" not in {e["name"] for e in container.get("env", [])}
+
+
+def test_tfjob_check_catches_what_the_operator_rejects():
+    job = _example_tfjob()
+    assert tfjob_problems(job) == []
+    bad = yaml.safe_load(yaml.safe_dump(job))
+    bad["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"]["containers"][0]["name"] = "trainer"
+    bad["spec"]["tfReplicaSpecs"]["Worker"]["restartPolicy"] = "Sometimes"
+    bad["spec"]["tfReplicaSpecs"]["Launcher"] = bad["spec"]["tfReplicaSpecs"]["Worker"]
+    del bad["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
+    bad["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["resources"]["limits"][
+        "nvidia.com/gpu"] = 2
+    assert len(tfjob_problems(bad)) == 8, tfjob_problems(bad)  # Worker and Launcher share one spec
+    del bad["spec"]["tfReplicaSpecs"]
+    assert "spec.tfReplicaSpecs is required" in tfjob_problems(bad)
+
+
+@pytest.mark.parametrize("which", ["example", "cpu"])
+def test_tfjob_pod_templates_validate_against_kubernetes_schemas(which):
+    """Each replica's template, as a PodTemplate: the part of a TFJob that is Kubernetes' own."""
+    import kubernetes_validate
+
+    job = _tfjob_renders()[which]
+    for rtype, spec in job["spec"]["tfReplicaSpecs"].items():
+        template = {"apiVersion": "v1", "kind": "PodTemplate",
+                    "metadata": {"name": f"{job['metadata']['name']}-{rtype.lower()}",
+                                 "namespace": job["metadata"]["namespace"]},
+                    "template": spec["template"]}
+        try:
+            kubernetes_validate.validate(template, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            pytest.fail(f"{which} {rtype}: {err.message} at {list(err.path)}")
+
+
+@pytest.mark.parametrize("which", ["example", "cpu"])
+def test_tfjob_replicas_are_non_root_read_only_and_bounded(which):
+    job = _tfjob_renders()[which]
+    problems = []
+    for rtype, spec in job["spec"]["tfReplicaSpecs"].items():
+        pod = spec["template"]["spec"]
+        for c in containers(pod):
+            problems += _check_container(f"TFJob/{job['metadata']['name']} {rtype}", pod, c)
+        assert pod.get("automountServiceAccountToken") is False
+    assert not problems, "\n".join(problems)
+
+
+def test_tfjob_example_asks_for_one_gpu_per_replica_on_gpu_nodes():
+    job = _example_tfjob()
+    for spec in job["spec"]["tfReplicaSpecs"].values():
+        pod = spec["template"]["spec"]
+        res = pod["containers"][0]["resources"]
+        assert res["requests"]["nvidia.com/gpu"] == res["limits"]["nvidia.com/gpu"] == 1
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+        assert pod["containers"][0]["image"] == "imfuse:0.1.0-gpu"
+    assert job["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] == 2
+
+
+@requires_kubectl
+@pytest.mark.parametrize("target", list(TRAINING_TARGETS))
+def test_training_manifests_validate_and_grant_what_the_step_calls(target):
+    import kubernetes_validate
+
+    from components.cluster import SHARED_PVC
+    from components.steps.train_distributed import RBAC_NEEDS
+
+    objs = render(target)
+    assert sorted(o["kind"] for o in objs) == ["PersistentVolumeClaim", "Role", "RoleBinding"]
+    for obj in objs:
+        assert obj["metadata"]["namespace"] == "kubeflow", obj["metadata"]["name"]
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "imfuse"
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            pytest.fail(f"{target}: {obj['kind']}/{obj['metadata']['name']}: {err.message} at {list(err.path)}")
+    role = next(o for o in objs if o["kind"] == "Role")
+    for group, resource, verb in RBAC_NEEDS:
+        assert any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"]
+                   for r in role["rules"]), f"the Role does not grant {verb} {resource}.{group}"
+    binding = find(objs, "RoleBinding", role["metadata"]["name"])
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"}]
+    claim = find(objs, "PersistentVolumeClaim", SHARED_PVC)["spec"]
+    if target == "training":
+        assert claim["accessModes"] == ["ReadWriteMany"] and "storageClassName" not in claim
+    else:  # one kind node: ReadWriteOnce on local-path is mountable by every pod
+        assert claim["accessModes"] == ["ReadWriteOnce"] and claim["storageClassName"] == "standard"
+    # the example job and the pipeline's launcher task mount this claim
+    volumes = _example_tfjob()["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"]["volumes"]
+    assert {"name": "shared", "persistentVolumeClaim": {"claimName": SHARED_PVC}} in volumes
+    compiled = list(yaml.safe_load_all((REPO / "pipelines" / "imfuse_pipeline.yaml").read_text()))[1]
+    mounts = [m for e in compiled["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()
+              for m in e.get("pvcMount", [])]
+    assert [m["constant"] for m in mounts] == [SHARED_PVC]
+
+
+@requires_kubectl
+def test_training_manifests_stay_out_of_the_imfuse_overlays():
+    """The claim must be in the namespace of the pipeline pods, not in `imfuse`."""
+    for target in TARGETS:
+        assert not [o for o in render(target) if o["kind"] == "PersistentVolumeClaim"
+                    and o["metadata"]["name"] == "imfuse-training"], target
 
 
 # --- the model-sync script run by the serving pod's init container and sidecar ---

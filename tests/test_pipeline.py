@@ -16,8 +16,9 @@ COMPILED = REPO / "pipelines" / "imfuse_pipeline.yaml"
 PARAMETERS = {
     "variant", "steps", "image_size", "batch_size", "content_source", "styles_source", "mlflow_uri",
     "serving_base_path", "model_name", "eval_max_pairs", "gatys_steps", "gate_tolerance", "promote",
-    "init_from", "learning_rate", "teacher", "distill_only",
+    "init_from", "learning_rate", "teacher", "distill_only", "workers",
 }
+WORKERS_CONDITION = "int(inputs.parameter_values['pipelinechannel--workers']) > 0"
 
 
 def _compile(tmp_path: Path, registry: str | None = None) -> Path:
@@ -73,14 +74,16 @@ def test_pipeline_has_the_parameters_and_the_tasks_of_each_branch(compiled):
     tasks = _all_tasks(spec)
     kinds = sorted(re.sub(r"-\d+$", "", t["componentRef"]["name"].removeprefix("comp-")) for t in tasks.values()
                    if "executorLabel" in spec["components"][t["componentRef"]["name"]])
-    # prepare once; train, evaluate, register, export in each of the two variant branches
-    assert kinds == sorted(["prepare-data"] + ["train-model", "evaluate-model", "register-model",
-                                               "export-deploy-model"] * 2)
+    # prepare once; train (in-pod: one per variant branch; or the TFJob launcher), then
+    # evaluate, register, export after each of the three
+    assert kinds == sorted(["prepare-data", "train-model", "train-model", "train-distributed-model"]
+                           + ["evaluate-model", "register-model", "export-deploy-model"] * 3)
     conditions = [t["triggerPolicy"]["condition"] for t in tasks.values() if t.get("triggerPolicy", {}).get("condition")]
     assert "inputs.parameter_values['pipelinechannel--variant'] == 'full'" in conditions
     assert "!(inputs.parameter_values['pipelinechannel--variant'] == 'full')" in conditions
+    assert WORKERS_CONDITION in conditions and f"!({WORKERS_CONDITION})" in conditions
     blessed = [c for c in conditions if "evaluate-model" in c]
-    assert len(blessed) == 2 and all(c.endswith("== true") for c in blessed)
+    assert len(blessed) == 3 and all(c.endswith("== true") for c in blessed)
 
 
 def test_gpu_only_on_the_full_variant_train_task(compiled):
@@ -108,6 +111,80 @@ def test_gpu_only_on_the_full_variant_train_task(compiled):
     assert "nodeSelector" not in platform.get(cpu_label, {})
     for container in (cpu_container, container):
         assert container["resources"]["cpuRequest"] > 0 and container["resources"]["memoryRequest"] > 0
+
+
+def _parent(spec, component: dict) -> tuple[str | None, dict | None]:
+    """(task name, task) whose componentRef is `component`; (None, None) for the root DAG."""
+    for name, task in _all_tasks(spec).items():
+        if spec["components"].get(task.get("componentRef", {}).get("name", "")) is component:
+            return name, task
+    return None, None
+
+
+def _root_source(spec, task_name: str, input_name: str) -> tuple[str, list[str]]:
+    """The root pipeline parameter that feeds `input_name` of `task_name`, and the conditions
+    of the branches on the way (innermost first)."""
+    component = next((c for c in spec["components"].values() if task_name in c.get("dag", {}).get("tasks", {})),
+                     spec["root"])
+    param = component["dag"]["tasks"][task_name]["inputs"]["parameters"][input_name]["componentInputParameter"]
+    conditions = []
+    while component is not spec["root"]:
+        name, task = _parent(spec, component)
+        assert task is not None, f"no task runs the component of {task_name}"
+        if task.get("triggerPolicy", {}).get("condition"):
+            conditions.append(task["triggerPolicy"]["condition"])
+        param = task["inputs"]["parameters"][param]["componentInputParameter"]
+        component = next((c for c in spec["components"].values() if name in c.get("dag", {}).get("tasks", {})),
+                         spec["root"])
+    return param, conditions
+
+
+def test_workers_parameter_defaults_to_in_pod_training_and_reaches_the_tfjob_task(compiled):
+    spec, platform = compiled
+    workers = spec["root"]["inputDefinitions"]["parameters"]["workers"]
+    assert workers["parameterType"] == "NUMBER_INTEGER" and workers["defaultValue"] == 0
+    tasks = _all_tasks(spec)
+    (launcher,) = [n for n in tasks if n.startswith("train-distributed-model")]
+    source, conditions = _root_source(spec, launcher, "workers")
+    assert source == "workers" and conditions == [WORKERS_CONDITION]
+    for param in ("variant", "steps", "image_size", "batch_size", "mlflow_uri", "init_from", "learning_rate",
+                  "teacher", "distill_only"):
+        assert _root_source(spec, launcher, param)[0] == param, param
+    inputs = tasks[launcher]["inputs"]["parameters"]
+    assert inputs["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert inputs["cpu_image"]["runtimeValue"]["constant"] == "imfuse:0.1.0"
+    assert inputs["gpu_image"]["runtimeValue"]["constant"] == "imfuse:0.1.0-gpu"
+    # the in-pod train tasks only run when workers is 0: both sit under the negated condition
+    for name in tasks:
+        if name.startswith("train-model"):
+            _, way = _root_source(spec, name, "variant")
+            assert way[-1] == f"!({WORKERS_CONDITION})", name
+    # the launcher is a small CPU pod with the shared claim; the replicas hold the GPUs
+    label, container = _executor(spec, tasks[launcher])
+    assert "accelerator" not in container["resources"] and container["image"] == "imfuse:0.1.0"
+    assert container["resources"]["cpuLimit"] <= 1
+    assert platform[label]["pvcMount"] == [
+        {"constant": "imfuse-training", "mountPath": "/shared",
+         "pvcNameParameter": {"runtimeValue": {"constant": "imfuse-training"}}}]
+    assert "nodeSelector" not in platform[label]
+    # the model it outputs is what its branch evaluates
+    evaluated = [n for n, t in tasks.items() if n.startswith("evaluate-model")
+                 and t["inputs"]["artifacts"]["model"].get("taskOutputArtifact", {}).get("producerTask") == launcher]
+    assert len(evaluated) == 1
+
+
+def test_the_tfjob_replicas_get_the_in_pod_train_resources(compiled):
+    from components.cluster import TRAIN_RESOURCES
+
+    spec, _ = compiled
+    tasks = _all_tasks(spec)
+    for name, task in tasks.items():
+        if not name.startswith("train-model"):
+            continue
+        _, container = _executor(spec, task)
+        res = TRAIN_RESOURCES["gpu" if container["resources"].get("accelerator") else "cpu"]
+        assert container["resources"]["resourceCpuRequest"] == res["requests"]["cpu"]
+        assert container["resources"]["resourceMemoryLimit"] == res["limits"]["memory"]
 
 
 def test_caching_and_retries_are_explicit(compiled):

@@ -79,7 +79,7 @@ def export_to_s3(model, base_uri: str, name: str, client=None, saved_model: Path
     """Export `model` (or take the registered `saved_model` folder) into a scratch folder,
     then publish it as the next version under s3://.../<name>/."""
     from imfuse.errors import ConfigError, ModelError
-    from imfuse.export import export_saved_model, publish_saved_model
+    from imfuse.export import export_saved_model, publish_saved_model, s3_version_claim
 
     bucket, prefix = split_s3(base_uri)
     client = client or s3_client()
@@ -88,8 +88,10 @@ def export_to_s3(model, base_uri: str, name: str, client=None, saved_model: Path
         existing = s3_versions(client, bucket, model_prefix)
     except Exception as exc:  # noqa: BLE001 - botocore errors: no bucket, bad credentials, endpoint down
         raise ConfigError(f"cannot list s3://{bucket}/{model_prefix}: {exc}") from None
-    version = (existing[-1] + 1) if existing else 1
-    with tempfile.TemporaryDirectory(prefix="imfuse-export-") as scratch:
+    first = (existing[-1] + 1) if existing else 1
+    # The claim keeps a concurrent exporter off this number; a failed upload is removed.
+    with s3_version_claim(client, bucket, model_prefix, first) as version, \
+            tempfile.TemporaryDirectory(prefix="imfuse-export-") as scratch:
         if saved_model is not None:
             local = publish_saved_model(saved_model, scratch, name=name, version=version)
         else:

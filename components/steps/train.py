@@ -64,15 +64,23 @@ def train_stage(
         ))
         if code != 0:
             raise RuntimeError(f"imfuse train exited with status {code} (its error is printed above)")
-        missing = [name for name in ("model.keras", "mlflow_run.json") if not (run_dir / name).is_file()]
-        if missing:
-            raise RuntimeError(f"imfuse train finished without {', '.join(missing)} in {run_dir}")
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for name in RUN_FILES:
-            if (run_dir / name).is_file():
-                shutil.copy2(run_dir / name, out / name)
-        metrics = last_metrics(run_dir)
+        return collect_run(run_dir, out_dir, variant, steps, image_size, batch_size)
+
+
+def collect_run(run_dir: str | Path, out_dir: str, variant: str, steps: int, image_size: int, batch_size: int) -> dict:
+    """Copy a finished run's files (RUN_FILES, not the checkpoints) to `out_dir`; returns its metadata.
+
+    Shared by the in-pod step and the distributed one (there `run_dir` is the chief's --out)."""
+    run_dir = Path(run_dir)
+    missing = [name for name in ("model.keras", "mlflow_run.json") if not (run_dir / name).is_file()]
+    if missing:
+        raise RuntimeError(f"imfuse train finished without {', '.join(missing)} in {run_dir}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, out / name)
+    metrics = last_metrics(run_dir)
     run = json.loads((out / "mlflow_run.json").read_text(encoding="utf-8"))
     return {
         "mlflow_run_id": run["run_id"],
