@@ -92,9 +92,16 @@ class LocalRunResult:
     registered_version: int | None = None
     aliases: list[str] = dataclasses.field(default_factory=list)
     serving_version: int | None = None
+    # The candidate was refused and nothing was served yet: the shipped base model
+    # (what the candidate was fine-tuned from and gated against) is served instead.
+    serving_base_model: bool = False
 
     @property
     def blessed(self) -> bool:
+        return self.serving_version is not None and not self.serving_base_model
+
+    @property
+    def serving(self) -> bool:
         return self.serving_version is not None
 
 
@@ -170,10 +177,35 @@ def run_local(params: PipelineParams, workdir: str | os.PathLike = DEFAULT_WORKD
     )
     new = sorted(_versions(model_dir) - before)
     if not new:
+        if not before:
+            _serve_base_model(result, merged)
         return result
     result.serving_version = new[-1]
     _read_registry(result, merged.variant)
     return result
+
+
+def _serve_base_model(result: LocalRunResult, params: PipelineParams) -> None:
+    """A refused candidate leaves serving as it was; on a first run that is nothing, so
+    export the shipped base model the candidate was gated against (when the run started
+    from it), rather than leave the user without a model to call."""
+    from imfuse.base_model import base_model_path, shipped_variants
+
+    if params.variant not in shipped_variants() or params.init_from not in (None, "", "auto", "base"):
+        return
+    if params.init_from in (None, "", "auto"):  # auto starts from (and is gated against) a champion if any
+        from imfuse.tracking import registered_model_name
+        from imfuse.tracking.registry import champion_metric
+
+        champion, _ = champion_metric(registered_model_name(params.variant), "eval/style_loss_unseen", result.tracking_uri)
+        if champion is not None:
+            return
+    from imfuse.export import export_saved_model
+    from imfuse.networks import load_model
+
+    path = export_saved_model(load_model(base_model_path(params.variant)), result.model_base_path.parent,
+                              name=result.model_name)
+    result.serving_version, result.serving_base_model = int(path.name), True
 
 
 def _read_registry(result: LocalRunResult, variant: str) -> None:
@@ -193,18 +225,26 @@ def next_steps(result: LocalRunResult, cwd: str | os.PathLike | None = None) -> 
     from imfuse.tracking.client import default_tracking_uri
 
     ui = "imfuse ui" if result.tracking_uri == default_tracking_uri(cwd) else f"imfuse ui --mlflow-uri {result.tracking_uri}"
-    if not result.blessed:
+    if not result.serving:
         return "\n".join([
             "The model was not blessed by its evaluation: nothing was registered or exported "
             "(the evaluate step's log above says why; train longer with --steps).",
             f"Compare runs in the MLflow UI: {ui}  (then open http://127.0.0.1:5000)",
         ])
     version_dir = result.model_base_path / str(result.serving_version)
-    registered = (
-        f"Registered {result.registered_model} version {result.registered_version} "
-        f"(aliases: {', '.join(result.aliases) or '-'}) in {result.tracking_uri}"
-        if result.registered_model else f"Registry: {result.tracking_uri}"
-    )
+    if result.serving_base_model:
+        registered = (
+            "The fine-tuned model was not blessed (it scored worse than the shipped base model on the "
+            "held-out pairs; the evaluate step's log above says by how much), so it was not registered. "
+            "Nothing was served yet, so the shipped base model is served instead."
+        )
+    elif result.registered_model:
+        registered = (
+            f"Registered {result.registered_model} version {result.registered_version} "
+            f"(aliases: {', '.join(result.aliases) or '-'}) in {result.tracking_uri}"
+        )
+    else:
+        registered = f"Registry: {result.tracking_uri}"
     return "\n".join([
         registered,
         f"SavedModel for serving: {version_dir}",

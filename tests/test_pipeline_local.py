@@ -81,3 +81,24 @@ def test_served_version_stylizes_over_grpc(local_run, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_refused_first_candidate_leaves_the_base_model_served(tmp_path):
+    """Nothing served yet and the fine-tune refused by the gate: the shipped base model it was
+    gated against is exported instead, and the summary says so (never 'Registered ...')."""
+    from imfuse.pipeline_runner import LocalRunResult, PipelineParams, _serve_base_model, next_steps
+
+    base = tmp_path / "serving" / "imfuse"
+    result = LocalRunResult(workdir=tmp_path, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                            model_name="imfuse", model_base_path=base)
+    _serve_base_model(result, PipelineParams(variant="reduced", init_from="auto"))
+    assert result.serving and not result.blessed and result.serving_version == 1
+    assert (base / "1" / "saved_model.pb").is_file()
+    summary = next_steps(result)
+    assert "shipped base model is served instead" in summary and "Registered" not in summary
+    assert f"--model-base-path {base}" in summary
+
+    other = LocalRunResult(workdir=tmp_path, tracking_uri=result.tracking_uri, model_name="imfuse",
+                           model_base_path=tmp_path / "s2" / "imfuse")
+    _serve_base_model(other, PipelineParams(variant="reduced", init_from=str(tmp_path / "own.keras")))
+    assert not other.serving  # gated against the user's own model, not the base: nothing to fall back to

@@ -102,7 +102,7 @@ def run_local(args) -> int:
 
     result = run(_collect(args), args.workdir)
     print(next_steps(result), flush=True)
-    return 0 if result.blessed else 3
+    return 0 if result.serving else 3
 
 
 def run_submit(args) -> int:
