@@ -26,48 +26,92 @@ PNG_COMPRESSION = 1
 _RGB_TO_YIQ = [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]]
 
 
-def _big_endian_u32_pair(data: tf.Tensor, offset: int) -> tf.Tensor:
-    """Two big-endian uint32 at `offset` as int64 [2] (PNG IHDR width, height)."""
-    raw = tf.io.decode_raw(tf.strings.substr(data, offset, 8), tf.uint8)
-    raw = tf.reshape(tf.cast(raw, tf.int64), (2, 4))
-    return tf.reduce_sum(raw * tf.constant([1 << 24, 1 << 16, 1 << 8, 1], tf.int64), axis=1)
+_HEAD_BYTES = 32  # enough for every header field read below
 
 
-def _little_endian_u16_pair(data: tf.Tensor, offset: int) -> tf.Tensor:
-    """Two little-endian uint16 at `offset` as int64 [2] (GIF logical screen width, height)."""
-    raw = tf.io.decode_raw(tf.strings.substr(data, offset, 4), tf.uint8)
-    raw = tf.reshape(tf.cast(raw, tf.int64), (2, 2))
-    return tf.reduce_sum(raw * tf.constant([1, 1 << 8], tf.int64), axis=1)
+def _padded_head(data: tf.Tensor) -> tf.Tensor:
+    """The first _HEAD_BYTES bytes (scalar string), zero-padded: substr on it never goes out of range."""
+    return tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, _HEAD_BYTES), b"\0" * _HEAD_BYTES]), 0, _HEAD_BYTES)
+
+
+def _head(data: tf.Tensor) -> tf.Tensor:
+    """The first _HEAD_BYTES bytes as int64 [_HEAD_BYTES], zero-padded for short inputs."""
+    return tf.cast(tf.io.decode_raw(_padded_head(data), tf.uint8), tf.int64)
+
+
+def _uint(head: tf.Tensor, offset: int, size: int, big_endian: bool = False) -> tf.Tensor:
+    """An unsigned integer of `size` bytes at `offset` of the header (int64 scalar)."""
+    weights = [1 << (8 * i) for i in range(size)]
+    if big_endian:
+        weights.reverse()
+    return tf.reduce_sum(head[offset : offset + size] * tf.constant(weights, tf.int64))
+
+
+def _int32_le(head: tf.Tensor, offset: int) -> tf.Tensor:
+    value = _uint(head, offset, 4)
+    return tf.where(value >= (1 << 31), value - (1 << 32), value)
+
+
+def _bmp_pixels(head: tf.Tensor) -> tf.Tensor:
+    """BITMAPCOREHEADER (12 bytes): u16 sides; later headers: int32 sides, negative height = top-down."""
+    core = tf.equal(_uint(head, 14, 4), 12)
+    width = tf.where(core, _uint(head, 18, 2), tf.abs(_int32_le(head, 18)))
+    height = tf.where(core, _uint(head, 20, 2), tf.abs(_int32_le(head, 22)))
+    return width * height
+
+
+def _webp_pixels(head: tf.Tensor) -> tf.Tensor:
+    """Canvas of a VP8 (lossy), VP8L (lossless) or VP8X (extended) WebP; 0 when unknown."""
+    kind = head[12:16]
+
+    def fourcc(text: bytes) -> tf.Tensor:
+        return tf.reduce_all(tf.equal(kind, tf.constant(list(text), tf.int64)))
+
+    def low14(value: tf.Tensor) -> tf.Tensor:
+        return tf.bitwise.bitwise_and(value, tf.constant(0x3FFF, tf.int64))
+
+    vp8 = low14(_uint(head, 26, 2)) * low14(_uint(head, 28, 2))
+    bits = _uint(head, 21, 4)
+    vp8l = (low14(bits) + 1) * (low14(tf.bitwise.right_shift(bits, tf.constant(14, tf.int64))) + 1)
+    vp8x = (_uint(head, 24, 3) + 1) * (_uint(head, 27, 3) + 1)
+    return tf.where(fourcc(b"VP8 "), vp8, tf.where(fourcc(b"VP8L"), vp8l, tf.where(fourcc(b"VP8X"), vp8x, 0)))
 
 
 def declared_pixels(data: tf.Tensor) -> tf.Tensor:
-    """Pixel count the header declares (PNG, JPEG, GIF), 0 when unknown.
+    """Pixel count the header declares (PNG, JPEG, GIF, BMP, WebP), 0 when unknown.
 
     Checked before decoding so a tiny file claiming 60000x60000 px (a decompression
     bomb) is refused instead of allocating gigabytes inside the server.
+    imfuse.serving.limits.declared_size reads the same fields on the server side.
     """
     length = tf.strings.length(data)
-    is_png = tf.logical_and(length >= 24, tf.strings.substr(data, 0, 8) == _PNG_MAGIC)
-    is_jpeg = tf.logical_and(length >= 4, tf.strings.substr(data, 0, 3) == _JPEG_MAGIC)
-    head6 = tf.strings.substr(data, 0, 6)
+    head = _head(data)
+    text = _padded_head(data)
+    is_png = tf.logical_and(length >= 24, tf.strings.substr(text, 0, 8) == _PNG_MAGIC)
+    is_jpeg = tf.logical_and(length >= 4, tf.strings.substr(text, 0, 3) == _JPEG_MAGIC)
+    head6 = tf.strings.substr(text, 0, 6)
     is_gif = tf.logical_and(
         length >= 10, tf.logical_or(head6 == _GIF_MAGICS[0], head6 == _GIF_MAGICS[1])
     )
+    is_bmp = tf.logical_and(length >= 26, tf.strings.substr(text, 0, 2) == b"BM")
+    is_webp = tf.logical_and(
+        length >= 20,  # shorter fields read as zeros from the padded head
+        tf.logical_and(tf.strings.substr(text, 0, 4) == b"RIFF", tf.strings.substr(text, 8, 4) == b"WEBP"),
+    )
 
     def png():
-        wh = _big_endian_u32_pair(data, 16)
-        return wh[0] * wh[1]
+        return _uint(head, 16, 4, big_endian=True) * _uint(head, 20, 4, big_endian=True)
 
     def jpeg():
         hw = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
         return hw[0] * hw[1]
 
     def gif():
-        wh = _little_endian_u16_pair(data, 6)
-        return wh[0] * wh[1]
+        return _uint(head, 6, 2) * _uint(head, 8, 2)
 
     return tf.case(
-        [(is_png, png), (is_jpeg, jpeg), (is_gif, gif)],
+        [(is_png, png), (is_jpeg, jpeg), (is_gif, gif), (is_bmp, lambda: _bmp_pixels(head)),
+         (is_webp, lambda: _webp_pixels(head))],
         default=lambda: tf.constant(0, tf.int64),
         exclusive=False,
     )
@@ -94,10 +138,13 @@ def decode_rgb(data: tf.Tensor, what: str) -> tf.Tensor:
     JPEG, PNG, GIF, BMP and WebP are accepted (tf.io.decode_image). Unknown/corrupt data,
     images over MAX_PIXELS or with a side under MIN_SIDE raise InvalidArgumentError.
     """
+    # The first bytes are quoted as numbers: raw bytes in an error message are not text,
+    # and TensorFlow then fails to raise the error at all (UnicodeDecodeError).
     known = tf.debugging.Assert(
         is_supported_format(data),
-        [f"{what}: not an image in a supported format (JPEG, PNG, GIF, BMP, WebP); first bytes:",
-         tf.strings.substr(data, 0, 16)],
+        [f"{what}: not an image in a supported format (JPEG, PNG, GIF, BMP, WebP); first byte values:",
+         tf.io.decode_raw(tf.strings.substr(data, 0, 16), tf.uint8)],
+        summarize=16,
     )
     with tf.control_dependencies([known]):
         declared = declared_pixels(data)

@@ -165,3 +165,27 @@ def start_serve_process(args: list[str], log_path: Path, timeout_s: float = 60.0
         assert proc.poll() is None, text
         assert time.monotonic() < deadline, text
         time.sleep(0.2)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses of LISTEN sockets on `port`, from /proc/net/tcp{,6} (Linux).
+
+    IPv4-mapped IPv6 addresses come back as plain IPv4 ('127.0.0.1'); wildcards as
+    '0.0.0.0' / '::'.
+    """
+    import ipaddress
+
+    found = set()
+    for name in ("tcp", "tcp6"):
+        path = Path("/proc/net") / name
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            address, hex_port = fields[1].rsplit(":", 1)
+            if int(hex_port, 16) == port and fields[3] == "0A":  # 0A: TCP_LISTEN
+                # 32-bit words in host (little-endian) byte order
+                raw = b"".join(bytes.fromhex(address[i : i + 8])[::-1] for i in range(0, len(address), 8))
+                ip = ipaddress.ip_address(raw)
+                found.add(str(getattr(ip, "ipv4_mapped", None) or ip))
+    return found

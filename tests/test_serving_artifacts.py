@@ -58,6 +58,10 @@ def exec_form(args: str) -> list[str]:
     return yaml.safe_load(args)  # a JSON array is valid YAML
 
 
+# Flags only the Deployment passes: the monitoring config is a Kubernetes ConfigMap.
+K8S_ONLY_FLAGS = {"--monitoring_config_file"}
+
+
 def serving_deployment() -> dict:
     docs = yaml.safe_load_all((REPO / "k8s" / "base" / "tf-serving.yaml").read_text())
     return next(d for d in docs if d["kind"] == "Deployment")
@@ -147,7 +151,8 @@ def test_serving_dockerfile_uses_the_official_pinned_image_and_the_deployment_fl
     entry = exec_form(next(v for k, v in steps if k == "ENTRYPOINT"))
     cmd = exec_form(next(v for k, v in steps if k == "CMD"))
     assert container["command"] == entry
-    assert container["args"] == cmd, "Deployment args and Dockerfile CMD drifted apart"
+    shared = [a for a in container["args"] if a.partition("=")[0] not in K8S_ONLY_FLAGS]
+    assert shared == cmd, "Deployment args and Dockerfile CMD drifted apart"
     f = flags(cmd)
     assert f["--port"] == "8500" and f["--rest_api_port"] == "8501"
     assert f["--enable_batching"] == "true"
@@ -179,6 +184,29 @@ def test_deployment_mounts_the_configs_and_models_where_the_flags_and_base_path_
     assert container["readinessProbe"]["httpGet"]["path"] == f"/v1/models/{model.name}/labels/stable/metadata"
     assert "stable" in model.version_labels
     assert container["livenessProbe"]["httpGet"]["path"] == f"/v1/models/{model.name}"
+
+
+def test_deployment_serves_prometheus_metrics_where_the_scrape_annotations_point():
+    from imfuse.serving.config import monitoring_config_class, parse_monitoring_text
+
+    docs = list(yaml.safe_load_all((REPO / "k8s" / "base" / "tf-serving.yaml").read_text()))
+    deployment = serving_deployment()
+    container = server_container(deployment)
+    config_file = Path(flags(container["args"])["--monitoring_config_file"])
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    config_map_name = volumes[mounts[str(config_file.parent)]]["configMap"]["name"]
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == config_map_name)
+    text = config_map["data"][config_file.name]
+
+    proto = text_format.Parse(text, monitoring_config_class()())  # TF Serving's MonitoringConfig fields
+    assert proto.prometheus_config.enable
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == proto.prometheus_config.path == "/monitoring/prometheus/metrics"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert annotations["prometheus.io/port"] == str(ports["http"])  # TF Serving serves it on the REST port
+    assert parse_monitoring_text(text) == annotations["prometheus.io/path"]  # imfuse serve reads it too
 
 
 # --- components/Dockerfile{,.gpu} vs. pyproject.toml -------------------------------------

@@ -109,3 +109,36 @@ def test_different_layouts_never_share_a_batch():
     finally:
         batcher.stop()
     assert run.batches == [1, 1]
+
+
+def test_full_size_requests_count_against_the_queue_bound():
+    """A request of max_batch_size rows or more used to run at once, past the bound."""
+    batcher = Batcher(BatchingOptions(max_batch_size=2, batch_timeout_micros=0, max_enqueued_batches=1, num_batch_threads=1))
+    slow = Recorder(delay=0.5)
+    try:
+        first = batcher.submit("k", {"x": np.zeros(1, np.float32)}, 1, slow)
+        time.sleep(0.1)  # the only worker is busy
+        batcher.submit("k", {"x": np.zeros(1, np.float32)}, 1, slow)  # queue: 1 of 2 rows
+        with pytest.raises(StatusError) as info:
+            batcher.submit("k", {"x": np.zeros(2, np.float32)}, 2, slow)
+        assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        first.result(timeout=5)
+    finally:
+        batcher.stop()
+
+
+def test_over_sized_request_runs_alone_on_a_worker():
+    batcher = Batcher(BatchingOptions(max_batch_size=2, batch_timeout_micros=0, max_enqueued_batches=4, num_batch_threads=1))
+    run = Recorder()
+    threads = []
+
+    def recording(inputs):
+        threads.append(threading.current_thread().name)
+        return run(inputs)
+
+    try:
+        out = batcher.submit("k", {"x": np.arange(3, dtype=np.float32)}, 3, recording).result(timeout=5)
+    finally:
+        batcher.stop()
+    assert out["y"].tolist() == [0.0, 2.0, 4.0] and run.batches == [3]
+    assert threads == ["imfuse-batch-0"]  # queued like any other request, not run by the caller

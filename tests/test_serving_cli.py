@@ -2,12 +2,15 @@
 
 import io
 import signal
+from pathlib import Path
 
+import grpc
+import numpy as np
 import pytest
 from PIL import Image
 
 from imfuse.cli import main
-from serving_fixtures import DATA, build_toy_model, free_port, image_bytes, start_serve_process
+from serving_fixtures import DATA, build_toy_model, free_port, image_bytes, listening_addresses, start_serve_process
 
 
 @pytest.fixture(scope="module")
@@ -15,14 +18,16 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     base = root / "models" / "imfuse"
     build_toy_model(base, 1)
-    grpc_port, rest_port = free_port(), free_port()
+    grpc_port, rest_port, admin_port = free_port(), free_port(), free_port()
+    # No --host: the default must keep every port on this machine.
     proc, log = start_serve_process(
         ["--model_name", "imfuse", "--model-base-path", str(base), "--port", str(grpc_port),
-         "--rest-port", str(rest_port), "--host", "127.0.0.1", "--enable-batching",
-         "--file-system-poll-wait-seconds", "0.5", "--version-labels", "stable=1"],
+         "--rest-port", str(rest_port), "--enable-batching",
+         "--file-system-poll-wait-seconds", "0.5", "--version-labels", "stable=1",
+         "--enable-model-management", "--admin-port", str(admin_port), "--max-images-per-request", "4"],
         root / "serve.log",
     )
-    yield {"proc": proc, "grpc": grpc_port, "rest": rest_port, "log": log, "root": root}
+    yield {"proc": proc, "grpc": grpc_port, "rest": rest_port, "admin": admin_port, "log": log, "root": root}
     if proc.poll() is None:
         proc.kill()
         proc.wait()
@@ -71,6 +76,45 @@ def test_serve_rejects_bad_flags_with_one_line(tmp_path, capsys):
     assert main(["serve", "--model-base-path", str(tmp_path / "nowhere"), "--port", "0", "--rest-port", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert "nowhere" in err and "\n" not in err
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc/net/tcp")
+def test_default_host_is_loopback_for_every_port(served):
+    for kind in ("grpc", "rest", "admin"):
+        assert listening_addresses(served[kind]) == {"127.0.0.1"}, kind
+    served["log"].seek(0)
+    assert f"model management on 127.0.0.1:{served['admin']}" in served["log"].read()
+
+
+def test_flags_reach_the_server(served, capsys):
+    """--max-images-per-request 4: five images in one request are refused."""
+    from imfuse.serving.client import PredictionClient
+    from imfuse.serving.status import StatusError
+
+    content, style = (p.read_bytes() for p in _write_inputs(served["root"]))
+    client = PredictionClient(f"127.0.0.1:{served['grpc']}", retries=0)
+    with pytest.raises(StatusError) as info:
+        client.predict({"content_image": np.array([content] * 3, dtype=object),
+                        "style_image": np.array([style] * 3, dtype=object)})
+    assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "more than 4 images" in str(info.value)
+
+
+def test_help_names_the_defaults_and_the_host_choice(capsys):
+    from imfuse.cli import serving as cli_serving
+    from imfuse.serving import admin, limits, metrics
+
+    # The CLI keeps TF-free copies of these for its help texts: they must not drift.
+    assert cli_serving.DEFAULT_MAX_IMAGES == limits.DEFAULT_MAX_IMAGES
+    assert cli_serving.DEFAULT_MAX_PIXELS == limits.DEFAULT_MAX_PIXELS
+    assert cli_serving.DEFAULT_ADMIN_PORT == admin.DEFAULT_ADMIN_PORT
+    assert cli_serving.DEFAULT_METRICS_PATH == metrics.DEFAULT_PATH
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default 127.0.0.1" in text and "--host 0.0.0.0" in text
+    for flag in ("--enable-model-management", "--admin-port", "--model-root", "--max-images-per-request",
+                 "--max-pixels-per-request", "--max-concurrent-rpcs", "--monitoring-config-file"):
+        assert flag in text
 
 
 def test_sigterm_shuts_down_gracefully(served):

@@ -226,14 +226,15 @@ def test_new_version_is_served_without_restart_and_old_unloaded(tmp_path, images
         with pytest.raises(ServingError) as info:
             PredictionClient(f"127.0.0.1:{running.grpc_port}", version=1).stylize(content, style)
         assert info.value.code == grpc.StatusCode.NOT_FOUND
-        # HandleReloadConfigRequest: serve the same folder under a second name
+        assert v1.exists()  # unloading never deletes files
+        # Model management is off by default and never on the Predict port.
         stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}"))
         reload = model_management_pb2.ReloadConfigRequest()
-        cfg = reload.config.model_config_list.config.add(name="imfuse", base_path=str(base))
-        cfg.model_version_policy.all.SetInParent()
-        assert stub.HandleReloadConfigRequest(reload, timeout=20).status.error_code == 0
-        assert sorted(s["version"] for s in client.status() if s["state"] == "AVAILABLE") == [1, 2]
-        assert v1.exists()
+        reload.config.model_config_list.config.add(name="imfuse", base_path=str(base))
+        with pytest.raises(grpc.RpcError) as rpc:
+            stub.HandleReloadConfigRequest(reload, timeout=20)
+        assert rpc.value.code() == grpc.StatusCode.UNIMPLEMENTED and "--enable-model-management" in rpc.value.details()
+        assert running.admin_server is None and running.admin_port is None
     finally:
         running.stop()
 

@@ -13,6 +13,12 @@ from pathlib import Path
 
 from imfuse.errors import ConfigError, ImageError
 
+# Plain constants (no TensorFlow import) for the help texts.
+DEFAULT_MAX_IMAGES = 32
+DEFAULT_MAX_PIXELS = 64_000_000
+DEFAULT_ADMIN_PORT = 8502
+DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
+
 
 def _flag(parser: argparse.ArgumentParser, *names: str, **kwargs) -> None:
     """--a-b plus TF Serving's --a_b spelling (for each given name)."""
@@ -38,12 +44,39 @@ def register(subparsers) -> None:
     _flag(serve, "model-config-file", help="TF Serving model_config_list text proto (e.g. serving/models.config)")
     _flag(serve, "port", type=int, default=8500, help="gRPC port (default 8500)")
     _flag(serve, "rest-port", "rest-api-port", type=int, default=8501, help="REST port (default 8501; 0 disables REST)")
-    _flag(serve, "host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    _flag(serve, "host", default="127.0.0.1",
+          help="address the gRPC and REST ports bind to (default 127.0.0.1, this machine only; "
+          "give --host 0.0.0.0 to accept connections from other machines: there is no authentication)")
     _flag(serve, "enable-batching", action="store_true", help="merge concurrent requests into batches")
     _flag(serve, "batching-parameters-file", help="TF Serving BatchingParameters text proto (implies batching)")
     _flag(serve, "file-system-poll-wait-seconds", type=float, default=2.0, help="base path poll interval (0: load once)")
     _flag(serve, "max-request-bytes", type=int, default=64 * 1024 * 1024, help="largest accepted request (default 64 MiB)")
     _flag(serve, "version-labels", help="version labels, e.g. stable=1,canary=2 (adds to the config file's)")
+    limits = serve.add_argument_group("request limits")
+    _flag(limits, "max-images-per-request", type=int, default=DEFAULT_MAX_IMAGES,
+          help=f"most encoded images (non-empty string input values) in one request (default {DEFAULT_MAX_IMAGES})")
+    _flag(limits, "max-pixels-per-request", type=int, default=DEFAULT_MAX_PIXELS,
+          help=f"most pixels the images of one request may declare in their headers, in total (default {DEFAULT_MAX_PIXELS})")
+    _flag(limits, "max-concurrent-rpcs", type=int, default=64,
+          help="gRPC calls handled or queued at once; more get RESOURCE_EXHAUSTED (default 64)")
+    _flag(limits, "rest-max-connections", type=int, default=64,
+          help="REST connections plus in-flight requests; more get HTTP 503 (default 64)")
+    _flag(limits, "rest-body-timeout-seconds", type=float, default=30.0,
+          help="deadline for receiving a REST request body; slower clients get HTTP 408 (default 30)")
+    _flag(limits, "rest-keep-alive-seconds", type=int, default=5,
+          help="idle REST keep-alive connections are closed after this (default 5)")
+    admin = serve.add_argument_group("model management")
+    _flag(admin, "enable-model-management", action="store_true",
+          help="serve ModelService.HandleReloadConfigRequest on --admin-port (127.0.0.1 only); off by default, "
+          "and never on the Predict port")
+    _flag(admin, "admin-port", type=int, default=DEFAULT_ADMIN_PORT,
+          help=f"gRPC port for model management, bound to 127.0.0.1 (default {DEFAULT_ADMIN_PORT})")
+    _flag(admin, "model-root", action="append", default=[], metavar="DIR",
+          help="a reloaded config's base paths must lie inside one of these folders (repeatable; "
+          "default: the folders holding the base paths given at start)")
+    _flag(serve, "monitoring-config-file",
+          help="TF Serving MonitoringConfig text proto: prometheus_config { enable, path } for the metrics "
+          f"endpoint on the REST port (default: on at {DEFAULT_METRICS_PATH})")
     serve.set_defaults(func=run_serve)
 
     client = subparsers.add_parser("client", help="call a TF Serving / imfuse serve endpoint")
@@ -95,7 +128,9 @@ def run_serve(args: argparse.Namespace) -> int:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from imfuse.serving.config import BatchingOptions, load_batching_file, parse_version_labels
+    from imfuse.serving.config import BatchingOptions, load_batching_file, load_monitoring_file, parse_version_labels
+    from imfuse.serving.limits import RequestLimits
+    from imfuse.serving.rest import RestOptions
     from imfuse.serving.server import ServerOptions, serve
 
     batching = None
@@ -103,7 +138,7 @@ def run_serve(args: argparse.Namespace) -> int:
         batching = load_batching_file(args.batching_parameters_file)
     elif args.enable_batching:
         batching = BatchingOptions()
-    for name in ("port", "rest_port"):
+    for name in ("port", "rest_port", "admin_port"):
         value = getattr(args, name)
         if not 0 <= value < 65536:
             raise ConfigError(f"--{name.replace('_', '-')} must be a port number, got {value}")
@@ -123,6 +158,18 @@ def run_serve(args: argparse.Namespace) -> int:
         batching=batching,
         poll_wait_s=args.file_system_poll_wait_seconds,
         max_request_bytes=args.max_request_bytes,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        limits=RequestLimits(max_images=args.max_images_per_request, max_pixels=args.max_pixels_per_request),
+        rest=RestOptions(
+            timeout_keep_alive_s=args.rest_keep_alive_seconds,
+            body_timeout_s=args.rest_body_timeout_seconds,
+            limit_concurrency=args.rest_max_connections,
+            metrics_path=load_monitoring_file(args.monitoring_config_file) if args.monitoring_config_file
+            else DEFAULT_METRICS_PATH,
+        ),
+        enable_model_management=args.enable_model_management,
+        admin_port=args.admin_port,
+        model_roots=tuple(args.model_root),
     )
     serve(options)
     return 0

@@ -103,9 +103,8 @@ class Batcher:
     def submit(self, key: Hashable, inputs: dict[str, np.ndarray], size: int, run: RunFn) -> Future:
         """Queue one request; the future yields its own slice of the batch outputs."""
         task = _Task(inputs=inputs, size=size, run=run)
-        if size >= self.options.max_batch_size:
-            _run_single(task)  # already a full batch: nothing to wait for
-            return task.future
+        # Every request goes through the queue and its bound, however large: one of
+        # max_batch_size rows or more is taken at once and runs as its own batch.
         limit = self.options.max_enqueued_batches * self.options.max_batch_size
         with self._cond:
             if self._stopped:
@@ -119,6 +118,12 @@ class Batcher:
             self._queued_rows += size
             self._cond.notify()
         return task.future
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting in the queues now (for the metrics endpoint)."""
+        with self._cond:
+            return self._queued_rows
 
     def _take_batch(self) -> list[_Task] | None:
         """Under the lock: wait until some queue is full or its oldest task timed out."""
@@ -137,7 +142,8 @@ class Batcher:
             if rows < self.options.max_batch_size and wait > 0 and self._running > 0:
                 self._cond.wait(wait)
                 continue
-            batch, total = [], 0
+            batch = [queue.popleft()]
+            total = batch[0].size  # the oldest always goes, even when it is over-sized
             while queue and total + queue[0].size <= self.options.max_batch_size:
                 task = queue.popleft()
                 batch.append(task)

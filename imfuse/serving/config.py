@@ -196,3 +196,50 @@ def parse_version_labels(text: str | None) -> dict[str, int]:
             raise ConfigError(f"--version-labels: expected LABEL=VERSION pairs like stable=1,canary=2, got {part!r}")
         labels[label.strip()] = int(version)
     return labels
+
+
+@functools.cache
+def monitoring_config_class():
+    """`tensorflow.serving.MonitoringConfig` (monitoring_config.proto), built at run time
+    like BatchingParameters: the pip package does not ship its Python class."""
+    file_proto = descriptor_pb2.FileDescriptorProto(
+        name="imfuse/tensorflow_serving_monitoring_config.proto", package="tensorflow.serving", syntax="proto3"
+    )
+    F = descriptor_pb2.FieldDescriptorProto
+    prometheus = file_proto.message_type.add(name="PrometheusConfig")
+    prometheus.field.add(name="enable", number=1, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL)
+    prometheus.field.add(name="path", number=2, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    monitoring = file_proto.message_type.add(name="MonitoringConfig")
+    monitoring.field.add(
+        name="prometheus_config", number=1, type=F.TYPE_MESSAGE, label=F.LABEL_OPTIONAL,
+        type_name=".tensorflow.serving.PrometheusConfig",
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file_proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
+
+
+DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
+
+
+def parse_monitoring_text(text: str, source: str = "<monitoring config>") -> str | None:
+    """The Prometheus path a `--monitoring_config_file` enables, or None when disabled.
+
+    As in TF Serving, an enabled config without a path uses /monitoring/prometheus/metrics.
+    """
+    proto = monitoring_config_class()()
+    try:
+        text_format.Parse(text, proto)
+    except text_format.ParseError as exc:
+        raise ConfigError(f"{source}: not a valid MonitoringConfig text proto: {exc}") from None
+    prometheus = proto.prometheus_config
+    if not prometheus.enable:
+        return None
+    path = prometheus.path or DEFAULT_METRICS_PATH
+    if not path.startswith("/") or path.startswith("/v1/"):
+        raise ConfigError(f"{source}: prometheus_config.path must start with / and not with /v1/, got {path!r}")
+    return path
+
+
+def load_monitoring_file(path: str | Path) -> str | None:
+    return parse_monitoring_text(_read_text(path, "monitoring config"), str(path))

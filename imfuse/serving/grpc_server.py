@@ -7,6 +7,7 @@ wire protocol is TF Serving's own; any client written for TF Serving works uncha
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable
 
 import grpc
@@ -20,11 +21,13 @@ from tensorflow_serving.apis import (
 )
 
 from imfuse.errors import ImfuseError
+from imfuse.serving.admin import ModelRoots
 from imfuse.serving.config import models_from_proto
+from imfuse.serving.metrics import ServingMetrics
 from imfuse.serving.model_store import ModelStore
 from imfuse.serving.predict import Predictor
-from imfuse.serving.status import StatusError
-from imfuse.serving.tensors import to_numpy, to_proto
+from imfuse.serving.status import StatusError, reply_error
+from imfuse.serving.tensors import check_request_protos, to_numpy, to_proto
 
 log = logging.getLogger("imfuse.serving")
 
@@ -43,20 +46,23 @@ def spec_choice(spec) -> tuple[int | None, str | None]:
 
 
 def _guarded(method: Callable) -> Callable:
-    """Map StatusError to its code and anything unexpected to INTERNAL; never crash."""
+    """Map errors to status codes (server faults generic, see status.reply_error), record
+    metrics, never crash."""
+    name = method.__name__
 
     def wrapper(self, request, context):
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
         try:
             return method(self, request, context)
-        except StatusError as exc:
-            context.abort(exc.code, exc.message)
-        except ImfuseError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Exception as exc:  # noqa: BLE001 - the server never dies from a request
-            log.exception("internal error in %s", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+            error = reply_error(exc, f"gRPC {name}")
+            code = error.code
+            context.abort(error.code, error.message)
+        finally:
+            self.metrics.record(self.api, name, code.name, time.perf_counter() - start)
 
-    wrapper.__name__ = method.__name__
+    wrapper.__name__ = name
     return wrapper
 
 
@@ -96,14 +102,19 @@ def status_response(store: ModelStore, spec) -> get_model_status_pb2.GetModelSta
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata; Classify/Regress/MultiInference stay UNIMPLEMENTED."""
 
-    def __init__(self, predictor: Predictor):
+    api = "grpc"
+
+    def __init__(self, predictor: Predictor, metrics: ServingMetrics):
         self.predictor = predictor
+        self.metrics = metrics
 
     @_guarded
     def Predict(self, request, context):
         self.predictor.check_size(request.ByteSize())
         spec = request.model_spec
         version, label = spec_choice(spec)
+        limits = self.predictor.limits
+        check_request_protos(request.inputs, limits.max_tensor_elements, limits.max_string_elements)
         inputs = {k: to_numpy(v) for k, v in request.inputs.items()}
         result = self.predictor.predict(
             spec.name,
@@ -127,10 +138,17 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    """GetModelStatus and HandleReloadConfigRequest over the ModelStore."""
+    """GetModelStatus, plus HandleReloadConfigRequest only when given model roots.
 
-    def __init__(self, store: ModelStore):
+    The Predict port gets one without roots (reload is UNIMPLEMENTED there); the admin
+    port (see admin.py) gets one with them.
+    """
+
+    def __init__(self, store: ModelStore, metrics: ServingMetrics, roots: ModelRoots | None = None):
         self.store = store
+        self.metrics = metrics
+        self.roots = roots
+        self.api = "grpc" if roots is None else "grpc-admin"
 
     @_guarded
     def GetModelStatus(self, request, context):
@@ -138,13 +156,19 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     @_guarded
     def HandleReloadConfigRequest(self, request, context):
-        response = model_management_pb2.ReloadConfigResponse()
+        if self.roots is None:
+            raise StatusError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "model management is not served on this port; start imfuse serve with "
+                "--enable-model-management and use its admin port (127.0.0.1 only)",
+            )
         try:
             models = models_from_proto(request.config, "ReloadConfigRequest")
         except ImfuseError as exc:
-            response.status.error_code = 3  # INVALID_ARGUMENT
-            response.status.error_message = str(exc)
-            return response
+            raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        self.roots.check(models)  # before anything is unloaded
+        log.info("reloading model config: %s", ", ".join(f"{m.name} <- {m.base_path}" for m in models))
         self.store.reload(models)
+        response = model_management_pb2.ReloadConfigResponse()
         response.status.error_code = _TF_OK
         return response

@@ -218,10 +218,10 @@ class ModelStore:
                     )
                 return loaded[version]
             if not loaded:
+                # The base path stays in the server log (poll warnings), not in replies.
                 raise StatusError(
                     grpc.StatusCode.NOT_FOUND,
-                    f"Servable not found for request: Latest({name}); no version is available yet "
-                    f"under {cfg.base_path}",
+                    f"Servable not found for request: Latest({name}); no version is available yet",
                 )
             return loaded[max(loaded)]
 

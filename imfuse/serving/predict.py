@@ -13,6 +13,8 @@ import grpc
 import numpy as np
 
 from imfuse.serving.batching import Batcher
+from imfuse.serving.limits import RequestLimits, check_image_budget
+from imfuse.serving.metrics import ServingMetrics
 from imfuse.serving.model_store import ModelStore
 from imfuse.serving.status import StatusError
 from imfuse.serving.tensors import batch_size_of
@@ -31,10 +33,19 @@ class PredictResult:
 class Predictor:
     """Runs Predict requests against a ModelStore, through a Batcher when one is given."""
 
-    def __init__(self, store: ModelStore, batcher: Batcher | None = None, max_request_bytes: int | None = None):
+    def __init__(
+        self,
+        store: ModelStore,
+        batcher: Batcher | None = None,
+        max_request_bytes: int | None = None,
+        limits: RequestLimits = RequestLimits(),
+        metrics: ServingMetrics | None = None,
+    ):
         self.store = store
         self.batcher = batcher
         self.max_request_bytes = max_request_bytes
+        self.limits = limits
+        self.metrics = metrics if metrics is not None else ServingMetrics()
 
     def check_size(self, nbytes: int) -> None:
         """Explicit request bound (on top of gRPC's own receive limit)."""
@@ -65,7 +76,8 @@ class Predictor:
                 f"output tensor alias(es) {unknown} not found in signature '{sig_key}'; it has {sorted(outputs_known)}",
             )
         size = batch_size_of(checked)
-        run = functools.partial(servable.run, sig_key)
+        check_image_budget(checked, self.limits)  # from headers, before anything decodes
+        run = functools.partial(self._run, servable, sig_key)
         if self.batcher is not None and all(a.ndim > 0 for a in checked.values()):
             outputs = self.batcher.submit((id(servable), sig_key), checked, size, run).result()
         else:
@@ -73,3 +85,8 @@ class Predictor:
         if output_filter:
             outputs = {k: v for k, v in outputs.items() if k in output_filter}
         return PredictResult(servable.name, servable.version, sig_key, outputs)
+
+    def _run(self, servable, sig_key: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One model execution (a request or a merged batch); its rows feed the batch-size histogram."""
+        self.metrics.batch_size.observe(batch_size_of(inputs))
+        return servable.run(sig_key, inputs)

@@ -1,10 +1,18 @@
-"""TF Serving's REST API on a stdlib threading HTTP server.
+"""TF Serving's REST API on Starlette, served by uvicorn in a background thread.
 
 Routes (as in TF Serving):
   GET  /v1/models/NAME[/versions/V | /labels/L]            model status
   GET  /v1/models/NAME[/versions/V | /labels/L]/metadata   signature defs
   POST /v1/models/NAME[/versions/V | /labels/L]:predict    Predict (row or columnar JSON)
+  GET  /monitoring/prometheus/metrics                      Prometheus text format
 Errors are `{"error": "..."}` with the HTTP status TF Serving uses for the gRPC code.
+
+uvicorn (h11) gives what the stdlib server lacked: an idle keep-alive timeout, a bound
+on concurrent connections and tasks (503 beyond it), and strict HTTP parsing (a
+negative or non-numeric Content-Length is a 400 before the app runs); rest_protocol.py
+adds a deadline for request headers. The app adds a body size limit (413, checked from
+Content-Length before reading and again while reading), a deadline for reading the
+body (408) and JSON element/depth limits (400). Model work runs in worker threads.
 """
 
 from __future__ import annotations
@@ -12,18 +20,29 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from dataclasses import dataclass, field
 
+import anyio
 import grpc
+import uvicorn
 from google.protobuf import json_format
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
 from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
 
-from imfuse.errors import ConfigError, ImfuseError
+from imfuse.errors import ConfigError
 from imfuse.serving.grpc_server import metadata_response, status_response
+from imfuse.serving.metrics import CONTENT_TYPE, DEFAULT_PATH, ServingMetrics
 from imfuse.serving.predict import Predictor
-from imfuse.serving.rest_json import parse_predict_body, write_predict_response
-from imfuse.serving.status import StatusError
+from imfuse.serving.rest_json import JsonLimits, parse_predict_body, write_predict_response
+from imfuse.serving.rest_protocol import with_header_timeout
+from imfuse.serving.status import StatusError, reply_error
 
 log = logging.getLogger("imfuse.serving")
 
@@ -32,6 +51,37 @@ _PATH = re.compile(
     r"(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
     r"(?:/(?P<metadata>metadata)|:(?P<verb>[a-zA-Z]+))?/?$"
 )
+# Canonical codes for the statuses the HTTP layer produces itself (for the metrics).
+_HTTP_CODES = {400: "INVALID_ARGUMENT", 405: "UNIMPLEMENTED", 408: "DEADLINE_EXCEEDED", 413: "RESOURCE_EXHAUSTED",
+               499: "CANCELLED"}
+
+
+@dataclass(frozen=True)
+class RestOptions:
+    """REST transport knobs (flags of `imfuse serve`)."""
+
+    timeout_keep_alive_s: int = 5  # idle keep-alive connections are closed after this
+    header_timeout_s: float = 10.0  # deadline for a request's line and headers (rest_protocol.py)
+    body_timeout_s: float = 30.0  # deadline for reading a request body
+    limit_concurrency: int = 64  # connections + in-flight requests; 503 beyond
+    graceful_shutdown_s: int = 5
+    json_limits: JsonLimits = field(default_factory=JsonLimits)
+    metrics_path: str | None = DEFAULT_PATH  # None: no metrics endpoint
+
+    def __post_init__(self) -> None:
+        if (self.limit_concurrency < 1 or self.body_timeout_s <= 0 or self.header_timeout_s <= 0
+                or self.timeout_keep_alive_s < 1):
+            raise ConfigError(
+                "REST limits must be positive (limit_concurrency, header/body timeouts, timeout_keep_alive_s)")
+
+
+class HttpError(Exception):
+    """A transport-level refusal with its own HTTP status (413, 408, 405, 400)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 def _spec(match) -> model_pb2.ModelSpec:
@@ -56,101 +106,156 @@ def metadata_json(response: get_model_metadata_pb2.GetModelMetadataResponse) -> 
     return {"model_spec": _to_json(response.model_spec), "metadata": {"signature_def": _to_json(sig_map)}}
 
 
-def make_handler(predictor: Predictor):
-    """Request handler class bound to a Predictor."""
+def _json_response(status: int, doc: dict, close: bool = False) -> Response:
+    headers = {"Connection": "close"} if close else None
+    return Response(json.dumps(doc, indent=1), status_code=status, media_type="application/json", headers=headers)
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "imfuse-serve"
 
-        def log_message(self, format, *args):  # noqa: A002 - stdlib signature
-            log.debug("rest %s - %s", self.address_string(), format % args)
+async def read_body(request: Request, max_bytes: int | None, timeout_s: float) -> bytes:
+    """The request body, refused early when too large (413) or too slow (408)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():  # uvicorn/h11 already refuses these; kept for other servers
+            raise HttpError(400, f"Content-Length must be a non-negative integer, got {declared[:40]!r}")
+        if max_bytes and int(declared) > max_bytes:
+            raise HttpError(413, f"request of {declared} bytes exceeds the server limit of {max_bytes} bytes (--max-request-bytes)")
+    chunks, total = [], 0
+    try:
+        with anyio.fail_after(timeout_s):
+            async for chunk in request.stream():
+                total += len(chunk)
+                if max_bytes and total > max_bytes:
+                    raise HttpError(413, f"request body exceeds the server limit of {max_bytes} bytes (--max-request-bytes)")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HttpError(408, f"request body not received within {timeout_s:g} s") from None
+    return b"".join(chunks)
 
-        def _send(self, status: int, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
-        def _error(self, status: int, message: str) -> None:
-            self._send(status, json.dumps({"error": message}).encode("utf-8"))
+def _route(method: str, match) -> str:
+    if match is None:
+        return "unknown"
+    if method == "POST" and match["verb"] == "predict":
+        return "Predict"
+    if method == "GET" and not match["verb"]:
+        return "GetModelMetadata" if match["metadata"] else "GetModelStatus"
+    return "unknown"
 
-        def _guard(self, fn) -> None:
-            try:
-                fn()
-            except StatusError as exc:
-                self._error(exc.http_status, exc.message)
-            except ImfuseError as exc:
-                self._error(400, str(exc))
-            except Exception as exc:  # noqa: BLE001 - never die from a request
-                log.exception("internal error in REST %s %s", self.command, self.path)
-                self._error(500, f"{type(exc).__name__}: {exc}")
 
-        def _match(self):
-            match = _PATH.match(self.path.split("?", 1)[0])
-            if match is None:
-                raise StatusError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {self.command} {self.path}")
-            return match
+def build_app(predictor: Predictor, metrics: ServingMetrics, options: RestOptions) -> Starlette:
+    """The Starlette app: TF Serving's routes plus the metrics endpoint."""
 
-        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-            def handle():
-                match = self._match()
-                if match["verb"]:
-                    raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, f"use POST for :{match['verb']}")
-                if match["metadata"]:
-                    response = metadata_response(predictor.store, _spec(match), ["signature_def"])
-                    body = metadata_json(response)
-                else:
-                    body = _to_json(status_response(predictor.store, _spec(match)))
-                self._send(200, json.dumps(body, indent=1).encode("utf-8"))
+    def get_doc(match) -> dict:
+        if match["metadata"]:
+            return metadata_json(metadata_response(predictor.store, _spec(match), ["signature_def"]))
+        return _to_json(status_response(predictor.store, _spec(match)))
 
-            self._guard(handle)
+    def predict_body(match, body: bytes) -> bytes:
+        spec = _spec(match)
+        version = spec.version.value if spec.HasField("version") else None
+        servable = predictor.store.resolve(spec.name, version, spec.version_label or None)
+        key, inputs, fmt = parse_predict_body(body, servable.signature_def, options.json_limits)
+        result = predictor.predict(servable.name, inputs, version=servable.version, signature_name=key)
+        return write_predict_response(result.outputs, fmt)
 
-        def do_POST(self) -> None:  # noqa: N802 - stdlib naming
-            def handle():
-                length = int(self.headers.get("Content-Length") or 0)
-                if predictor.max_request_bytes and length > predictor.max_request_bytes:
-                    self.close_connection = True  # don't read a body we refuse
-                    self._error(
-                        413,
-                        f"request of {length} bytes exceeds the server limit of "
-                        f"{predictor.max_request_bytes} bytes (--max-request-bytes)",
-                    )
-                    return
-                body = self.rfile.read(length) if length else b""
-                match = self._match()
-                if match["verb"] in ("classify", "regress"):
-                    raise StatusError(grpc.StatusCode.UNIMPLEMENTED, f":{match['verb']} is not implemented by imfuse serve")
-                if match["verb"] != "predict":
-                    raise StatusError(grpc.StatusCode.NOT_FOUND, f"Malformed request: POST {self.path}")
-                spec = _spec(match)
-                version = spec.version.value if spec.HasField("version") else None
-                servable = predictor.store.resolve(spec.name, version, spec.version_label or None)
-                key, inputs, fmt = parse_predict_body(body, servable.signature_def)
-                result = predictor.predict(servable.name, inputs, version=servable.version, signature_name=key)
-                self._send(200, write_predict_response(result.outputs, fmt))
+    async def handle(request: Request, match) -> Response:
+        if match is None:
+            raise StatusError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {request.method} {request.url.path[:200]}")
+        if request.method == "GET":
+            if match["verb"]:
+                raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, f"use POST for :{match['verb']}")
+            return _json_response(200, await run_in_threadpool(get_doc, match))
+        if request.method != "POST":
+            raise HttpError(405, f"method {request.method} is not allowed; use GET or POST")
+        if match["verb"] in ("classify", "regress"):
+            raise StatusError(grpc.StatusCode.UNIMPLEMENTED, f":{match['verb']} is not implemented by imfuse serve")
+        if match["verb"] != "predict":
+            raise StatusError(grpc.StatusCode.NOT_FOUND, f"Malformed request: POST {request.url.path[:200]}")
+        body = await read_body(request, predictor.max_request_bytes, options.body_timeout_s)
+        content = await run_in_threadpool(predict_body, match, body)
+        return Response(content, media_type="application/json")
 
-            self._guard(handle)
+    async def api(request: Request) -> Response:
+        start = time.perf_counter()
+        match = _PATH.match(request.url.path)
+        code = "OK"
+        try:
+            response = await handle(request, match)
+        except ClientDisconnect:
+            code, response = "CANCELLED", Response(status_code=499)  # nobody is listening
+        except HttpError as exc:
+            code = _HTTP_CODES.get(exc.status, "UNKNOWN")
+            response = _json_response(exc.status, {"error": exc.message}, close=exc.status in (408, 413))
+        except Exception as exc:  # noqa: BLE001 - never die from a request
+            error = reply_error(exc, f"REST {request.method} {request.url.path[:200]}")
+            code, response = error.code.name, _json_response(error.http_status, {"error": error.message})
+        metrics.record("rest", _route(request.method, match), code, time.perf_counter() - start)
+        metrics.http_responses.inc((str(response.status_code),))
+        return response
 
-    return Handler
+    async def prometheus(request: Request) -> Response:
+        return Response(metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    routes = []
+    if options.metrics_path:
+        routes.append(Route(options.metrics_path, prometheus, methods=["GET"]))
+    # Every common method reaches `api`, which answers the unsupported ones in JSON (405).
+    routes.append(Route("/{path:path}", api, methods=["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]))
+    return Starlette(routes=routes)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen for REST on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 class RestServer:
-    """ThreadingHTTPServer on host:port serving the REST API in a background thread."""
+    """uvicorn serving the REST app on host:port from a background thread.
 
-    def __init__(self, predictor: Predictor, host: str, port: int):
-        try:
-            self.httpd = ThreadingHTTPServer((host, port), make_handler(predictor))
-        except OSError as exc:
-            raise ConfigError(f"cannot listen for REST on {host}:{port}: {exc.strerror or exc}") from None
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="imfuse-rest", daemon=True)
+    The socket is bound in the constructor (so port 0 resolves at once and a taken
+    port fails before anything starts); `start` waits until uvicorn accepts requests.
+    """
 
-    def start(self) -> None:
+    def __init__(self, predictor: Predictor, host: str, port: int, options: RestOptions = RestOptions(),
+                 metrics: ServingMetrics | None = None):
+        self._sock = _bind(host, port)
+        self.port = self._sock.getsockname()[1]
+        self.metrics = metrics if metrics is not None else predictor.metrics
+        config = uvicorn.Config(
+            build_app(predictor, self.metrics, options),
+            http=with_header_timeout(options.header_timeout_s),
+            loop="asyncio",
+            lifespan="off",
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            timeout_keep_alive=options.timeout_keep_alive_s,
+            limit_concurrency=options.limit_concurrency,
+            timeout_graceful_shutdown=options.graceful_shutdown_s,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, name="imfuse-rest", daemon=True
+        )
+
+    def start(self, timeout_s: float = 15.0) -> None:
         self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ConfigError(f"REST server on port {self.port} did not start")
+            time.sleep(0.01)
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        self._sock.close()

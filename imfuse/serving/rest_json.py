@@ -14,6 +14,7 @@ import binascii
 import json
 import math
 import re
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
@@ -89,17 +90,53 @@ def _single_input(signature_def, signature_name: str) -> str:
     )
 
 
-def parse_predict_body(body: bytes, signature_for) -> tuple[str, dict[str, np.ndarray], str]:
-    """Parse a :predict body. `signature_for(name)` returns (key, SignatureDef).
+@dataclass(frozen=True)
+class JsonLimits:
+    """Bounds on a request document: values (array items, object members, scalars) and nesting.
 
-    Returns (signature key, inputs, format) where format is 'row' or 'columnar'.
+    The value count is first bounded from the raw bytes (commas), so a body that would
+    expand into millions of Python objects is refused before it is parsed.
     """
+
+    max_elements: int = 1 << 20
+    max_depth: int = 32
+
+
+def load_json(body: bytes, limits: JsonLimits = JsonLimits()):
+    """json.loads with the element and depth limits; every violation is INVALID_ARGUMENT."""
     if not body:
         raise _bad("JSON Parse error: The document is empty")
+    if body.count(b",") + 1 > limits.max_elements:
+        raise _bad(f"JSON document has more than {limits.max_elements} values (the server's limit)")
     try:
         doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise _bad(f"JSON Parse error: {exc}") from None
+    except RecursionError:
+        raise _bad(f"JSON document is nested deeper than {limits.max_depth} levels (the server's limit)") from None
+    count, stack = 0, [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if depth > limits.max_depth:
+            raise _bad(f"JSON document is nested deeper than {limits.max_depth} levels (the server's limit)")
+        if count > limits.max_elements:
+            raise _bad(f"JSON document has more than {limits.max_elements} values (the server's limit)")
+        if isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+        elif isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+    return doc
+
+
+def parse_predict_body(
+    body: bytes, signature_for, limits: JsonLimits = JsonLimits()
+) -> tuple[str, dict[str, np.ndarray], str]:
+    """Parse a :predict body. `signature_for(name)` returns (key, SignatureDef).
+
+    Returns (signature key, inputs, format) where format is 'row' or 'columnar'.
+    """
+    doc = load_json(body, limits)
     if not isinstance(doc, dict):
         raise _bad("JSON Value: request body is not an object")
     signature_name = doc.get("signature_name", "")

@@ -92,6 +92,26 @@ class Servable:
             return {k: v.numpy() for k, v in outputs.items()}
         except tf.errors.OpError as exc:
             raise StatusError(code_from_value(exc.error_code), op_error_message(exc)) from None
+        except UnicodeDecodeError as exc:
+            raise undecodable_error(exc) from None
+
+
+def undecodable_error(exc: UnicodeDecodeError) -> StatusError:
+    """TensorFlow failed to turn an error message into text (it quoted raw input bytes).
+
+    TF raises UnicodeDecodeError instead of the OpError, so the code is lost; the
+    message is still in `exc.object`. Asserts (what the serving graphs use to reject
+    inputs, quoting the first bytes) are INVALID_ARGUMENT; anything else stays a
+    server fault.
+    """
+    raw = exc.object if isinstance(exc.object, bytes) else b""
+    text = raw.decode("utf-8", "backslashreplace")
+    if "assertion failed" not in text:
+        return StatusError(grpc.StatusCode.INTERNAL, f"undecodable TensorFlow error: {text[:500]}")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("[[")]
+    message = lines[0] if lines else "input rejected by the model"
+    message = message.split("}}", 1)[-1].strip()  # drop the {{function_node ...}} prefix
+    return StatusError(grpc.StatusCode.INVALID_ARGUMENT, message[:500])
 
 
 def load_servable(name: str, version: int, path: Path) -> Servable:

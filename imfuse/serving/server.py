@@ -2,7 +2,9 @@
 
 `start_server` returns a running server (tests and benchmarks use it in-process);
 `serve` is what `imfuse serve` runs: it blocks until SIGTERM/SIGINT, then stops
-accepting requests, lets in-flight ones finish, and unloads.
+accepting requests, lets in-flight ones finish, and unloads. Everything listens on
+127.0.0.1 unless another host is asked for; model management (reload) is off unless
+enabled, and then only on its own 127.0.0.1 admin port.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from imfuse.errors import ConfigError
+from imfuse.serving.admin import ADMIN_HOST, DEFAULT_ADMIN_PORT, ModelRoots
 from imfuse.serving.batching import Batcher
 from imfuse.serving.config import (
     BatchingOptions,
@@ -26,9 +29,11 @@ from imfuse.serving.config import (
     load_model_config_file,
 )
 from imfuse.serving.grpc_server import ModelServicer, PredictionServicer
+from imfuse.serving.limits import RequestLimits
+from imfuse.serving.metrics import ServingMetrics, store_gauges
 from imfuse.serving.model_store import ModelStore
 from imfuse.serving.predict import Predictor
-from imfuse.serving.rest import RestServer
+from imfuse.serving.rest import RestOptions, RestServer
 
 log = logging.getLogger("imfuse.serving")
 
@@ -44,12 +49,18 @@ class ServerOptions:
     model_config_file: str | None = None
     version_labels: dict[str, int] = field(default_factory=dict)
     port: int = 8500
-    rest_port: int = 8501  # 0 picks a free port; None disables REST
-    host: str = "0.0.0.0"
+    rest_port: int | None = 8501  # 0 picks a free port; None disables REST
+    host: str = "127.0.0.1"  # "0.0.0.0" only when asked: the API has no authentication
     batching: BatchingOptions | None = None
     poll_wait_s: float = 2.0
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     grpc_threads: int = 16
+    max_concurrent_rpcs: int = 64  # per gRPC port; RESOURCE_EXHAUSTED beyond
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    rest: RestOptions = field(default_factory=RestOptions)
+    enable_model_management: bool = False  # HandleReloadConfigRequest on the admin port
+    admin_port: int = DEFAULT_ADMIN_PORT  # always bound to 127.0.0.1; 0 picks a free port
+    model_roots: tuple[str, ...] = ()  # reload base paths must lie inside; default: start-up parents
 
     def models(self) -> list[ModelConfig]:
         """Model list from the config file, or the single --model-name/--model-base-path."""
@@ -83,6 +94,9 @@ class RunningServer:
     store: ModelStore
     batcher: Batcher | None
     predictor: Predictor
+    metrics: ServingMetrics
+    admin_server: grpc.Server | None = None
+    admin_port: int | None = None
 
     @property
     def rest_port(self) -> int | None:
@@ -94,67 +108,112 @@ class RunningServer:
         self._stopped = True
         if self.rest:
             self.rest.stop()
+        if self.admin_server:
+            self.admin_server.stop(0)
         self.grpc_server.stop(grace_s).wait(grace_s + 1)
         if self.batcher:
             self.batcher.stop()
         self.store.stop()
 
 
-def start_server(options: ServerOptions) -> RunningServer:
-    """Load models (initial poll is synchronous), then open gRPC and REST ports."""
-    models = options.models()
+def _grpc_server(options: ServerOptions, name: str) -> grpc.Server:
+    return grpc.server(
+        futures.ThreadPoolExecutor(max_workers=options.grpc_threads, thread_name_prefix=name),
+        options=[
+            ("grpc.max_receive_message_length", options.max_request_bytes),
+            ("grpc.max_send_message_length", 2**31 - 1),
+        ],
+        maximum_concurrent_rpcs=options.max_concurrent_rpcs,
+    )
+
+
+def _listen(server: grpc.Server, host: str, port: int, what: str) -> int:
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:
+        bound, reason = 0, exc
+    else:
+        reason = "address in use?"
+    if not bound:
+        raise ConfigError(f"cannot listen for {what} on {host}:{port} ({reason})")
+    return bound
+
+
+def _check_options(options: ServerOptions, models: list[ModelConfig]) -> None:
     for m in models:
         if not Path(m.base_path).is_dir():
             raise ConfigError(f"model {m.name!r}: base path {m.base_path} does not exist")
     if options.max_request_bytes < 1:
         raise ConfigError(f"--max-request-bytes must be positive, got {options.max_request_bytes}")
+    if options.max_concurrent_rpcs < 1:
+        raise ConfigError(f"--max-concurrent-rpcs must be positive, got {options.max_concurrent_rpcs}")
+    if options.enable_model_management and options.admin_port != 0 and options.admin_port == options.port:
+        raise ConfigError("--admin-port must differ from --port: model management never shares the Predict port")
+    for root in options.model_roots:
+        if not Path(root).is_dir():
+            raise ConfigError(f"--model-root {root} is not a folder")
+
+
+def start_server(options: ServerOptions) -> RunningServer:
+    """Load models (initial poll is synchronous), then open gRPC, admin and REST ports."""
+    models = options.models()
+    _check_options(options, models)
     store = ModelStore(models)
     store.poll()
     for m in models:
         if not store.loaded_versions(m.name):
             log.warning("model %s: no servable version under %s yet; polling", m.name, m.base_path)
     batcher = Batcher(options.batching) if options.batching else None
-    predictor = Predictor(store, batcher, options.max_request_bytes)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=options.grpc_threads, thread_name_prefix="imfuse-grpc"),
-        options=[
-            ("grpc.max_receive_message_length", options.max_request_bytes),
-            ("grpc.max_send_message_length", 2**31 - 1),
-        ],
-    )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(predictor), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store), server)
-    try:
-        port = server.add_insecure_port(f"{options.host}:{options.port}")
-    except RuntimeError as exc:
-        port, reason = 0, exc
-    else:
-        reason = "address in use?"
-    if not port:
+    metrics = ServingMetrics()
+    for gauge in store_gauges(store, batcher):
+        metrics.add_gauge(gauge)
+    predictor = Predictor(store, batcher, options.max_request_bytes, options.limits, metrics)
+    opened: list = []  # what to close again if a later step fails
+
+    def fail(exc: Exception):
+        for thing in reversed(opened):
+            if isinstance(thing, grpc.Server):
+                thing.stop(0)
+            else:
+                thing.stop()
         store.stop()
         if batcher:
             batcher.stop()
-        raise ConfigError(f"cannot listen for gRPC on {options.host}:{options.port} ({reason})")
-    rest = None
-    if options.rest_port is not None:
-        try:
-            rest = RestServer(predictor, options.host, options.rest_port)
-        except ConfigError:
-            server.stop(0)
-            store.stop()
-            if batcher:
-                batcher.stop()
-            raise
-    server.start()
-    if rest:
-        rest.start()
+        raise exc
+
+    server = _grpc_server(options, "imfuse-grpc")
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(predictor, metrics), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store, metrics), server)
+    opened.append(server)
+    try:
+        port = _listen(server, options.host, options.port, "gRPC")
+        admin, admin_port, roots = None, None, None
+        if options.enable_model_management:
+            roots = ModelRoots.of(options.model_roots, models)
+            admin = _grpc_server(options, "imfuse-admin")
+            model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store, metrics, roots), admin)
+            opened.append(admin)
+            admin_port = _listen(admin, ADMIN_HOST, options.admin_port, "model management")
+        rest = None
+        if options.rest_port is not None:
+            rest = RestServer(predictor, options.host, options.rest_port, options.rest, metrics)
+            opened.append(rest)
+        server.start()
+        if admin:
+            admin.start()
+        if rest:
+            rest.start()
+    except ConfigError as exc:
+        fail(exc)
     store.start_polling(options.poll_wait_s)
-    running = RunningServer(server, port, rest, store, batcher, predictor)
+    running = RunningServer(server, port, rest, store, batcher, predictor, metrics, admin, admin_port)
     log.info(
-        "imfuse serve (development stand-in for TF Serving): gRPC on %s:%d, REST %s, models %s, batching %s",
+        "imfuse serve (development stand-in for TF Serving): gRPC on %s:%d, REST %s, model management %s, "
+        "models %s, batching %s",
         options.host,
         port,
         f"on {options.host}:{rest.port}" if rest else "off",
+        f"on {ADMIN_HOST}:{admin_port} (roots {', '.join(map(str, roots.roots))})" if admin else "off",
         ", ".join(f"{m.name} ({m.policy.describe()}) <- {m.base_path}" for m in models),
         options.batching or "off",
     )

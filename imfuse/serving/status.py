@@ -7,6 +7,9 @@ still treats it as an ordinary `ServingError` (one line, exit 2).
 
 from __future__ import annotations
 
+import logging
+import uuid
+
 import grpc
 
 from imfuse.errors import ServingError
@@ -31,6 +34,8 @@ HTTP_STATUS = {
     grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.UNKNOWN: 500,
 }
+
+log = logging.getLogger("imfuse.serving")
 
 _BY_NAME = {code.name: code for code in grpc.StatusCode}
 _BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
@@ -65,3 +70,30 @@ def code_from_http(status: int) -> grpc.StatusCode:
         if http == status and code is not grpc.StatusCode.OK:
             return code
     return grpc.StatusCode.UNKNOWN
+
+
+# Codes that mean "the server failed": their detail stays in the server log.
+SERVER_FAULT_CODES = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS})
+
+
+def error_id() -> str:
+    """A short id that ties a generic error reply to its server log line."""
+    return uuid.uuid4().hex[:12]
+
+
+def reply_error(exc: BaseException, where: str) -> StatusError:
+    """The error to send for `exc`: client faults as they are, server faults generic.
+
+    A server fault (an unexpected exception, an INTERNAL-class status, a model problem)
+    is logged here with its traceback and an id; the reply carries only the id, never
+    exception text or server paths.
+    """
+    from imfuse.errors import ImfuseError, ModelError
+
+    if isinstance(exc, StatusError) and exc.code not in SERVER_FAULT_CODES:
+        return exc
+    if isinstance(exc, ImfuseError) and not isinstance(exc, (StatusError, ModelError)):
+        return StatusError(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    eid = error_id()
+    log.error("internal error %s in %s: %s: %s", eid, where, type(exc).__name__, exc, exc_info=exc)
+    return StatusError(grpc.StatusCode.INTERNAL, f"internal server error (error id {eid}; details are in the server log)")

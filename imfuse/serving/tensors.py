@@ -7,6 +7,8 @@ INVALID_ARGUMENT with a message instead of a TensorFlow stack trace.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import grpc
 import numpy as np
 import tensorflow as tf
@@ -20,8 +22,117 @@ def dtype_name(enum_value: int) -> str:
     return types_pb2.DataType.Name(enum_value)
 
 
+# Which repeated field holds a dtype's values, and how many field entries per element.
+_VALUE_FIELDS: dict[int, tuple[str, int]] = {
+    types_pb2.DT_FLOAT: ("float_val", 1),
+    types_pb2.DT_DOUBLE: ("double_val", 1),
+    types_pb2.DT_INT32: ("int_val", 1),
+    types_pb2.DT_INT16: ("int_val", 1),
+    types_pb2.DT_INT8: ("int_val", 1),
+    types_pb2.DT_UINT8: ("int_val", 1),
+    types_pb2.DT_UINT16: ("int_val", 1),
+    types_pb2.DT_HALF: ("half_val", 1),
+    types_pb2.DT_BFLOAT16: ("half_val", 1),
+    types_pb2.DT_INT64: ("int64_val", 1),
+    types_pb2.DT_UINT32: ("uint32_val", 1),
+    types_pb2.DT_UINT64: ("uint64_val", 1),
+    types_pb2.DT_BOOL: ("bool_val", 1),
+    types_pb2.DT_STRING: ("string_val", 1),
+    types_pb2.DT_COMPLEX64: ("scomplex_val", 2),
+    types_pb2.DT_COMPLEX128: ("dcomplex_val", 2),
+}
+_MAX_RANK = 32
+_INT64_MAX = (1 << 63) - 1
+
+
+def _bad(message: str) -> StatusError:
+    return StatusError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def declared_elements(proto, name: str, limit: int) -> int:
+    """Element count of a TensorProto's declared shape, refusing it before any allocation.
+
+    Negative dimensions, products over int64 (TensorFlow's own bound) and counts over
+    `limit` are INVALID_ARGUMENT; nothing is allocated for the shape itself.
+    """
+    shape = proto.tensor_shape
+    if shape.unknown_rank:
+        raise _bad(f"input '{name}': a TensorProto needs a known shape")
+    if len(shape.dim) > _MAX_RANK:
+        raise _bad(f"input '{name}': rank {len(shape.dim)} is over the limit of {_MAX_RANK}")
+    count = 1
+    for dim in shape.dim:
+        if dim.size < 0:
+            raise _bad(f"input '{name}': shape dimension {dim.size} is negative")
+    if any(dim.size == 0 for dim in shape.dim):
+        return 0
+    for dim in shape.dim:  # at most _MAX_RANK small multiplications, stopped at overflow
+        count *= dim.size
+        if count > _INT64_MAX:
+            raise _bad(f"input '{name}': shape {[d.size for d in shape.dim]} overflows int64")
+    if count > limit:
+        raise _bad(
+            f"input '{name}': shape {[d.size for d in shape.dim]} declares {count} elements, more than "
+            f"the server's per-request limit of {limit}"
+        )
+    return count
+
+
+def check_tensor_proto(proto, name: str, numeric_limit: int, string_limit: int) -> tuple[int, bool]:
+    """Check a wire tensor's declared shape against the values it carries.
+
+    Returns (element count, is DT_STRING). Runs before `to_numpy`, which would otherwise
+    expand a few bytes declaring a huge shape into a huge array (make_ndarray pads by
+    repeating the last value). Accepted: exactly one value per element, or a single
+    value filling the whole shape (what tf.make_tensor_proto(scalar, shape=...) writes);
+    anything else is INVALID_ARGUMENT.
+    """
+    entry = _VALUE_FIELDS.get(proto.dtype)
+    if entry is None:
+        known = proto.dtype in types_pb2.DataType.values()
+        raise _bad(f"input '{name}': dtype {dtype_name(proto.dtype) if known else proto.dtype} is not supported")
+    field, per_element = entry
+    is_string = proto.dtype == types_pb2.DT_STRING
+    count = declared_elements(proto, name, string_limit if is_string else numeric_limit)
+    if proto.tensor_content and is_string:
+        raise _bad(f"input '{name}': DT_STRING values go in string_val, not tensor_content")
+    if proto.tensor_content:
+        itemsize = tf.dtypes.as_dtype(proto.dtype).size
+        if len(proto.tensor_content) != count * itemsize:
+            raise _bad(
+                f"input '{name}': tensor_content has {len(proto.tensor_content)} bytes, shape "
+                f"{[d.size for d in proto.tensor_shape.dim]} of {dtype_name(proto.dtype)} needs {count * itemsize}"
+            )
+        return count, is_string
+    supplied = len(getattr(proto, field))
+    if supplied % per_element:
+        raise _bad(f"input '{name}': {field} has an odd number of entries for a complex tensor")
+    supplied //= per_element
+    if supplied != count and not (supplied == 1 and count > 1):
+        raise _bad(
+            f"input '{name}': shape {[d.size for d in proto.tensor_shape.dim]} declares {count} element(s), "
+            f"the request carries {supplied}"
+        )
+    return count, is_string
+
+
+def check_request_protos(protos: Mapping[str, object], numeric_limit: int, string_limit: int) -> None:
+    """check_tensor_proto over all inputs of a request; the limits also bound the totals."""
+    totals = {False: 0, True: 0}
+    for name in sorted(protos):
+        count, is_string = check_tensor_proto(protos[name], name, numeric_limit, string_limit)
+        totals[is_string] += count
+    for is_string, limit in ((False, numeric_limit), (True, string_limit)):
+        if totals[is_string] > limit:
+            kind = "string" if is_string else "numeric"
+            raise _bad(f"the request's inputs declare {totals[is_string]} {kind} elements in total, over the limit of {limit}")
+
+
 def to_numpy(proto) -> np.ndarray:
-    """A TensorProto as a numpy array (DT_STRING -> object array of bytes)."""
+    """A TensorProto as a numpy array (DT_STRING -> object array of bytes).
+
+    Call check_tensor_proto first: it bounds what this may allocate.
+    """
     try:
         return tf.make_ndarray(proto)
     except Exception as exc:  # noqa: BLE001 - malformed protos come from clients
