@@ -30,6 +30,13 @@ def image_bytes(path: Path, size: int = 48, fmt: str = "JPEG") -> bytes:
     return buf.getvalue()
 
 
+def b64(data: bytes) -> dict:
+    """TF Serving's REST JSON form of binary data."""
+    import base64
+
+    return {"b64": base64.b64encode(data).decode()}
+
+
 def content_images(n: int = 2, size: int = 48) -> list[bytes]:
     return [image_bytes(p, size) for p in sorted((DATA / "content").glob("*.jpg"))[:n]]
 

@@ -1,6 +1,5 @@
 """TF Serving REST API of the local server: same bytes as gRPC, TF Serving's JSON rules."""
 
-import base64
 import json
 import urllib.error
 import urllib.request
@@ -15,7 +14,7 @@ from imfuse.serving.config import BatchingOptions
 from imfuse.serving.rest_json import decode_response_body, parse_predict_body, string_bytes, write_predict_response
 from imfuse.serving.server import ServerOptions, start_server
 from imfuse.serving.status import StatusError
-from serving_fixtures import build_toy_model, content_images, style_images
+from serving_fixtures import b64, build_toy_model, content_images, style_images
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +33,6 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def images():
     return content_images(2, 40)[1], style_images(1, 32)[0]
-
-
-def _b64(data: bytes) -> dict:
-    return {"b64": base64.b64encode(data).decode()}
 
 
 def _post(server, path: str, doc) -> tuple[int, bytes]:
@@ -72,18 +67,18 @@ def test_rest_equals_grpc_bytes(server, images):
 def test_row_and_columnar_formats(server, images):
     content, style = images
     status, row = _post(server, "/v1/models/imfuse:predict",
-                        {"instances": [{"content_image": _b64(content), "style_image": _b64(style)}] * 2})
+                        {"instances": [{"content_image": b64(content), "style_image": b64(style)}] * 2})
     assert status == 200
     parsed, enc = decode_response_body(row)
     assert len(parsed["predictions"]) == 2
     png = string_bytes(parsed["predictions"][0], enc)
     assert png[:4] == b"\x89PNG"
     status, col = _post(server, "/v1/models/imfuse/versions/3:predict",
-                        {"inputs": {"content_image": [_b64(content)], "style_image": [_b64(style)]}})
+                        {"inputs": {"content_image": [b64(content)], "style_image": [b64(style)]}})
     parsed, enc = decode_response_body(col)
     assert status == 200 and string_bytes(parsed["outputs"][0], enc) == png
     status, emb = _post(server, "/v1/models/imfuse:predict",
-                        {"signature_name": "style_embedding", "instances": [_b64(style)]})
+                        {"signature_name": "style_embedding", "instances": [b64(style)]})
     values = json.loads(emb)["predictions"][0]
     assert status == 200 and len(values) == 3 and all(isinstance(v, float) for v in values)
 
@@ -110,11 +105,11 @@ def test_status_and_metadata_endpoints(server):
         ("/v1/models/imfuse/versions/8:predict", {"instances": [1]}, 404, "8"),
         ("/v1/models/imfuse/labels/beta:predict", {"instances": [1]}, 404, "beta"),
         ("/v1/models/imfuse:predict", b"{not json", 400, "JSON Parse error"),
-        ("/v1/models/imfuse:predict", {"instances": [{"content_image": _b64(b"junk"), "style_image": _b64(b"junk")}]}, 400, "image"),
+        ("/v1/models/imfuse:predict", {"instances": [{"content_image": b64(b"junk"), "style_image": b64(b"junk")}]}, 400, "image"),
         ("/v1/models/imfuse:predict", {"instances": [{"content_image": {"b64": "@@@"}, "style_image": "x"}]}, 400, "base64"),
         ("/v1/models/imfuse:predict", {"inputs": {"bogus": [1]}}, 400, "bogus"),
         ("/v1/models/imfuse:classify", {"examples": []}, 501, "classify"),
-        ("/v1/models/imfuse:predict", {"inputs": {"content_image": [_b64(b"x" * 300_000)]}}, 413, "limit"),
+        ("/v1/models/imfuse:predict", {"inputs": {"content_image": [b64(b"x" * 300_000)]}}, 413, "limit"),
     ],
 )
 def test_errors_are_json_with_http_codes(server, path, doc, code, text):

@@ -4,7 +4,6 @@ Raw sockets are used where an HTTP client library would refuse to send what a ho
 client can (negative Content-Length, a truncated or trickled body, idle connections).
 """
 
-import base64
 import json
 import re
 import socket
@@ -18,7 +17,7 @@ from imfuse.serving import servable
 from imfuse.serving.rest import RestOptions
 from imfuse.serving.rest_json import JsonLimits
 from imfuse.serving.server import ServerOptions, start_server
-from serving_fixtures import build_toy_model, content_images, style_images
+from serving_fixtures import b64, build_toy_model, content_images, style_images
 
 OPTIONS = RestOptions(timeout_keep_alive_s=1, header_timeout_s=1.0, body_timeout_s=0.5, limit_concurrency=6,
                       json_limits=JsonLimits(max_elements=2000, max_depth=16))
@@ -37,10 +36,6 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def images():
     return content_images(1, 40)[0], style_images(1, 32)[0]
-
-
-def _b64(data: bytes) -> dict:
-    return {"b64": base64.b64encode(data).decode()}
 
 
 def _post(server, path: str, body: bytes) -> tuple[int, bytes]:
@@ -112,7 +107,7 @@ def test_truncated_body_then_close_leaves_the_server_serving(server, images):
     content, style = images
     with socket.create_connection(("127.0.0.1", server.rest_port), timeout=5) as sock:
         sock.sendall(PREDICT + b"Content-Length: 1000\r\n\r\n{\"inst")
-    doc = {"instances": [{"content_image": _b64(content), "style_image": _b64(style)}]}
+    doc = {"instances": [{"content_image": b64(content), "style_image": b64(style)}]}
     assert _post(server, "/v1/models/imfuse:predict", json.dumps(doc).encode())[0] == 200
 
 
@@ -174,7 +169,7 @@ def test_server_fault_is_500_without_exception_text(server, images, monkeypatch)
         raise OSError("cannot read /srv/secret/models/imfuse/1/variables/variables.index")
 
     monkeypatch.setattr(servable.Servable, "run", boom)
-    doc = {"instances": [{"content_image": _b64(content), "style_image": _b64(style)}]}
+    doc = {"instances": [{"content_image": b64(content), "style_image": b64(style)}]}
     status, body = _post(server, "/v1/models/imfuse:predict", json.dumps(doc).encode())
     error = json.loads(body)["error"]
     assert status == 500 and "/srv/secret" not in error and "OSError" not in error and "error id" in error
@@ -183,7 +178,7 @@ def test_server_fault_is_500_without_exception_text(server, images, monkeypatch)
 def test_random_bytes_image_over_rest_is_400(server, images):
     _, style = images
     junk = bytes(range(256)) * 4
-    doc = {"instances": [{"content_image": _b64(junk), "style_image": _b64(style)}]}
+    doc = {"instances": [{"content_image": b64(junk), "style_image": b64(style)}]}
     status, body = _post(server, "/v1/models/imfuse:predict", json.dumps(doc).encode())
     assert status == 400, body
 
@@ -210,7 +205,7 @@ def test_prometheus_endpoint_counts_requests_errors_latency_and_versions(server,
     ok_key = 'imfuse_serving_requests_total{api="rest",method="Predict",code="OK"}'
     bad_key = 'imfuse_serving_request_errors_total{api="rest",method="Predict",code="INVALID_ARGUMENT"}'
     before = _scrape(server)
-    doc = {"instances": [{"content_image": _b64(content), "style_image": _b64(style)}]}
+    doc = {"instances": [{"content_image": b64(content), "style_image": b64(style)}]}
     assert _post(server, "/v1/models/imfuse:predict", json.dumps(doc).encode())[0] == 200
     assert _post(server, "/v1/models/imfuse:predict", b"{nope")[0] == 400
     after = _scrape(server)
