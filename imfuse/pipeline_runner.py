@@ -4,9 +4,10 @@
 (kfp.local SubprocessRunner, `use_venv=False`: the image is ignored, nothing is
 installed) under WORKDIR: the MLflow store (`WORKDIR/mlflow.db`, the same embedded
 store `imfuse ui` opens), the serving base path (`WORKDIR/serving/<model>/<version>`),
-and KFP's task outputs (`WORKDIR/pipeline-root`). kfp 2.17's local orchestrator runs
-`dsl.If`/`dsl.Else`/`dsl.OneOf`, caching and retries, so the same pipeline definition
-runs here and on a cluster.
+KFP's task outputs (`WORKDIR/pipeline-root`) and the run's full log
+(`WORKDIR/logs/pipeline-<time>.log`; the terminal shows one line per stage). kfp 2.17's
+local orchestrator runs `dsl.If`/`dsl.Else`/`dsl.OneOf`, caching and retries, so the same
+pipeline definition runs here and on a cluster.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class LocalRunResult:
     # The candidate was refused and nothing was served yet: the shipped base model
     # (what the candidate was fine-tuned from and gated against) is served instead.
     serving_base_model: bool = False
+    log_file: Path | None = None  # the run's full log (kfp.local and every task's output)
 
     @property
     def blessed(self) -> bool:
@@ -134,8 +136,14 @@ def _versions(model_dir: Path) -> set[int]:
     return {int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()}
 
 
-def run_local(params: PipelineParams, workdir: str | os.PathLike = DEFAULT_WORKDIR) -> LocalRunResult:
-    """The whole pipeline through kfp.local; raises TrainingError naming the failed task."""
+def run_local(
+    params: PipelineParams, workdir: str | os.PathLike = DEFAULT_WORKDIR, *, verbose: bool = False
+) -> LocalRunResult:
+    """The whole pipeline through kfp.local; raises TrainingError naming the failed task.
+
+    The terminal gets one line per stage (imfuse/pipeline_progress.py); kfp.local's own
+    output (executor JSON, every task's log) goes to WORKDIR/logs/pipeline-<time>.log
+    (`result.log_file`), and to the terminal as well when `verbose`."""
     params.validate()
     _local_sources_exist(params)
     workdir = Path(workdir).resolve()
@@ -148,40 +156,67 @@ def run_local(params: PipelineParams, workdir: str | os.PathLike = DEFAULT_WORKD
     model_dir = Path(merged.serving_base_path) / merged.model_name
     before = _versions(model_dir)
 
+    import time
     import warnings
 
-    from kfp import local
+    from imfuse.pipeline_progress import capture, format_duration, new_log_path
 
     # The project image is for clusters; locally the same code runs in this interpreter.
     warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
     # CPU/memory/GPU requests are cluster settings; kfp.local says so once per task.
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*", category=UserWarning)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(workdir / "pipeline-root"),
-        raise_on_error=True,
-        enable_caching=True,
-    )
-    from pipelines.training_pipeline import imfuse_pipeline
+    log_path = new_log_path(workdir)
+    pipeline_root = workdir / "pipeline-root"
+    with capture(log_path, pipeline_root, verbose=verbose) as progress:
+        progress.say(f"imfuse pipeline, locally with kfp.local in {workdir}; full log: {log_path}")
+        try:
+            from kfp import local
 
-    try:
-        imfuse_pipeline(**merged.arguments())
-    except RuntimeError as exc:
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # kfp colours task names
-        first = text.splitlines()[0] if text else type(exc).__name__
-        raise TrainingError(f"local pipeline run failed: {first} (the failing step's log is above)") from None
+            local.init(
+                runner=local.SubprocessRunner(use_venv=False),
+                pipeline_root=str(pipeline_root),
+                raise_on_error=True,
+                enable_caching=True,
+            )
+            from pipelines.training_pipeline import imfuse_pipeline
 
-    result = LocalRunResult(
-        workdir=workdir, tracking_uri=merged.mlflow_uri, model_name=merged.model_name, model_base_path=model_dir
-    )
-    new = sorted(_versions(model_dir) - before)
-    if not new:
-        if not before:
-            _serve_base_model(result, merged)
-        return result
-    result.serving_version = new[-1]
-    _read_registry(result, merged.variant)
+            try:
+                imfuse_pipeline(**merged.arguments())
+            except RuntimeError as exc:
+                text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # kfp colours task names
+                first = text.splitlines()[0] if text else type(exc).__name__
+                progress.report_failure()
+                raise TrainingError(
+                    f"local pipeline run failed: {first} (its last log lines are above; full log: {log_path})"
+                ) from None
+            progress.report_unblessed()
+
+            result = LocalRunResult(
+                workdir=workdir, tracking_uri=merged.mlflow_uri, model_name=merged.model_name,
+                model_base_path=model_dir, log_file=log_path,
+            )
+            new = sorted(_versions(model_dir) - before)
+            if new:
+                result.serving_version = new[-1]
+                _read_registry(result, merged.variant)
+            elif not before:
+                started = time.monotonic()
+                _serve_base_model(result, merged)
+                if result.serving_base_model:
+                    progress.line(
+                        "serve base model", "SUCCESS", time.monotonic() - started,
+                        f"the shipped {merged.variant} base model as serving version {result.serving_version}",
+                    )
+            progress.say(f"pipeline finished in {format_duration(progress.elapsed())}")
+        except TrainingError:
+            raise
+        except KeyboardInterrupt:
+            progress.say(f"interrupted; full log: {log_path}")
+            raise
+        except Exception:
+            progress.report_failure()
+            raise
     return result
 
 
@@ -225,17 +260,19 @@ def next_steps(result: LocalRunResult, cwd: str | os.PathLike | None = None) -> 
     from imfuse.tracking.client import default_tracking_uri
 
     ui = "imfuse ui" if result.tracking_uri == default_tracking_uri(cwd) else f"imfuse ui --mlflow-uri {result.tracking_uri}"
+    log = [f"Full log of this run: {result.log_file}"] if result.log_file else []
     if not result.serving:
         return "\n".join([
             "The model was not blessed by its evaluation: nothing was registered or exported "
-            "(the evaluate step's log above says why; train longer with --steps).",
+            "(the evaluate line above says why; train longer with --steps).",
             f"Compare runs in the MLflow UI: {ui}  (then open http://127.0.0.1:5000)",
+            *log,
         ])
     version_dir = result.model_base_path / str(result.serving_version)
     if result.serving_base_model:
         registered = (
             "The fine-tuned model was not blessed (it scored worse than the shipped base model on the "
-            "held-out pairs; the evaluate step's log above says by how much), so it was not registered. "
+            "held-out pairs; the evaluate line above says by how much), so it was not registered. "
             "Nothing was served yet, so the shipped base model is served instead."
         )
     elif result.registered_model:
@@ -258,6 +295,7 @@ def next_steps(result: LocalRunResult, cwd: str | os.PathLike | None = None) -> 
         "CONTENT.jpg STYLE.jpg -o stylized.png",
         "  3. open the MLflow UI (runs, metrics, sample grids, registry):",
         f"       {ui}    # then http://127.0.0.1:5000",
+        *log,
     ])
 
 

@@ -3,6 +3,8 @@ version with aliases and a versioned SavedModel that `imfuse serve` serves to `i
 
 import contextlib
 import io
+import re
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -59,6 +61,40 @@ def test_local_run_registers_and_publishes_a_version(local_run):
     for part in ("saved_model.pb", "variables/variables.index", "variables/variables.data-00000-of-00001"):
         assert (base / "1" / part).read_bytes() == (local_run["workdir"] / "dl" / "saved_model" / part).read_bytes()
     assert registered.endswith("saved_model")
+
+
+STAGE_LINE = re.compile(r"^  (prepare data|train|evaluate|register|export \+ deploy) +(SUCCESS|CACHED|FAILED|SKIPPED) ")
+
+
+def test_terminal_shows_one_line_per_stage_and_the_log_file_the_rest(local_run):
+    """The person sees a line per stage (status, duration, key metric); kfp.local's executor
+    JSON and the tasks' logs go to the log file named on the first line and at the end."""
+    out = local_run["out"]
+    assert local_run["code"] == 0, out[-3000:]
+    lines = out.splitlines()
+    assert "full log: " in lines[0]
+    log = Path(lines[0].split("full log: ", 1)[1])
+    assert log.parent == local_run["workdir"] / "logs" and log.is_file()
+    assert f"Full log of this run: {log}" in out
+    stages = [m.groups() for m in map(STAGE_LINE.match, lines) if m]
+    names = ("prepare data", "train", "evaluate", "register", "export + deploy")
+    assert stages == [(name, "SUCCESS") for name in names]
+    by_stage = {m.group(1): line for line in lines if (m := STAGE_LINE.match(line))}
+    assert re.search(r"SUCCESS +\S+  \d+ images accepted, \d+ quarantined", by_stage["prepare data"])
+    assert re.search(r"20 steps, loss [0-9.e+]+, [0-9.]+ img/s$", by_stage["train"])
+    assert "blessed: candidate eval/style_loss_unseen" in by_stage["evaluate"]
+    assert re.search(r"imfuse-reduced version \d+ \(challenger, champion\)$", by_stage["register"])
+    served = local_run["workdir"] / "serving" / "imfuse" / "1"
+    assert by_stage["export + deploy"].endswith(f"serving version 1 at {served}")
+    assert sum(line.endswith("running ...") for line in lines) == 5  # not a terminal: no live line
+    for noise in ("executor_input", "KFP Executor", '"outputFile"', "Streamed logs", "train:  "):
+        assert noise not in out, noise
+    assert len(lines) < 30, out
+    text = log.read_text(encoding="utf-8")
+    for task in ("prepare-data", "train-model", "evaluate-model", "register-model", "export-deploy-model"):
+        assert f"Executing task '{task}" in text, task
+    assert text.count("Got executor_input") == 5 and text.count("Wrote executor output file") == 5
+    assert "train: 100%|" in text and "Pipeline 'imfuse-training' finished with status SUCCESS" in text
 
 
 def test_served_version_stylizes_over_grpc(local_run, tmp_path):

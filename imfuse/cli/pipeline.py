@@ -55,7 +55,12 @@ def register(subparsers) -> None:
     )
     r.add_argument("--local", action="store_true", required=True, help="run with kfp.local (required; "
                    "use `submit` for a cluster)")
-    r.add_argument("--workdir", default="imfuse-work", help="MLflow store, serving base path and task outputs")
+    r.add_argument("--workdir", default="imfuse-work",
+                   help="MLflow store, serving base path, task outputs and the run's log (WORKDIR/logs)")
+    r.add_argument("-v", "--verbose", action="store_true",
+                   help="also stream kfp.local's full output (executor JSON, every task's log) to the terminal; "
+                   "by default the terminal shows one line per stage and the full output goes to "
+                   "WORKDIR/logs/pipeline-<time>.log")
     _params(r)
     r.set_defaults(func=run_local)
 
@@ -100,7 +105,7 @@ def run_compile(args) -> int:
 def run_local(args) -> int:
     from imfuse.pipeline_runner import next_steps, run_local as run
 
-    result = run(_collect(args), args.workdir)
+    result = run(_collect(args), args.workdir, verbose=args.verbose)
     print(next_steps(result), flush=True)
     return 0 if result.serving else 3
 
