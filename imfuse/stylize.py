@@ -1,7 +1,8 @@
 """Feed-forward stylisation with a trained StyleTransferModel (`imfuse stylize --method model`).
 
 Content of any size goes through the network at full resolution (the model pads to a
-multiple of 4 inside its graph and crops back); styles are embedded at the model's style
+multiple of 4 inside its graph and crops back), whole or, for big images, in overlapping
+tiles with shared normalisation statistics (imfuse.tiling); styles are embedded at the model's style
 size (256 px) and mixed by a weighted average of their embeddings.
 """
 
@@ -55,6 +56,16 @@ def apply_mask(content: np.ndarray, stylized: np.ndarray, mask: np.ndarray) -> n
     return np.where(m == 0.0, content, blended).astype(np.float32)
 
 
+def _check_content(rgb: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) arrays stay uint8 (big images: 1 byte per channel); anything else float32."""
+    arr = np.asarray(rgb)
+    if arr.dtype == np.uint8:
+        if arr.ndim != 3 or arr.shape[2] != 3:
+            raise ImageError(f"content image: expected an (H, W, 3) RGB array, got shape {arr.shape}")
+        return arr
+    return _check_image(arr, "content image")
+
+
 def stylize_with_model(
     model: "StyleTransferModel",
     content_rgb: np.ndarray,
@@ -62,22 +73,71 @@ def stylize_with_model(
     strength: float = 1.0,
     mask: np.ndarray | None = None,
     preserve_color: bool = False,
+    *,
+    tile: int | str | None = None,
+    style_scale: float | None = None,
+    as_uint8: bool = False,
+    progress=None,
 ) -> np.ndarray:
-    """Stylise one (H, W, 3) float image in [0, 1]; returns float32 (H, W, 3) in [0, 1].
+    """Stylise one (H, W, 3) image in [0, 1] (float, or uint8 in [0, 255]); returns float32
+    (H, W, 3) in [0, 1], or uint8 with `as_uint8`.
 
     `strength` interpolates the bottleneck between the content's own embedding (0) and the
     mixed style embedding (1); `mask` (H, W) in [0, 1] limits where the style shows;
     `preserve_color` keeps the content's chroma (imfuse.color.preserve_color).
+
+    `tile`: None/0/"off" runs the whole image at once; a size in px runs overlapping tiles
+    of that size with shared normalisation statistics (imfuse.tiling), "auto" does so
+    above imfuse.tiling.AUTO_TILE_PIXELS. `style_scale` runs the network at a working
+    resolution of imfuse.tiling.REFERENCE_PIXELS / style_scale**2 and resizes the result
+    to the content's size, so stroke size relative to the image no longer depends on the
+    output resolution (None: work at the content's own resolution). `progress(done, total)`
+    is called after each tile.
     """
-    content = _check_image(content_rgb, "content image")
+    content = _check_content(content_rgb)
     if not 0.0 <= float(strength) <= 1.0:
         raise ConfigError(f"strength must be between 0 and 1, got {strength}")
+    from imfuse import tiling
+
+    h, w = content.shape[:2]
+    work_hw = tiling.working_size(h, w, style_scale)
+    tile_size = tiling.resolve_tile(tile, *work_hw)
+    if content.dtype != np.uint8 and not tile_size and work_hw == (h, w) and not as_uint8:
+        return _stylize_whole(model, content, styles, strength, mask, preserve_color)
+
     embedding = mix_style_embeddings(model, styles)
-    batch = content[None]
+    work = tiling.resize_image(content, work_hw)
     if strength < 1.0:
-        own = np.asarray(model.embed_style(batch), dtype=np.float32)
+        # embed_style centre-crops and resizes to the style size anyway: a 1 MP copy is enough.
+        own = np.asarray(model.embed_style(tiling.stats_image(work)[None]), dtype=np.float32)
         embedding = strength * embedding + (1.0 - strength) * own
-    stylized = np.asarray(model.stylize_with_embedding(batch, embedding), dtype=np.float32)[0]
+    if tile_size:
+        params = model.style_heads(embedding)
+        stats = tiling.norm_statistics(model.transformer, tiling.stats_image(work)[None], params)
+        radius = tiling.receptive_radius(model.variant)
+        plan = tiling.plan_tiles(*work_hw, tile_size, margin=radius)
+        stylized = tiling.stylize_tiled(model.transformer, work, params, stats, plan, progress)
+    else:
+        batch = tiling._as_float_tile(work)[None]
+        stylized = np.asarray(model.stylize_with_embedding(batch, embedding), dtype=np.float32)[0]
+        stylized = _to_uint8(stylized) if content.dtype == np.uint8 or as_uint8 else np.clip(stylized, 0.0, 1.0)
+    del work
+    stylized = tiling.resize_image(stylized, (h, w))
+    if stylized.dtype == np.uint8:
+        _finish_in_bands(content, stylized, mask, preserve_color)
+        return stylized if as_uint8 else stylized.astype(np.float32) / np.float32(255.0)
+    stylized = _finish(content, stylized, mask, preserve_color)
+    return _to_uint8(stylized) if as_uint8 else stylized
+
+
+def _to_uint8(rgb: np.ndarray) -> np.ndarray:
+    from imfuse.images import to_uint8
+
+    return to_uint8(rgb)
+
+
+def _finish(content, stylized, mask, preserve_color) -> np.ndarray:
+    """Colour preservation, clipping and the mask on float (H, W, 3) arrays."""
     if preserve_color:
         from imfuse.color import preserve_color as keep_chroma
 
@@ -86,3 +146,29 @@ def stylize_with_model(
     if mask is not None:
         stylized = apply_mask(content, stylized, mask)
     return stylized
+
+
+def _finish_in_bands(content, stylized: np.ndarray, mask, preserve_color, rows: int = 256) -> None:
+    """_finish on a uint8 result, in place, a band of rows at a time (no full-size float copies)."""
+    from imfuse.tiling import _as_float_tile
+
+    if mask is not None and np.shape(mask) != content.shape[:2]:
+        raise ImageError(f"mask shape {np.shape(mask)} does not match the content image {content.shape[:2]}")
+    if mask is None and not preserve_color:
+        return
+    for top in range(0, content.shape[0], rows):
+        band = slice(top, top + rows)
+        out = _finish(_as_float_tile(content[band]), _as_float_tile(stylized[band]),
+                      None if mask is None else np.asarray(mask)[band], preserve_color)
+        stylized[band] = _to_uint8(out)
+
+
+def _stylize_whole(model, content, styles, strength, mask, preserve_color) -> np.ndarray:
+    """The untiled float path (the whole image through the model at once)."""
+    embedding = mix_style_embeddings(model, styles)
+    batch = content[None]
+    if strength < 1.0:
+        own = np.asarray(model.embed_style(batch), dtype=np.float32)
+        embedding = strength * embedding + (1.0 - strength) * own
+    stylized = np.asarray(model.stylize_with_embedding(batch, embedding), dtype=np.float32)[0]
+    return _finish(content, stylized, mask, preserve_color)

@@ -23,6 +23,41 @@ def parse_style_spec(spec: str) -> tuple[str, float]:
     return spec, 1.0
 
 
+def _tile_arg(text: str):
+    """--tile value: 'auto' or a size in px (0 = off)."""
+    if text.strip().lower() in ("auto", "off"):
+        return text.strip().lower()
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a size in px, got {text!r}") from None
+    if size != 0 and size < 64:
+        raise argparse.ArgumentTypeError(f"tile size must be 0 (off) or at least 64 px, got {size}")
+    return size
+
+
+def _load_content_uint8(src):
+    """The content as a uint8 (H, W, 3) array: a 24 MP photo takes 72 MB instead of 288 MB as float32."""
+    import numpy as np
+
+    from imfuse.images import open_validated, read_source_bytes
+
+    data, name = read_source_bytes(src)
+    im = open_validated(data, name)
+    return np.asarray(im)[:, :, :3]
+
+
+def _tile_progress(enabled: bool):
+    if not enabled:
+        return None
+
+    def report(done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        print(f"\rtile {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    return report
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "stylize",
@@ -57,6 +92,14 @@ def register(subparsers) -> None:
     m = p.add_argument_group("model (feed-forward)")
     m.add_argument("--model", help="trained model (.keras from `imfuse train`); default: the shipped base model")
     m.add_argument("--strength", type=float, default=1.0, help="0 = content's own style, 1 = full style")
+    m.add_argument("--tile", type=_tile_arg, default="auto", metavar="SIZE",
+                   help="run the network on overlapping SIZE px tiles with shared normalisation statistics "
+                        "and blended seams (bounded memory at any image size); 0 = whole image at once; "
+                        "auto = 768 px tiles above 4 megapixels")
+    m.add_argument("--style-scale", type=float, default=None, metavar="S",
+                   help="brush-stroke size relative to the output, independent of its resolution: the network "
+                        "runs at 1 megapixel / S^2 (same aspect ratio) and the result is resized to the content's "
+                        "size (1 = strokes as in a 1 MP run, 2 = twice as large); default: the content's own size")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -87,7 +130,7 @@ def _weights(args):
 def run(args) -> int:
     from imfuse.images import load_image, load_mask, save_image
 
-    content = load_image(args.content).rgb
+    content = _load_content_uint8(args.content) if args.method == "model" else load_image(args.content).rgb
     styles = _load_styles(args)
     mask = load_mask(args.mask, content.shape[:2]) if args.mask else None
     started = time.perf_counter()
@@ -124,9 +167,17 @@ def run(args) -> int:
         model = load_model(path, precision=args.precision)
         which = "shipped base model" if args.model in (None, "base") else str(path)
         print(f"model: {which}, {model.variant.name} variant, {compute_precision(model)} compute", file=sys.stderr)
-        image = stylize_with_model(model, content, styles, args.strength, mask, args.preserve_color)
+        if args.style_scale is not None and not args.style_scale > 0:
+            raise ConfigError(f"--style-scale must be positive, got {args.style_scale}")
+        image = stylize_with_model(
+            model, content, styles, args.strength, mask, args.preserve_color,
+            tile=args.tile, style_scale=args.style_scale, as_uint8=True,
+            progress=_tile_progress(not args.no_progress),
+        )
         summary = f"strength {args.strength}"
-    path = save_image(image, args.output)
+    from imfuse.tiling import save_uint8
+
+    path = save_uint8(image, args.output) if image.dtype.name == "uint8" else save_image(image, args.output)
     print(f"wrote {path} ({image.shape[1]}x{image.shape[0]}, {args.method}, {summary}, "
           f"{time.perf_counter() - started:.1f}s)")
     return 0
