@@ -402,7 +402,10 @@ def to_uint8(rgb: np.ndarray) -> np.ndarray:
 
 
 def _to_pil(rgb: np.ndarray) -> Image.Image:
+    """Float [0, 1] or uint8 arrays (uint8 as they are: no float copy of a large image)."""
     arr = np.asarray(rgb)
+    if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] in (3, 4):
+        return Image.fromarray(arr, "RGB" if arr.shape[2] == 3 else "RGBA")
     if arr.ndim == 2:
         return Image.fromarray(to_uint8(arr), "L")
     if arr.ndim == 3 and arr.shape[2] in (3, 4):

@@ -36,15 +36,12 @@ any output size; s = 2 strokes twice as large relative to the image, s = 0.5 hal
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import weakref
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from imfuse.errors import ConfigError, ImageError
+from imfuse.errors import ConfigError
 
 STRIDE = 4  # the transformer's total stride (two stride-2 convs)
 DEFAULT_TILE = 768
@@ -288,35 +285,6 @@ def stats_image(content: np.ndarray, max_pixels: int = STATS_PIXELS) -> np.ndarr
     if h * w > max_pixels:
         content = resize_image(content, size_for_pixels(h, w, max_pixels))
     return _as_float_tile(content)
-
-
-def save_uint8(rgb: np.ndarray, path: str | os.PathLike) -> Path:
-    """imfuse.images.save_image for a uint8 (H, W, 3) array (no float copy of a big image)."""
-    from PIL import Image
-
-    from imfuse.images import _SAVE_FORMATS, save_image
-
-    if rgb.dtype != np.uint8:
-        return save_image(rgb, path)
-    target = Path(path)
-    fmt = _SAVE_FORMATS.get(target.suffix.lower())
-    if fmt is None:
-        return save_image(rgb, path)  # raises the usual unknown-extension ImageError
-    im = Image.fromarray(rgb, "RGB")
-    options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                im.save(fh, format=fmt, **options)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise ImageError(f"{target}: cannot write image ({exc.strerror or exc})") from None
-    return target
 
 
 # ----------------------------------------------------------------------------- tiled run

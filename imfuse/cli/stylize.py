@@ -175,9 +175,8 @@ def run(args) -> int:
             progress=_tile_progress(not args.no_progress),
         )
         summary = f"strength {args.strength}"
-    from imfuse.tiling import save_uint8
 
-    path = save_uint8(image, args.output) if image.dtype.name == "uint8" else save_image(image, args.output)
+    path = save_image(image, args.output)  # uint8 arrays are written without a float copy
     print(f"wrote {path} ({image.shape[1]}x{image.shape[0]}, {args.method}, {summary}, "
           f"{time.perf_counter() - started:.1f}s)")
     return 0
