@@ -19,7 +19,7 @@ from imfuse.serving.config import ModelConfig
 from imfuse.serving.status import StatusError
 
 ADMIN_HOST = "127.0.0.1"
-DEFAULT_ADMIN_PORT = 8502
+from imfuse.serving.defaults import ADMIN_PORT as DEFAULT_ADMIN_PORT  # noqa: E402
 
 
 @dataclass(frozen=True)

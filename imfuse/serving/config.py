@@ -219,7 +219,7 @@ def monitoring_config_class():
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
 
 
-DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
+from imfuse.serving.defaults import METRICS_PATH as DEFAULT_METRICS_PATH  # noqa: E402
 
 
 def parse_monitoring_text(text: str, source: str = "<monitoring config>") -> str | None:

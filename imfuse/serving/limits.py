@@ -19,8 +19,8 @@ import numpy as np
 from imfuse.errors import ConfigError
 from imfuse.serving.status import StatusError
 
-DEFAULT_MAX_IMAGES = 32
-DEFAULT_MAX_PIXELS = 64_000_000
+from imfuse.serving.defaults import MAX_IMAGES_PER_REQUEST as DEFAULT_MAX_IMAGES  # noqa: E402
+from imfuse.serving.defaults import MAX_PIXELS_PER_REQUEST as DEFAULT_MAX_PIXELS  # noqa: E402
 # JPEG frame headers sit after a few APPn/DQT/DHT segments; a file needing more
 # segments than this before its SOF is refused rather than scanned at length.
 _MAX_JPEG_SEGMENTS = 1024

@@ -14,7 +14,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-DEFAULT_PATH = "/monitoring/prometheus/metrics"
+from imfuse.serving.defaults import METRICS_PATH as DEFAULT_PATH
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
