@@ -52,7 +52,7 @@ def test_warm_start_begins_at_the_init_models_loss(prepared_dataset, trained_ini
     )
     cold, warm = _first_loss(tmp_path / "cold"), _first_loss(tmp_path / "warm")
     print("first teacher loss: cold", cold["train/teacher_loss"], "warm", warm["train/teacher_loss"])
-    assert warm["train/teacher_loss"] < 0.75 * cold["train/teacher_loss"]  # 0.60 (deterministic data and init)
+    assert warm["train/teacher_loss"] < 0.75 * cold["train/teacher_loss"]  # 0.57 (deterministic data and init)
     # with a learning rate of 1e-9 the weights are still the init model's
     init, final = load_model(trained_init), load_model(result.model_path)
     for a, b in zip(init.get_weights(), final.get_weights()):

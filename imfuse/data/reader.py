@@ -92,9 +92,10 @@ def make_dataset(
         img = tf.io.decode_image(raw, channels=3, expand_animations=False)
         img = tf.image.convert_image_dtype(img, tf.float32)
         augmenting = training and augment
-        # Stateless ops seeded by (seed, element index): the same seed gives the same batches
-        # however the parallel map schedules its work.
-        seeds = [tf.stack([base_seed, index * 5 + i]) for i in range(5)]
+        # Stateless ops seeded by (seed, kind, element index): the same seed gives the same
+        # batches however the parallel map schedules its work, and content and style
+        # streams read with one seed do not share their crops and flips.
+        seeds = [tf.stack([base_seed, (index * len(KINDS) + KINDS.index(kind)) * 5 + i]) for i in range(5)]
         img = cover(img, tf.random.stateless_uniform([], seeds[0], 1.0, 2.0) if augmenting else 1.0)
         if training:
             img = tf.image.stateless_random_crop(img, [size, size, 3], seed=seeds[1])
