@@ -13,11 +13,10 @@ from pathlib import Path
 
 from imfuse.errors import ConfigError, ImageError
 
-# Plain constants (no TensorFlow import) for the help texts.
-DEFAULT_MAX_IMAGES = 32
-DEFAULT_MAX_PIXELS = 64_000_000
-DEFAULT_ADMIN_PORT = 8502
-DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
+from imfuse.serving.defaults import ADMIN_PORT as DEFAULT_ADMIN_PORT
+from imfuse.serving.defaults import MAX_IMAGES_PER_REQUEST as DEFAULT_MAX_IMAGES
+from imfuse.serving.defaults import MAX_PIXELS_PER_REQUEST as DEFAULT_MAX_PIXELS
+from imfuse.serving.defaults import METRICS_PATH as DEFAULT_METRICS_PATH
 
 
 def _flag(parser: argparse.ArgumentParser, *names: str, **kwargs) -> None:
