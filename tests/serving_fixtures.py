@@ -37,6 +37,33 @@ def b64(data: bytes) -> dict:
     return {"b64": base64.b64encode(data).decode()}
 
 
+def rest_post(port: int, path: str, doc) -> tuple[int, bytes]:
+    """POST `doc` (bytes as they are, else JSON) to 127.0.0.1:port; (status, body), errors included."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def rest_get(port: int, path: str):
+    """GET 127.0.0.1:port/path; (status, headers, body), errors included."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
 def content_images(n: int = 2, size: int = 48) -> list[bytes]:
     return [image_bytes(p, size) for p in sorted((DATA / "content").glob("*.jpg"))[:n]]
 

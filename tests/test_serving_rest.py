@@ -1,8 +1,6 @@
 """TF Serving REST API of the local server: same bytes as gRPC, TF Serving's JSON rules."""
 
 import json
-import urllib.error
-import urllib.request
 
 import grpc
 import numpy as np
@@ -14,7 +12,7 @@ from imfuse.serving.config import BatchingOptions
 from imfuse.serving.rest_json import decode_response_body, parse_predict_body, string_bytes, write_predict_response
 from imfuse.serving.server import ServerOptions, start_server
 from imfuse.serving.status import StatusError
-from serving_fixtures import b64, build_toy_model, content_images, style_images
+from serving_fixtures import b64, build_toy_model, content_images, rest_get, rest_post, style_images
 
 
 @pytest.fixture(scope="module")
@@ -36,21 +34,12 @@ def images():
 
 
 def _post(server, path: str, doc) -> tuple[int, bytes]:
-    body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}{path}", data=body, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=20) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    return rest_post(server.rest_port, path, doc)
 
 
 def _get(server, path: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.rest_port}{path}", timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    status, _, body = rest_get(server.rest_port, path)
+    return status, json.loads(body)
 
 
 def test_rest_equals_grpc_bytes(server, images):

@@ -17,7 +17,7 @@ from imfuse.serving import servable
 from imfuse.serving.rest import RestOptions
 from imfuse.serving.rest_json import JsonLimits
 from imfuse.serving.server import ServerOptions, start_server
-from serving_fixtures import b64, build_toy_model, content_images, style_images
+from serving_fixtures import b64, build_toy_model, content_images, rest_get, rest_post, style_images
 
 OPTIONS = RestOptions(timeout_keep_alive_s=1, header_timeout_s=1.0, body_timeout_s=0.5, limit_concurrency=6,
                       json_limits=JsonLimits(max_elements=2000, max_depth=16))
@@ -39,20 +39,11 @@ def images():
 
 
 def _post(server, path: str, body: bytes) -> tuple[int, bytes]:
-    request = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}{path}", data=body, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=20) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    return rest_post(server.rest_port, path, body)
 
 
 def _get(server, path: str):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.rest_port}{path}", timeout=10) as response:
-            return response.status, response.headers, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers, exc.read()
+    return rest_get(server.rest_port, path)
 
 
 def _raw(server, data: bytes, wait_s: float = 5.0) -> bytes:
