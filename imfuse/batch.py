@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from imfuse.errors import ConfigError, DataError, ModelError
+from imfuse.versions import version_dirs
 
 SIGNATURE = "stylize_with_embedding"
 QUARANTINE_FILE = "quarantine.jsonl"
@@ -72,9 +73,9 @@ def resolve_saved_model(model: str, scratch: str) -> str:
     if (path / "saved_model.pb").is_file():
         return str(path)
     if path.is_dir():
-        versions = sorted(int(p.name) for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file())
+        versions = {v: p for v, p in version_dirs(path).items() if (p / "saved_model.pb").is_file()}
         if versions:
-            return str(path / str(versions[-1]))
+            return str(versions[max(versions)])
     if not path.exists():
         raise ModelError(f"model not found: {model}")
     raise ModelError(

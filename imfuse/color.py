@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import numpy as np
 
-_RGB_TO_YIQ = np.array(
+RGB_TO_YIQ = np.array(
     [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]],
     dtype=np.float32,
-)
-_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
+)  # the one copy: the serving graph (imfuse.serving_graph) builds its constants from these
+YIQ_TO_RGB = np.linalg.inv(RGB_TO_YIQ).astype(np.float32)
 
 
 def rgb_to_yiq(rgb: np.ndarray) -> np.ndarray:
-    return rgb.astype(np.float32) @ _RGB_TO_YIQ.T
+    return rgb.astype(np.float32) @ RGB_TO_YIQ.T
 
 
 def yiq_to_rgb(yiq: np.ndarray) -> np.ndarray:
-    return yiq.astype(np.float32) @ _YIQ_TO_RGB.T
+    return yiq.astype(np.float32) @ YIQ_TO_RGB.T
 
 
 def preserve_color(content_rgb: np.ndarray, stylized_rgb: np.ndarray) -> np.ndarray:

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imfuse.errors import ConfigError, ModelError
+from imfuse.versions import version_dirs
 
 if TYPE_CHECKING:  # pragma: no cover
     from imfuse.networks.model import StyleTransferModel
@@ -206,9 +207,7 @@ def build_serving_module(model: "StyleTransferModel"):
 
 def existing_versions(model_dir: Path) -> list[int]:
     """Integer-named subfolders (TF Serving ignores everything else: our .tmp- and .claim- folders)."""
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(version_dirs(model_dir))
 
 
 def _warmup_image(size: int, seed: int) -> bytes:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from imfuse.errors import ConfigError, TrainingError
+from imfuse.versions import version_dirs
 
 VARIANTS = ("full", "reduced")
 DEFAULT_WORKDIR = "imfuse-work"
@@ -130,12 +131,6 @@ def local_params(params: PipelineParams, workdir: Path) -> PipelineParams:
     return merged
 
 
-def _versions(model_dir: Path) -> set[int]:
-    if not model_dir.is_dir():
-        return set()
-    return {int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()}
-
-
 def run_local(
     params: PipelineParams, workdir: str | os.PathLike = DEFAULT_WORKDIR, *, verbose: bool = False
 ) -> LocalRunResult:
@@ -154,7 +149,7 @@ def run_local(
     check_reachable(merged.mlflow_uri)  # a down tracking server fails now, not after training
     workdir.mkdir(parents=True, exist_ok=True)
     model_dir = Path(merged.serving_base_path) / merged.model_name
-    before = _versions(model_dir)
+    before = set(version_dirs(model_dir))
 
     import time
     import warnings
@@ -196,7 +191,7 @@ def run_local(
                 workdir=workdir, tracking_uri=merged.mlflow_uri, model_name=merged.model_name,
                 model_base_path=model_dir, log_file=log_path,
             )
-            new = sorted(_versions(model_dir) - before)
+            new = sorted(set(version_dirs(model_dir)) - before)
             if new:
                 result.serving_version = new[-1]
                 _read_registry(result, merged.variant)

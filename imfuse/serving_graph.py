@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from imfuse.color import RGB_TO_YIQ, YIQ_TO_RGB
+
 # Same limits as imfuse.images.DEFAULT_LIMITS, enforced in the graph for serving.
 MIN_SIDE = 16
 MAX_PIXELS = 64_000_000
@@ -22,8 +24,6 @@ _GIF_MAGICS = (b"GIF87a", b"GIF89a")
 # stylised pixels the encode otherwise costs more than the network at 512 px.
 PNG_COMPRESSION = 1
 
-# RGB <-> YIQ, as imfuse.color (luminance transfer keeps the content's chroma).
-_RGB_TO_YIQ = [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]]
 
 
 _HEAD_BYTES = 32  # enough for every header field read below
@@ -209,8 +209,8 @@ def encode_png(rgb: tf.Tensor) -> tf.Tensor:
 
 def preserve_color(content: tf.Tensor, stylized: tf.Tensor) -> tf.Tensor:
     """Stylised luminance + content chroma (YIQ), as imfuse.color.preserve_color."""
-    to_yiq = tf.constant(_RGB_TO_YIQ, tf.float32)
-    from_yiq = tf.linalg.inv(to_yiq)
+    to_yiq = tf.constant(RGB_TO_YIQ, tf.float32)
+    from_yiq = tf.constant(YIQ_TO_RGB, tf.float32)
     content_yiq = tf.tensordot(content, tf.transpose(to_yiq), 1)
     stylized_yiq = tf.tensordot(stylized, tf.transpose(to_yiq), 1)
     merged = tf.concat([stylized_yiq[..., :1], content_yiq[..., 1:]], axis=-1)

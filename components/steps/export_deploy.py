@@ -46,6 +46,8 @@ def s3_client():
 
 def s3_versions(client, bucket: str, model_prefix: str) -> list[int]:
     """Integer version 'folders' under s3://bucket/<model_prefix> (which ends in '/')."""
+    from imfuse.versions import version_number
+
     versions: list[int] = []
     token = None
     while True:
@@ -54,9 +56,9 @@ def s3_versions(client, bucket: str, model_prefix: str) -> list[int]:
             kwargs["ContinuationToken"] = token
         page = client.list_objects_v2(**kwargs)
         for entry in page.get("CommonPrefixes", []):
-            name = entry["Prefix"][len(model_prefix):].strip("/")
-            if name.isdigit():
-                versions.append(int(name))
+            number = version_number(entry["Prefix"][len(model_prefix):].strip("/"))
+            if number is not None:
+                versions.append(number)
         if not page.get("IsTruncated"):
             return sorted(versions)
         token = page.get("NextContinuationToken")

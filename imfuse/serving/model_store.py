@@ -21,6 +21,7 @@ from imfuse.errors import ImfuseError
 from imfuse.serving.config import ModelConfig
 from imfuse.serving.servable import Servable, is_complete_version_dir, load_servable
 from imfuse.serving.status import StatusError
+from imfuse.versions import version_dirs
 
 log = logging.getLogger("imfuse.serving")
 
@@ -49,14 +50,7 @@ def _fingerprint(path: Path) -> tuple:
 
 def scan_versions(base_path: str | Path) -> dict[int, Path]:
     """Complete integer version folders under a base path (others are ignored, like TF Serving)."""
-    base = Path(base_path)
-    if not base.is_dir():
-        return {}
-    found = {}
-    for child in base.iterdir():
-        if child.is_dir() and child.name.isdigit() and is_complete_version_dir(child):
-            found[int(child.name)] = child
-    return found
+    return {v: path for v, path in version_dirs(base_path).items() if is_complete_version_dir(path)}
 
 
 class ModelStore:

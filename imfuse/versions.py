@@ -1,0 +1,30 @@
+"""Integer version folders, as TF Serving reads a model's base path.
+
+TF Serving loads only subfolders named by an integer and ignores the rest, which is how
+exports stage their work (`.tmp-*`, `.claim-*`) beside live versions. Every place that
+lists versions (export, batch inference, serving, the local pipeline, the S3 publisher)
+reads them through here so they agree on what counts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def version_number(name: str) -> int | None:
+    """The version a folder or S3 prefix name stands for (ASCII digits only), else None."""
+    return int(name) if name.isascii() and name.isdigit() else None
+
+
+def version_dirs(base: str | os.PathLike) -> dict[int, Path]:
+    """Integer-named subfolders of `base` by version ({} when `base` is not a folder)."""
+    base = Path(base)
+    if not base.is_dir():
+        return {}
+    found = {}
+    for child in base.iterdir():
+        number = version_number(child.name)
+        if number is not None and child.is_dir():
+            found[number] = child
+    return found

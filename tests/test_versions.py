@@ -1,0 +1,17 @@
+from imfuse.versions import version_dirs, version_number
+
+
+def test_version_number_takes_ascii_integers_only():
+    assert version_number("12") == 12
+    assert version_number("007") == 7
+    for name in ("", "1a", ".tmp-3", "-1", "\u0663", "1.0"):
+        assert version_number(name) is None
+
+
+def test_version_dirs_lists_integer_subfolders_only(tmp_path):
+    for name in ("1", "3", "10", ".tmp-4", ".claim-5", "latest"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "7").write_text("a file, not a version")
+    assert sorted(version_dirs(tmp_path)) == [1, 3, 10]
+    assert version_dirs(tmp_path)[10] == tmp_path / "10"
+    assert version_dirs(tmp_path / "missing") == {}
