@@ -64,7 +64,7 @@ from pathlib import Path
 work, variant, final = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 from imfuse.base_model import BASE_DIR, save_base_weights
 from imfuse.networks import load_model
-from imfuse.training.plots import read_history
+from imfuse.training.progress import read_history
 runs = {name: json.loads((work / name / "train_config.json").read_text())
         for name in ("phase1", "phase2") if name == "phase1" or final == "phase2"}
 last = {name: dict(read_history(work / name / "history.jsonl")[-1][1]) for name in runs}

@@ -170,7 +170,7 @@ def test_sigkill_mid_run_resumes_from_the_checkpoint(dataset, tmp_path):
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None:
-            if _checkpoint_step(run) >= 3 and read_history(run) and read_history(run)[-1]["step"] % 3 == 2:
+            if _checkpoint_step(run) >= 3 and read_history(run) and read_history(run)[-1][0] % 3 == 2:
                 break  # two steps past a checkpoint: those two are lost by the kill
             time.sleep(0.05)
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
@@ -180,7 +180,7 @@ def test_sigkill_mid_run_resumes_from_the_checkpoint(dataset, tmp_path):
         if proc.poll() is None:
             proc.kill()
     saved = _checkpoint_step(run)
-    logged = read_history(run)[-1]["step"]
+    logged = read_history(run)[-1][0]
     assert saved >= 3 and 0 <= logged - saved <= 3  # at most --checkpoint-every steps lost
 
     config = TrainConfig(
@@ -189,7 +189,7 @@ def test_sigkill_mid_run_resumes_from_the_checkpoint(dataset, tmp_path):
     )
     result = train(config, progress=False)
     assert (result.start_step, result.step) == (saved, saved + 2)
-    steps = [h["step"] for h in read_history(run)]
+    steps = [step for step, _ in read_history(run)]
     assert steps == list(range(1, saved + 3))  # lost steps were dropped, then redone once
 
 

@@ -43,7 +43,7 @@ def train_args(
 
 def last_metrics(run_dir: str | Path) -> dict[str, float]:
     """The last history.jsonl record's metrics (train/loss, ...)."""
-    from imfuse.training.plots import read_history
+    from imfuse.training.progress import read_history
 
     records = read_history(Path(run_dir) / "history.jsonl")
     return dict(records[-1][1]) if records else {}

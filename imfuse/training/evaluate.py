@@ -290,7 +290,7 @@ def _tracking_target(cfg: EvalConfig, run_dir: Path) -> tuple[str, str | None]:
 
 
 def _last_step(history: Path) -> int:
-    from imfuse.training.plots import read_history
+    from imfuse.training.progress import read_history
 
     records = read_history(history)
     return max((step for step, _ in records), default=0)

@@ -6,7 +6,6 @@ matplotlib's Agg backend so they render without a display.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -15,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from imfuse.images import to_uint8
+from imfuse.training.progress import read_history
 
 GAP = 4
 
@@ -55,29 +55,6 @@ def sample_grid(
     out.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out)
     return out
-
-
-def read_history(path: str | os.PathLike) -> list[tuple[int, dict[str, float]]]:
-    """history.jsonl -> [(step, {metric: value})]; accepts {"step", "metrics": {...}} or flat lines."""
-    records = []
-    path = Path(path)
-    if not path.is_file():
-        return records
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            item = json.loads(line)
-        except ValueError:
-            continue  # a torn last line after a kill
-        if not isinstance(item, dict) or "step" not in item:
-            continue
-        metrics = item.get("metrics") if isinstance(item.get("metrics"), dict) else item
-        values = {
-            k: float(v)
-            for k, v in metrics.items()
-            if k not in ("step", "time") and isinstance(v, (int, float)) and not isinstance(v, bool)
-        }
-        records.append((int(item["step"]), values))
-    return records
 
 
 def loss_curves(history_path: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:

@@ -122,15 +122,30 @@ def append_history(run_dir: str, step: int, metrics: dict[str, float]) -> None:
         os.fsync(handle.fileno())
 
 
-def read_history(run_dir: str | os.PathLike) -> list[dict]:
-    """history.jsonl as a list of records (torn lines skipped)."""
-    path = Path(run_dir) / HISTORY_FILE
+def read_history(path: str | os.PathLike) -> list[tuple[int, dict[str, float]]]:
+    """history.jsonl (or the run folder holding it) -> [(step, {metric: value})].
+
+    Accepts {"step", "metrics": {...}} lines and flat ones; skips a torn last line (a kill
+    mid-write) so a resumed or crashed run's history still reads.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / HISTORY_FILE
+    records: list[tuple[int, dict[str, float]]] = []
     if not path.is_file():
-        return []
-    records = []
+        return records
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            records.append(json.loads(line))
+            item = json.loads(line)
         except ValueError:
             continue
+        if not isinstance(item, dict) or "step" not in item:
+            continue
+        metrics = item.get("metrics") if isinstance(item.get("metrics"), dict) else item
+        values = {
+            k: float(v)
+            for k, v in metrics.items()
+            if k not in ("step", "time") and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        records.append((int(item["step"]), values))
     return records
