@@ -55,5 +55,24 @@ def read_manifest(data_dir: str | Path) -> dict:
     return manifest
 
 
+def read_dataset_hash(data_dir: str | Path) -> str:
+    """A prepared dataset's version id, verified against its manifest (DataError otherwise)."""
+    if not Path(data_dir).is_dir():
+        raise DataError(f"data directory not found: {data_dir} (create it with `imfuse data prepare`)")
+    return str(read_manifest(data_dir)["dataset_hash"])
+
+
+def peek_dataset_hash(data_dir: str | Path | None) -> str | None:
+    """The id a folder's manifest.json records, unverified, or None: for tags on runs of any folder."""
+    if not data_dir:
+        return None
+    try:
+        manifest = json.loads((Path(data_dir) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = manifest.get("dataset_hash") if isinstance(manifest, dict) else None
+    return str(value) if value else None
+
+
 def shard_entries(manifest: dict, kind: str, split: str) -> list[dict]:
     return list(manifest.get("shards", {}).get(kind, {}).get(split, []))

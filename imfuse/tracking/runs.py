@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from imfuse.data.manifest import peek_dataset_hash
 from imfuse.errors import TrackingError
 from imfuse.tracking import EXPERIMENT, MODEL_ARTIFACT, registered_model_name
 from imfuse.tracking.client import (
@@ -68,20 +69,6 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-
-
-def dataset_hash(data_dir: str | os.PathLike | None) -> str | None:
-    """The prepared dataset's version id (manifest.json `dataset_hash`), if readable."""
-    if not data_dir:
-        return None
-    try:
-        manifest = json.loads((Path(data_dir) / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(manifest, dict):
-        return None
-    value = manifest.get("dataset_hash") or manifest.get("hash")
-    return str(value) if value else None
 
 
 def ensure_experiment(client, uri: str, name: str = EXPERIMENT) -> str:
@@ -240,7 +227,7 @@ class TrainingRun:
         loss_network = self.params.get("loss_network")
         if loss_network:
             tags.setdefault(TAG_LOSS_NETWORK, loss_network.strip('"'))
-        data_hash = dataset_hash(self.params.get("data_dir", "").strip('"'))
+        data_hash = peek_dataset_hash(self.params.get("data_dir", "").strip('"'))
         if data_hash:
             tags.setdefault(TAG_DATASET_HASH, data_hash)
         tags.setdefault(TAG_GIT_COMMIT, git_commit())

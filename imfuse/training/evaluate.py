@@ -385,14 +385,14 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
 
     curves = loss_curves(history, out_dir / "curves")
     manifest = Path(cfg.data_dir) / "manifest.json"
-    from imfuse.tracking.runs import dataset_hash
+    from imfuse.data.manifest import peek_dataset_hash
 
     report = {
         "model": str(model_path),
         "variant": variant,
         "registered_model": reg_name,
         "data_dir": str(Path(cfg.data_dir).resolve()),
-        "dataset_hash": dataset_hash(cfg.data_dir),
+        "dataset_hash": peek_dataset_hash(cfg.data_dir),
         "loss_network": loss_network,
         "loss_configuration": lossnet.describe(),
         "image_size": cfg.image_size,

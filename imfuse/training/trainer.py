@@ -22,7 +22,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from imfuse.errors import ConfigError, DataError, TrainingError
+from imfuse.errors import ConfigError, TrainingError
 from imfuse.precision import dtype_policy_for
 from imfuse.training import checkpoints as ckpt
 from imfuse.training.config import EXPONENTIAL_FINAL_FRACTION, TrainConfig, resume_mismatches
@@ -72,15 +72,6 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps, "kind": self.kind}
-
-
-def dataset_hash(data_dir: str) -> str:
-    """The prepared dataset's version id (manifest `dataset_hash`); DataError if unusable."""
-    from imfuse.data.manifest import read_manifest
-
-    if not Path(data_dir).is_dir():
-        raise DataError(f"training data directory not found: {data_dir} (create it with `imfuse data prepare`)")
-    return str(read_manifest(data_dir)["dataset_hash"])
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -305,7 +296,9 @@ def check_run_dir(config: TrainConfig) -> tuple[str, dict | None]:
     Returns (dataset hash, saved run record or None).
     """
     config.validate()
-    data_hash = dataset_hash(config.data_dir)
+    from imfuse.data.manifest import read_dataset_hash
+
+    data_hash = read_dataset_hash(config.data_dir)
     saved = ckpt.read_run_config(config.out_dir)
     if saved is None:
         return data_hash, None
