@@ -107,13 +107,14 @@ def export_to_s3(model, base_uri: str, name: str, client=None, saved_model: Path
 
 def tag_registry_version(mlflow_uri: str, registered_model: str, version: int, serving_version: int, path: str) -> None:
     """Record where the registered version is served (tags on the model version)."""
+    from imfuse.tracking import TAG_SERVING_PATH, TAG_SERVING_VERSION
     from imfuse.tracking.client import get_client, resolve_tracking_uri, tracking_errors
 
     uri = resolve_tracking_uri(mlflow_uri or None)
     client = get_client(uri)
     with tracking_errors(uri, f"tagging {registered_model} version {version}"):
-        client.set_model_version_tag(registered_model, str(version), "imfuse.serving_version", str(serving_version))
-        client.set_model_version_tag(registered_model, str(version), "imfuse.serving_path", path)
+        client.set_model_version_tag(registered_model, str(version), TAG_SERVING_VERSION, str(serving_version))
+        client.set_model_version_tag(registered_model, str(version), TAG_SERVING_PATH, path)
 
 
 def export_stage(

@@ -40,7 +40,7 @@ def register_stage(model_dir: str, mlflow_uri: str, promote: bool, metadata: dic
 
     from imfuse.errors import ModelError
     from imfuse.export import package_model
-    from imfuse.tracking import registered_model_name
+    from imfuse.tracking import MODEL_ARTIFACT, TAG_FILE, TAG_FORMAT, TAG_PIPELINE_REGISTERED, registered_model_name
     from imfuse.tracking.registry import get_version, promote as promote_version, register_run_model
     from imfuse.tracking.runs import log_to_run, resolve_tracking_uri
 
@@ -51,10 +51,10 @@ def register_stage(model_dir: str, mlflow_uri: str, promote: bool, metadata: dic
         raise ModelError(f"{model_file} not found: the Model artefact holds no trained model")
     with tempfile.TemporaryDirectory(prefix="imfuse-register-") as scratch:
         package = package_model(model_file, Path(scratch) / "model")
-        log_to_run(uri, run_id, artifacts=[(package, "model")], tags={"imfuse.pipeline.registered": "true"})
+        log_to_run(uri, run_id, artifacts=[(package, MODEL_ARTIFACT)], tags={TAG_PIPELINE_REGISTERED: "true"})
     name = registered_model_name(variant)
     version = register_run_model(
-        uri, run_id, name, tags={"imfuse.format": "keras+saved_model", "imfuse.file": model_file.name}
+        uri, run_id, name, tags={TAG_FORMAT: "keras+saved_model", TAG_FILE: model_file.name}
     )
     if promote:
         info = promote_version(name, version, uri, require_blessing=True)

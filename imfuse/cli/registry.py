@@ -62,6 +62,7 @@ def _names(args) -> list[str]:
 
 
 def run_list(args) -> int:
+    from imfuse.tracking import TAG_BLESSED
     from imfuse.tracking.registry import DEFAULT_METRICS, list_versions
 
     names = _names(args)
@@ -74,7 +75,7 @@ def run_list(args) -> int:
         for v in versions:
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(v.created_ms / 1000))
             aliases = ",".join(v.aliases) or "-"
-            blessed = v.run_tags.get("imfuse.blessed", "-")
+            blessed = v.run_tags.get(TAG_BLESSED, "-")
             metrics = "  ".join(f"{m}={v.metrics[m]:.5g}" for m in DEFAULT_METRICS if m in v.metrics)
             print(f"  v{v.version:<4} {aliases:<22} run {v.run_id or '-'}  {created}  blessed={blessed}  {metrics}".rstrip())
     return 0

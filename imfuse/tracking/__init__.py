@@ -11,6 +11,18 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 MODEL_ARTIFACT = "model"
 
+# Tags on runs and model versions: the only place their names are spelled.
+TAG_VARIANT = "imfuse.variant"
+TAG_LOSS_NETWORK = "imfuse.loss_network"
+TAG_DATASET_HASH = "imfuse.dataset_hash"
+TAG_GIT_COMMIT = "imfuse.git_commit"
+TAG_BLESSED = "imfuse.blessed"  # "true"/"false": the evaluation's gate verdict
+TAG_FORMAT = "imfuse.format"  # what the registered model artefact holds
+TAG_FILE = "imfuse.file"
+TAG_SERVING_VERSION = "imfuse.serving_version"  # TF Serving version folder a model version was published as
+TAG_SERVING_PATH = "imfuse.serving_path"
+TAG_PIPELINE_REGISTERED = "imfuse.pipeline.registered"  # set by the pipeline's register step
+
 
 def registered_model_name(variant: str) -> str:
     """Registered model of a variant: one per variant so versions compare like with like."""

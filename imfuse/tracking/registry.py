@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from imfuse.errors import TrackingError
-from imfuse.tracking import CHALLENGER, CHAMPION, MODEL_ARTIFACT
+from imfuse.tracking import CHALLENGER, CHAMPION, MODEL_ARTIFACT, TAG_BLESSED
 from imfuse.tracking.client import error_code, get_client, resolve_tracking_uri, tracking_errors
 
 DEFAULT_METRICS = (
@@ -25,7 +25,6 @@ DEFAULT_METRICS = (
     "eval/identity_style_loss",
     "eval/images_per_second",
 )
-BLESSED_TAG = "imfuse.blessed"
 
 
 @dataclass
@@ -165,7 +164,7 @@ def _aliases_by_version(model) -> dict[int, list[str]]:
 
 def is_blessed(info: VersionInfo) -> bool | None:
     """The evaluation verdict recorded on the version's run (None: never evaluated)."""
-    value = info.run_tags.get(BLESSED_TAG)
+    value = info.run_tags.get(TAG_BLESSED)
     return None if value is None else value.lower() == "true"
 
 

@@ -16,7 +16,17 @@ from typing import Any, Mapping
 
 from imfuse.data.manifest import peek_dataset_hash
 from imfuse.errors import TrackingError
-from imfuse.tracking import EXPERIMENT, MODEL_ARTIFACT, registered_model_name
+from imfuse.tracking import (
+    EXPERIMENT,
+    MODEL_ARTIFACT,
+    TAG_DATASET_HASH,
+    TAG_FILE,
+    TAG_FORMAT,
+    TAG_GIT_COMMIT,
+    TAG_LOSS_NETWORK,
+    TAG_VARIANT,
+    registered_model_name,
+)
 from imfuse.tracking.client import (
     artifact_root_for,
     get_client,
@@ -38,10 +48,6 @@ __all__ = [
 ]
 
 RUN_FILE = "mlflow_run.json"
-TAG_VARIANT = "imfuse.variant"
-TAG_LOSS_NETWORK = "imfuse.loss_network"
-TAG_DATASET_HASH = "imfuse.dataset_hash"
-TAG_GIT_COMMIT = "imfuse.git_commit"
 _MAX_PARAM_LEN = 6000
 _BATCH = 100
 
@@ -284,7 +290,7 @@ class TrainingRun:
             self.tracking_uri,
             self.run_id,
             model_name,
-            tags={"imfuse.format": model_format, "imfuse.file": path.name if path.is_file() else ""},
+            tags={TAG_FORMAT: model_format, TAG_FILE: path.name if path.is_file() else ""},
         )
 
 

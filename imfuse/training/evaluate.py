@@ -426,14 +426,15 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
 
 
 def _log(cfg, uri, run_id, report, metrics, blessing, out_dir, manifest, history, loss_network, variant) -> str:
-    from imfuse.tracking.runs import TAG_DATASET_HASH, TAG_LOSS_NETWORK, TAG_VARIANT, git_commit, log_to_run, start_run
+    from imfuse.tracking import TAG_BLESSED, TAG_DATASET_HASH, TAG_GIT_COMMIT, TAG_LOSS_NETWORK, TAG_VARIANT
+    from imfuse.tracking.runs import git_commit, log_to_run, start_run
 
     if run_id is None:
         run_id = start_run(
             uri,
             run_name=f"evaluate-{Path(cfg.model_path).stem}",
             tags={TAG_VARIANT: variant, TAG_LOSS_NETWORK: loss_network,
-                  TAG_DATASET_HASH: report["dataset_hash"] or "unknown", "imfuse.git_commit": git_commit()},
+                  TAG_DATASET_HASH: report["dataset_hash"] or "unknown", TAG_GIT_COMMIT: git_commit()},
         )
     artifacts = [(out_dir / "blessing.json", "eval"), (out_dir / "sample_grid.png", "eval")]
     if (out_dir / "curves").is_dir():
@@ -447,7 +448,7 @@ def _log(cfg, uri, run_id, report, metrics, blessing, out_dir, manifest, history
         step=_last_step(history),
         artifacts=artifacts,
         tags={
-            "imfuse.blessed": str(blessing.blessed).lower(),
+            TAG_BLESSED: str(blessing.blessed).lower(),
             "imfuse.eval.gate_metric": cfg.gate_metric,
             "imfuse.eval.loss_network": loss_network,
             "imfuse.eval.image_size": cfg.image_size,
