@@ -17,7 +17,7 @@ def evaluate_model(
     mlflow_uri: str = "",
     image_size: int = 256,
     max_pairs: int = 8,
-    gatys_steps: int = 30,
+    gatys_steps: int = 50,
     gate_tolerance: float = 0.0,
 ) -> bool:
     """Gatys metrics vs identity/Gatys/champion; returns `blessed`, which gates registration and export.

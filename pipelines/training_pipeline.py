@@ -151,7 +151,7 @@ def imfuse_pipeline(
     serving_base_path: str = "",
     model_name: str = "imfuse",
     eval_max_pairs: int = 8,
-    gatys_steps: int = 30,
+    gatys_steps: int = 50,
     gate_tolerance: float = 0.0,
     promote: bool = True,
     init_from: str = "auto",

@@ -56,6 +56,30 @@ def test_distributed_train_component_has_the_train_interface_plus_workers():
     assert extra == {"workers": "Integer", "run_id": "String", "cpu_image": "String", "gpu_image": "String"}
 
 
+def test_components_and_the_pipeline_declare_the_same_defaults():
+    """A parameter the pipeline hands to a component defaults alike in both (no drift)."""
+    import dataclasses
+
+    import components
+    from imfuse.training.evaluate import EvalConfig
+    from pipelines.training_pipeline import imfuse_pipeline
+
+    renamed = {"eval_max_pairs": "max_pairs"}
+    pipeline = {renamed.get(k, k): v.default for k, v in imfuse_pipeline.component_spec.inputs.items()}
+    checked = 0
+    for component in (components.prepare_data, components.train_model, components.evaluate_model,
+                      components.register_model, components.export_deploy_model):
+        for name, inp in component.component_spec.inputs.items():
+            if name in pipeline and inp.default is not None:
+                assert inp.default == pipeline[name], (component.name, name)
+                checked += 1
+    assert checked >= 10
+    evaluate = components.evaluate_model.component_spec.inputs
+    library = {f.name: f.default for f in dataclasses.fields(EvalConfig)}
+    for name in ("gatys_steps", "gate_tolerance"):  # the CLI's `imfuse evaluate` scores the same way
+        assert evaluate[name].default == library[name], name
+
+
 # ---------------------------------------------------------------------------- prepare
 def test_prepare_needs_both_sources_or_neither(tmp_path):
     with pytest.raises(ConfigError, match="both content_source and styles_source"):
