@@ -118,6 +118,18 @@ def test_train_args_match_the_train_cli():
     assert "--init-from" not in train_args("D", "R", "reduced", 1, 32, 1, "")
 
 
+@pytest.mark.parametrize("extra", [(), ("base", 1e-4, "lite", True), ("", 3e-4, "", False)])
+def test_train_config_is_what_the_cli_builds_from_train_args(extra):
+    """The in-pod step (library call) and the TFJob pods (`imfuse train` argv) train alike."""
+    from components.steps.train import train_config
+    from imfuse.cli import build_parser
+    from imfuse.cli.train import config_from_args
+
+    common = ("DATA", "RUN", "reduced", 7, 48, 2, "")
+    cli = config_from_args(build_parser().parse_args(train_args(*common, *extra)))
+    assert train_config(*common, *extra) == cli
+
+
 def test_collect_run_copies_the_run_files_but_not_the_checkpoints(tmp_path):
     from components.steps.train import collect_run
 

@@ -231,7 +231,7 @@ def test_bad_arguments_are_one_line_exit_2(argv, needle, capsys, tmp_path, monke
 
 
 def test_cron_gets_kfp_seconds_field():
-    from imfuse.pipeline_runner import normalize_cron
+    from pipelines.runner import normalize_cron
 
     assert normalize_cron("0 3 * * 0") == "0 0 3 * * 0"
     assert normalize_cron("30 0 3 * * 0") == "30 0 3 * * 0"

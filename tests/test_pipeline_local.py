@@ -124,7 +124,7 @@ def test_served_version_stylizes_over_grpc(local_run, tmp_path):
 def test_a_refused_first_candidate_leaves_the_base_model_served(tmp_path):
     """Nothing served yet and the fine-tune refused by the gate: the shipped base model it was
     gated against is exported instead, and the summary says so (never 'Registered ...')."""
-    from imfuse.pipeline_runner import LocalRunResult, PipelineParams, _serve_base_model, next_steps
+    from pipelines.runner import LocalRunResult, PipelineParams, _serve_base_model, next_steps
 
     base = tmp_path / "serving" / "imfuse"
     result = LocalRunResult(workdir=tmp_path, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",

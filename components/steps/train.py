@@ -1,8 +1,9 @@
 """Pipeline step 2: train a style network; the run directory is a KFP `Model` artefact.
 
-The step runs `imfuse train` (the CLI owns the MLflow run glue: params, step metrics,
-tags, mlflow_run.json), never registering: registration is the pipeline's decision,
-after evaluation. Only what later steps need is copied into the artefact (model.keras
+The step runs the library's tracked training (`imfuse.training.tracked`, the flow
+`imfuse train` runs too: params, step metrics, tags, mlflow_run.json), never registering:
+registration is the pipeline's decision, after evaluation. `train_args` is the same
+training as an `imfuse train` command line, for the distributed step's pods. Only what later steps need is copied into the artefact (model.keras
 and the run records), not the checkpoints with their optimizer state.
 """
 
@@ -41,6 +42,27 @@ def train_args(
     return args
 
 
+def train_config(
+    data_dir: str, run_dir: str, variant: str, steps: int, image_size: int, batch_size: int, mlflow_uri: str,
+    init_from: str = "", learning_rate: float = 0.0, teacher: str = "", distill_only: bool = False,
+):
+    """The TrainConfig of one pipeline training: what `imfuse train train_args(...)` builds (a test checks)."""
+    from imfuse.training.config import TrainConfig
+    from imfuse.training.warm_start import resolve_init
+
+    options = dict(data_dir=data_dir, out_dir=run_dir, variant=variant, steps=int(steps), image_size=int(image_size),
+                   style_size=int(image_size), batch_size=int(batch_size))
+    if init_from:
+        options["init_from"] = resolve_init(init_from, variant, mlflow_uri or None)
+    if learning_rate > 0:
+        options["learning_rate"] = float(learning_rate)
+    if teacher:
+        options["teacher"] = teacher
+    if distill_only:
+        options.update(content_weight=0.0, style_weight=0.0, tv_weight=0.0)
+    return TrainConfig(**options)
+
+
 def last_metrics(run_dir: str | Path) -> dict[str, float]:
     """The last history.jsonl record's metrics (train/loss, ...)."""
     from imfuse.training.progress import read_history
@@ -54,16 +76,13 @@ def train_stage(
     init_from: str = "", learning_rate: float = 0.0, teacher: str = "", distill_only: bool = False,
 ) -> dict:
     """Train into a scratch run dir, copy the run's files to `out_dir`; returns its metadata."""
-    from imfuse.cli import main
+    from imfuse.training.tracked import train_tracked
 
     with tempfile.TemporaryDirectory(prefix="imfuse-train-") as scratch:
         run_dir = Path(scratch) / "run"
-        code = main(train_args(
-            data_dir, str(run_dir), variant, steps, image_size, batch_size, mlflow_uri, init_from, learning_rate, teacher,
-            distill_only,
-        ))
-        if code != 0:
-            raise RuntimeError(f"imfuse train exited with status {code} (its error is printed above)")
+        config = train_config(data_dir, str(run_dir), variant, steps, image_size, batch_size, mlflow_uri, init_from,
+                              learning_rate, teacher, distill_only)
+        train_tracked(config, mlflow_uri or None)  # the bar goes to the step log (and the live line)
         return collect_run(run_dir, out_dir, variant, steps, image_size, batch_size)
 
 

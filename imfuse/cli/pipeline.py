@@ -82,7 +82,7 @@ def register(subparsers) -> None:
 
 
 def _collect(args):
-    from imfuse.pipeline_runner import PipelineParams
+    from pipelines.runner import PipelineParams
 
     names = [f.name for f in __import__("dataclasses").fields(PipelineParams)]
     return PipelineParams(**{n: getattr(args, n, None) for n in names})
@@ -103,7 +103,7 @@ def run_compile(args) -> int:
 
 
 def run_local(args) -> int:
-    from imfuse.pipeline_runner import next_steps, run_local as run
+    from pipelines.runner import next_steps, run_local as run
 
     result = run(_collect(args), args.workdir, verbose=args.verbose)
     print(next_steps(result), flush=True)
@@ -111,7 +111,7 @@ def run_local(args) -> int:
 
 
 def run_submit(args) -> int:
-    from imfuse.pipeline_runner import submit
+    from pipelines.runner import submit
 
     run_id, url = submit(args.host, _collect(args), experiment=args.experiment, run_name=args.run_name)
     print(f"submitted run {run_id}: {url}")
@@ -119,7 +119,7 @@ def run_submit(args) -> int:
 
 
 def run_schedule(args) -> int:
-    from imfuse.pipeline_runner import schedule
+    from pipelines.runner import schedule
 
     job_id, cron = schedule(
         args.host, args.cron, _collect(args), name=args.name, experiment=args.experiment, refresh_data=args.refresh_data

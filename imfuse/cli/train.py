@@ -142,34 +142,11 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _one_line_warnings()
-    from imfuse.training.trainer import check_run_dir, chief_from_tf_config, train
+    from imfuse.training.tracked import train_tracked
 
-    check_run_dir(config)  # bad --data or a mismatched resume fails before MLflow is touched
-    progress = not args.no_progress
-    track = not args.no_mlflow and (config.strategy != "multiworker" or chief_from_tf_config())
-    if not track:
-        result = train(config, progress=progress)
-        _report(result, None, None)
-        return 0
-
-    from imfuse.tracking.runs import TrainingRun
-
-    with TrainingRun(args.mlflow_uri, config.out_dir, config.variant, config.to_dict()) as tracking:
-        result = train(config, on_log=lambda step, metrics: tracking.log_metrics(metrics, step), progress=progress)
-        for name in ("train_config.json", "history.jsonl"):
-            path = os.path.join(config.out_dir, name)
-            if os.path.isfile(path):
-                tracking.log_artifact(path)
-        version = None
-        if args.register:  # register model.keras together with the SavedModel serving will load
-            import tempfile
-
-            from imfuse.export import package_model
-
-            with tempfile.TemporaryDirectory(prefix="imfuse-register-") as scratch:
-                package = package_model(result.model_path, os.path.join(scratch, "model"))
-                version = tracking.log_model_and_register(package, config.variant)
-        _report(result, tracking.run_id, version)
+    run_ = train_tracked(config, args.mlflow_uri, track=not args.no_mlflow, register=args.register,
+                         progress=not args.no_progress)
+    _report(run_.result, run_.run_id, run_.registered_version)
     return 0
 
 
