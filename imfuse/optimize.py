@@ -8,6 +8,7 @@ SciPy's L-BFGS-B on the same compiled loss-and-gradient with [0, 1] box bounds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -99,12 +100,16 @@ def run_optimization(
     lossnet=None,
     mask: np.ndarray | None = None,
     progress: bool = True,
+    on_step: Callable[[int, int, dict[str, float]], None] | None = None,
 ) -> OptimizeResult:
     """Optimise an image to match the content's features and the styles' Gram matrices.
 
     styles: [(rgb, weight)]; several styles are mixed by a weighted average of their Gram
     matrices. mask (H, W) in [0, 1]: only the masked region is stylised (style statistics
     are matched inside it and the rest keeps the content's pixels exactly).
+    on_step(done, total, losses) is called after every step (progress bars of other
+    front ends, e.g. imfuse studio); an exception it raises stops the run and propagates
+    (that is how a caller cancels).
     """
     config = config or OptimizeConfig()
     config.validate()
@@ -149,12 +154,16 @@ def run_optimization(
         history.append(row)
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.4g}", style=f"{row['style_loss']:.4g}")
+        if on_step is not None:
+            on_step(len(history), config.steps, row)
 
-    if config.optimizer == "adam":
-        image = _adam(loss_and_grad, start, config, record)
-    else:
-        image = _lbfgs(loss_and_grad, start, config, record)
-    bar.close()
+    try:
+        if config.optimizer == "adam":
+            image = _adam(loss_and_grad, start, config, record)
+        else:
+            image = _lbfgs(loss_and_grad, start, config, record)
+    finally:
+        bar.close()
 
     image = np.clip(composite(tf.constant(image[None]))[0].numpy(), 0.0, 1.0)
     if config.preserve_color:
