@@ -82,9 +82,12 @@ def _materialise(variant: str, weights: Path, path: Path) -> None:
 
 
 def resolve_model_path(spec: str | None, variant: str = "reduced") -> Path:
-    """A model argument: None or 'base' -> the shipped base model; else the given path."""
+    """A model argument: None or 'base' -> the shipped base model of `variant`, 'base:VARIANT'
+    -> that variant's (e.g. 'base:full'); anything else is a path."""
     if spec in (None, "", BASE):
         return base_model_path(variant)
+    if spec.startswith(BASE + ":"):
+        return base_model_path(spec[len(BASE) + 1:])
     return Path(spec)
 
 

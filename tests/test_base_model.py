@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from imfuse.base_model import BASE_DIR, base_model_path, base_model_record
 from imfuse.cli import main
@@ -79,3 +80,17 @@ def test_export_publishes_the_base_model(tmp_path):
     assert rc == 0 and (tmp_path / "imfuse" / "1" / "saved_model.pb").is_file()
     # the frozen VGG16 trunk travels inside the SavedModel
     assert sum(p.stat().st_size for p in (tmp_path / "imfuse" / "1" / "variables").iterdir()) > 10_000_000
+
+
+def test_model_spec_base_variant_picks_that_shipped_model(monkeypatch):
+    from imfuse import base_model
+    from imfuse.errors import ConfigError
+
+    monkeypatch.setattr(base_model, "base_model_path", lambda variant="reduced": f"<{variant}>")
+    assert base_model.resolve_model_path(None) == "<reduced>"
+    assert base_model.resolve_model_path("base") == "<reduced>"
+    assert base_model.resolve_model_path("base:full") == "<full>"
+    assert str(base_model.resolve_model_path("runs/model.keras")) == "runs/model.keras"
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="no shipped base model for variant 'tiny'"):
+        base_model.resolve_model_path("base:tiny")
