@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from imfuse.precision import cpu_summary  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -37,21 +38,6 @@ def parse_args(argv=None):
     p.add_argument("--grid", default="/tmp/imfuse-bench-quality/grid.png", help="picture grid PNG to write")
     p.add_argument("--loss-network", default="vgg16-hed")
     return p.parse_args(argv)
-
-
-def cpu_line() -> str:
-    """The CPU this ran on: figures differ by CPU, so every run says which."""
-    model, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "unknown CPU":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"cpu: {model}, {os.cpu_count()} cores, flags {' '.join(wanted) or 'none of avx2/avx512'}"
 
 
 def prepare(work: Path) -> Path:
@@ -153,7 +139,7 @@ def write_grid(path: Path, names: list[str], contents, styles, images: dict) -> 
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    print(cpu_line(), flush=True)
+    print(cpu_summary(), flush=True)
     from imfuse.losses import LossWeights
     from imfuse.lossnet import build_loss_network
     from imfuse.training.evaluate import PairScorer, read_split

@@ -25,7 +25,6 @@ import shutil
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,6 +35,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from imfuse.precision import cpu_summary  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the expected failures would flood stderr
 REPO = Path(__file__).resolve().parents[1]
@@ -88,17 +88,6 @@ def trim_heap() -> bool:
     except (OSError, AttributeError):
         return False
     return True
-
-
-def cpu_line() -> str:
-    model = "unknown"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), model)
-    except (OSError, subprocess.SubprocessError):
-        pass
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return f"{model}; avx512_bf16: {'yes' if 'avx512_bf16' in flags else 'no'}; cores available: {len(os.sched_getaffinity(0))}"
 
 
 def _jpeg(path: Path, size: int) -> bytes:
@@ -325,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
 
     content = _jpeg(sorted((DATA / "content").glob("*.jpg"))[0], args.size)
     style = _jpeg(sorted((DATA / "styles").glob("*.jpg"))[0], 128)
-    print(f"cpu: {cpu_line()}")
+    print(cpu_summary())
     with tempfile.TemporaryDirectory(prefix="imfuse-load-") as tmp:
         start = time.perf_counter()
         v1 = export_model(args.model, Path(tmp) / "staging")

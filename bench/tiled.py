@@ -27,21 +27,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+from imfuse.precision import cpu_summary  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_line() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu: {model}, {os.cpu_count()} cores"
 
 
 def _status_kib(field: str) -> int:
@@ -112,7 +101,7 @@ def main() -> int:
 
     import tensorflow as tf
 
-    print(cpu_line())
+    print(cpu_summary())
     print(f"TF {tf.__version__}, reduced base model, {args.precision}, tile {args.tile} px "
           f"(uint8 in/out, style starry_night)", flush=True)
     print(f"{'MP':>5} {'size':>11} {'mode':>8} {'time s':>8} {'peak MiB':>9} {'+run MiB':>9}  note")

@@ -40,25 +40,11 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+from imfuse.precision import cpu_summary  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 SIZES = {480: (854, 480), 720: (1280, 720), 360: (640, 360)}
-
-
-def cpu_line() -> str:
-    """The CPU this ran on: figures differ by CPU, so every run says which."""
-    model, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "unknown CPU":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"cpu: {model}, {os.cpu_count()} cores, flags {' '.join(wanted) or 'none of avx2/avx512'}"
 
 
 # ----------------------------------------------------------------------------- the clip
@@ -255,7 +241,7 @@ def main(argv=None) -> int:
     for smooth in [float(s) for s in args.lite_smooth.split(",") if s]:
         engines[f"lite smooth={smooth:g}"] = lite_engine(args.lite_style, smooth)
     n_frames = max(3, round(args.seconds * args.fps))
-    print(cpu_line())
+    print(cpu_summary())
     print(f"clip: pan over {Path(args.photo).name}, {n_frames} frames at {args.fps} fps (H.264 in, FFV1 out); "
           f"imfuse: shipped reduced base model, {compute_precision(model)} compute, style {Path(args.style).name}; "
           f"lite: built-in style {args.lite_style}, full frame size; flicker flow: TV-L1 at {args.metric_size} px")

@@ -23,6 +23,28 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+CPU_FLAGS_OF_NOTE = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_summary() -> str:
+    """'cpu: MODEL, N cores, flags ...': figures differ by CPU, so every benchmark says which."""
+    import os
+
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            for line in f:
+                if line.startswith("model name") and model == "unknown CPU":
+                    model = line.split(":", 1)[1].strip()
+                if line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = [f for f in CPU_FLAGS_OF_NOTE if f in flags]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"cpu: {model}, {cores} cores, flags {' '.join(wanted) or 'none of avx2/avx512'}"
+
+
 def resolve_precision(precision: str) -> str:
     """'auto' -> 'bfloat16' or 'float32' for this machine; unknown names -> ConfigError."""
     if precision not in PRECISIONS:
