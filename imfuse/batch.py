@@ -254,20 +254,20 @@ def _quarantine_line(record) -> str:
 class _Progress:
     """A tqdm bar per process, advanced as outputs are finished (DirectRunner: one bar)."""
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self.bar = total, enabled, None
+    def __init__(self, total: int, enabled: bool, desc: str = "batch-stylize", unit: str = "img"):
+        self.total, self.enabled, self.desc, self.unit, self.bar = total, enabled, desc, unit, None
 
     def __call__(self, record):
         if self.enabled:
             if self.bar is None:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=self.total, desc="batch-stylize", unit="img")
+                self.bar = tqdm(total=self.total, desc=self.desc, unit=self.unit)
             self.bar.update(1)
         return record
 
-    def __getstate__(self):
-        return {"total": self.total, "enabled": self.enabled, "bar": None}
+    def __getstate__(self):  # the bar stays in its process; workers make their own
+        return {**self.__dict__, "bar": None}
 
 
 def _match(glob: str) -> list[str]:

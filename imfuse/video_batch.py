@@ -217,23 +217,6 @@ def join_clip(item, config: VideoBatchConfig, colliding: frozenset[str]):
             shutil.rmtree(os.path.dirname(parts[0]), ignore_errors=True)
 
 
-class _Progress:
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self.bar = total, enabled, None
-
-    def __call__(self, record):
-        if self.enabled:
-            if self.bar is None:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=self.total, desc="batch-stylize-video", unit="clip")
-            self.bar.update(1)
-        return record
-
-    def __getstate__(self):
-        return {"total": self.total, "enabled": self.enabled, "bar": None}
-
-
 def _match(glob: str) -> list[str]:
     import glob as globlib
 
@@ -244,7 +227,7 @@ def _match(glob: str) -> list[str]:
 
 def run_video_batch(config: VideoBatchConfig) -> dict[str, Any]:
     """Run the pipeline to completion; returns the summary (also written to OUT/summary.json)."""
-    from imfuse.batch import colliding_stems
+    from imfuse.batch import _Progress, colliding_stems
     from imfuse.data.beamutil import import_beam
     from imfuse.data.prepare import make_runner, pipeline_options
     from imfuse.images import decode_image, read_source_bytes
@@ -258,7 +241,7 @@ def run_video_batch(config: VideoBatchConfig) -> dict[str, Any]:
     os.makedirs(config.output, exist_ok=True)
     colliding = colliding_stems(paths)
     options, runner_name = pipeline_options(config.runner, config.beam_args)
-    progress = _Progress(len(paths), config.progress)
+    progress = _Progress(len(paths), config.progress, desc="batch-stylize-video", unit="clip")
     dofn = _stylize_chunk_dofn()(config, style_bytes, style_name, colliding)
     started = time.perf_counter()
     records: list = []
