@@ -149,6 +149,21 @@ def build_toy_model(base_path: Path, version: int, gain: float = 1.0) -> Path:
     return save_versioned(ToyStyleModel(gain), base_path, version)
 
 
+def labelled_toy_models(root: Path) -> Path:
+    """Model "imfuse" with toy versions 1 (gain 1) and 2 (gain 0.5) labelled stable and canary
+    under ROOT/imfuse; returns the models.config naming them."""
+    base = root / "imfuse"
+    build_toy_model(base, 1, gain=1.0)
+    build_toy_model(base, 2, gain=0.5)
+    config = root / "models.config"
+    config.write_text(
+        f'model_config_list {{ config {{ name: "imfuse" base_path: "{base}" model_platform: "tensorflow"\n'
+        '  model_version_policy { all {} }\n'
+        '  version_labels { key: "stable" value: 1 } version_labels { key: "canary" value: 2 } } }\n'
+    )
+    return config
+
+
 def copy_version(src: Path, base_path: Path, version: int) -> Path:
     """Drop an already-built version folder into a base path under a new number, atomically."""
     tmp = base_path / f".copy-{version}"

@@ -23,7 +23,9 @@ from imfuse.serving.client import PredictionClient
 from imfuse.serving.config import BatchingOptions
 from imfuse.serving.server import ServerOptions, start_server
 from imfuse.serving.status import StatusError
-from serving_fixtures import build_toy_model, content_images, copy_version, expected_stylized, style_images
+from serving_fixtures import (
+    build_toy_model, content_images, copy_version, expected_stylized, labelled_toy_models, style_images,
+)
 
 
 def _pixels(png: bytes) -> np.ndarray:
@@ -40,15 +42,7 @@ def _assert_close(got: np.ndarray, expected: np.ndarray) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("models") / "imfuse"
-    build_toy_model(base, 1, gain=1.0)
-    build_toy_model(base, 2, gain=0.5)
-    config = base.parent / "models.config"
-    config.write_text(
-        f'model_config_list {{ config {{ name: "imfuse" base_path: "{base}" model_platform: "tensorflow"\n'
-        '  model_version_policy { all {} }\n'
-        '  version_labels { key: "stable" value: 1 } version_labels { key: "canary" value: 2 } } }\n'
-    )
+    config = labelled_toy_models(tmp_path_factory.mktemp("models"))
     options = ServerOptions(
         model_config_file=str(config), port=0, rest_port=0, host="127.0.0.1",
         batching=BatchingOptions(max_batch_size=8, batch_timeout_micros=3000, num_batch_threads=2),

@@ -14,7 +14,7 @@ from PIL import Image
 from imfuse.studio.app import create_app
 from imfuse.studio.config import StudioConfig
 from imfuse.studio.gallery import Gallery
-from serving_fixtures import build_toy_model, expected_stylized
+from serving_fixtures import expected_stylized, labelled_toy_models
 from mlflow_server import mlflow_server  # noqa: F401 - the session's tracking server
 from test_studio_support import METRICS_A, METRICS_B, LiveApp, pixels, png_bytes, real_image, studio_registry  # noqa: F401
 
@@ -23,15 +23,7 @@ from test_studio_support import METRICS_A, METRICS_B, LiveApp, pixels, png_bytes
 def server(tmp_path_factory):
     from imfuse.serving.server import ServerOptions, start_server
 
-    base = tmp_path_factory.mktemp("models") / "imfuse"
-    build_toy_model(base, 1, gain=1.0)
-    build_toy_model(base, 2, gain=0.5)
-    config = base.parent / "models.config"
-    config.write_text(
-        f'model_config_list {{ config {{ name: "imfuse" base_path: "{base}" model_platform: "tensorflow"\n'
-        '  model_version_policy { all {} }\n'
-        '  version_labels { key: "stable" value: 1 } version_labels { key: "canary" value: 2 } } }\n'
-    )
+    config = labelled_toy_models(tmp_path_factory.mktemp("models"))
     running = start_server(ServerOptions(model_config_file=str(config), port=0, rest_port=0, host="127.0.0.1",
                                          poll_wait_s=0))
     yield running
