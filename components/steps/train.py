@@ -3,8 +3,9 @@
 The step runs the library's tracked training (`imfuse.training.tracked`, the flow
 `imfuse train` runs too: params, step metrics, tags, mlflow_run.json), never registering:
 registration is the pipeline's decision, after evaluation. `train_args` is the same
-training as an `imfuse train` command line, for the distributed step's pods. Only what later steps need is copied into the artefact (model.keras
-and the run records), not the checkpoints with their optimizer state.
+training as an `imfuse train` command line, for the distributed step's pods. Only what
+later steps need is copied into the artefact (model.keras and the run records), not the
+checkpoints with their optimizer state.
 """
 
 from __future__ import annotations
