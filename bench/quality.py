@@ -10,7 +10,7 @@ against lite and against identity; a picture grid (content rows x unseen-style c
 one block of rows per method) is written for looking at.
 
     python bench/quality.py                                   # the shipped base model
-    python bench/quality.py --model reduced=base:reduced --model full=base:full   # both shipped bases
+    python bench/quality.py --model reduced=base --model full=/tmp/imfuse-base-full/phase1/model.keras
     python bench/quality.py --model main=imfuse-work/.../model.keras --model full=runs/full/model.keras
 """
 

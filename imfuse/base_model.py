@@ -83,7 +83,7 @@ def _materialise(variant: str, weights: Path, path: Path) -> None:
 
 def resolve_model_path(spec: str | None, variant: str = "reduced") -> Path:
     """A model argument: None or 'base' -> the shipped base model of `variant`, 'base:VARIANT'
-    -> that variant's (e.g. 'base:full'); anything else is a path."""
+    -> that variant's (e.g. 'base:full' once train_base.sh has written full.npz); anything else is a path."""
     if spec in (None, "", BASE):
         return base_model_path(variant)
     if spec.startswith(BASE + ":"):

@@ -90,7 +90,7 @@ def register(subparsers) -> None:
     g.add_argument("--loss-network", default="vgg16-hed", help="vgg16-hed (offline), vgg16-imagenet, vgg19-imagenet")
     g.add_argument("--xla", action="store_true", help="XLA-compile the optimisation step (helps on GPU, not on CPU)")
     m = p.add_argument_group("model (feed-forward)")
-    m.add_argument("--model", help="trained model (.keras from `imfuse train`); default: the shipped base model (base; base:full for the full variant)")
+    m.add_argument("--model", help="trained model (.keras from `imfuse train`); default: the shipped base model (base; base:VARIANT for another shipped variant)")
     m.add_argument("--strength", type=float, default=1.0, help="0 = content's own style, 1 = full style")
     m.add_argument("--tile", type=_tile_arg, default="auto", metavar="SIZE",
                    help="run the network on overlapping SIZE px tiles with shared normalisation statistics "
