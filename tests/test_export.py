@@ -488,20 +488,27 @@ def test_rest_signature_returns_valid_b64_json_through_the_server(exported, tmp_
     assert _rgb(rest_png).shape == (40, 56, 3)
 
 
-def test_export_from_registry_publishes_the_registered_saved_model(model, tmp_path, capsys, mlflow_server):  # noqa: F811
-    """`imfuse export --from-registry` serves exactly what the registry holds: the
-    packaged SavedModel is published (bytes identical), not re-exported from .keras."""
-    from imfuse.cli import main
-    from imfuse.export import package_model, packaged_saved_model
+def _register_packaged(model, tmp_path, tracking_uri: str, name: str):
+    """Package `model` (.keras + SavedModel) and register it as `name`; (package dir, version)."""
+    from imfuse.export import package_model
     from imfuse.networks import save_model
     from imfuse.tracking.runs import TrainingRun
 
     keras_file = tmp_path / "model.keras"
     save_model(model, keras_file)
     package = package_model(keras_file, tmp_path / "package")
+    with TrainingRun(tracking_uri, tmp_path / "run", "reduced", {}) as run:
+        return package, run.log_model_and_register(package, name=name)
+
+
+def test_export_from_registry_publishes_the_registered_saved_model(model, tmp_path, capsys, mlflow_server):  # noqa: F811
+    """`imfuse export --from-registry` serves exactly what the registry holds: the
+    packaged SavedModel is published (bytes identical), not re-exported from .keras."""
+    from imfuse.cli import main
+    from imfuse.export import packaged_saved_model
+
+    package, version = _register_packaged(model, tmp_path, mlflow_server, "exp-registry")
     assert (package / "model.keras").is_file() and packaged_saved_model(package) is not None
-    with TrainingRun(mlflow_server, tmp_path / "run", "reduced", {}) as run:
-        version = run.log_model_and_register(package, name="exp-registry")
     code = main(["export", "--from-registry", f"exp-registry@{version}", "--mlflow-uri", mlflow_server,
                  "--base-path", str(tmp_path / "serving"), "--name", "styler", "--version", "4"])
     out = capsys.readouterr().out
@@ -524,15 +531,8 @@ def test_export_from_registry_publishes_the_registered_saved_model(model, tmp_pa
 @pytest.mark.slow  # a second export (~15 s): the default run checks the registered SavedModel is published as is
 def test_export_from_registry_in_another_precision_re_exports_the_keras_model(model, tmp_path, capsys, mlflow_server):  # noqa: F811
     from imfuse.cli import main
-    from imfuse.export import package_model
-    from imfuse.networks import save_model
-    from imfuse.tracking.runs import TrainingRun
 
-    keras_file = tmp_path / "model.keras"
-    save_model(model, keras_file)
-    package = package_model(keras_file, tmp_path / "package")
-    with TrainingRun(mlflow_server, tmp_path / "run", "reduced", {}) as run:
-        version = run.log_model_and_register(package, name="exp-registry-bf16")
+    _, version = _register_packaged(model, tmp_path, mlflow_server, "exp-registry-bf16")
     assert main(["export", "--from-registry", f"exp-registry-bf16@{version}", "--mlflow-uri", mlflow_server,
                  "--base-path", str(tmp_path / "serving"), "--name", "styler", "--precision", "bfloat16"]) == 0
     assert "exporting the registered .keras model in bfloat16" in capsys.readouterr().err
