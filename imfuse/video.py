@@ -383,6 +383,13 @@ class VideoWriter:
     `write(rgb, time)` per frame, times in seconds (increasing); `close()` flushes.
     """
 
+    @classmethod
+    def like(cls, path: str | os.PathLike, info: "VideoInfo") -> "VideoWriter":
+        """An output with the size, frame rate and audio of the probed input `info`, its audio
+        aligned to the input's first frame."""
+        return cls(path, info.width, info.height, info.fps, audio_source=info.path if info.has_audio else None,
+                   audio_offset=info.frame_pts[0] * info.time_base)
+
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: Fraction,
                  audio_source: str | None = None, audio_offset: Fraction = Fraction(0)):
         import av

@@ -191,9 +191,7 @@ def join_clip(item, config: VideoBatchConfig, colliding: frozenset[str]):
             return ("bad", path, f"only {len(parts)} of {results[0]['count']} chunks were stylised")
         info = probe(path)
         with atomic_output(target) as tmp:
-            writer = VideoWriter(tmp, info.width, info.height, info.fps,
-                                 audio_source=path if info.has_audio else None,
-                                 audio_offset=info.frame_pts[0] * info.time_base)
+            writer = VideoWriter.like(tmp, info)
             try:
                 n = 0
                 for part in parts:

@@ -163,9 +163,7 @@ def transcode(src: str, dst: str, process: Callable[[np.ndarray], np.ndarray], i
     info = info or probe(src)
     started = time.perf_counter()
     with atomic_output(dst) as tmp:
-        writer = VideoWriter(tmp, info.width, info.height, info.fps,
-                             audio_source=src if info.has_audio else None,
-                             audio_offset=info.frame_pts[0] * info.time_base)
+        writer = VideoWriter.like(tmp, info)
         try:
             done = 0
             for frame in iter_frames(info):
