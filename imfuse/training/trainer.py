@@ -120,7 +120,8 @@ def _input_dataset(config: TrainConfig, global_batch: int, seed: int, dataset_fn
         config.data_dir, "content", "train", image_size=config.image_size, augment=config.augment, **common
     )
     style = dataset_fn(
-        config.data_dir, "style", "train", image_size=config.style_size, augment=config.augment, **common
+        config.data_dir, "style", "train", image_size=config.style_size, augment=config.augment,
+        max_zoom=config.style_zoom, **common
     )
     zipped = tf.data.Dataset.zip((content, style))
     teacher = config.teacher_model()
