@@ -102,7 +102,7 @@ def bench_batching(loaded, rounds: int, n: int = 8, size: int = 256) -> None:
 
 def direct_loop(model_dir: str, paths: list[str], style: str, out: Path, max_side: int) -> None:
     """The baseline: the same work as the pipeline, in a plain loop, no Beam."""
-    from imfuse.batch import validate_content
+    from imfuse.batch_stylize import validate_content
 
     module = tf.saved_model.load(model_dir)
     emb = module.signatures["style_embedding"](style_image=tf.constant([Path(style).read_bytes()]))["embedding"]
@@ -117,7 +117,7 @@ def direct_loop(model_dir: str, paths: list[str], style: str, out: Path, max_sid
 
 
 def bench_pipeline(model_dir: str, n_images: int, max_side: int) -> None:
-    from imfuse.batch import BatchConfig, run_batch_stylize
+    from imfuse.batch_stylize import BatchConfig, run_batch_stylize
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in"

@@ -27,7 +27,7 @@ import tensorflow as tf  # noqa: E402
 from imfuse.images import load_image  # noqa: E402
 from imfuse.lossnet import build_loss_network  # noqa: E402
 from imfuse.losses import LossWeights, style_grams  # noqa: E402
-from imfuse.optimize import OptimizeConfig, run_optimization, working_size  # noqa: E402
+from imfuse.gatys import OptimizeConfig, run_optimization, working_size  # noqa: E402
 from imfuse.images import resize_to  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -77,7 +77,7 @@ def eager_baseline(lossnet, content, style, steps, weights):
 def ours(lossnet, content, style, steps, size, jit):
     config = OptimizeConfig(steps=steps + 1, size=size, jit_compile=jit)
     stamps = []
-    import imfuse.optimize as opt
+    import imfuse.gatys as opt
 
     original = opt.tqdm
 

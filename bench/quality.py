@@ -69,7 +69,7 @@ def methods(args) -> dict:
 
     from imfuse.base_model import resolve_model_path
     from imfuse.networks import load_model
-    from imfuse.training.evaluate import stylize_batch
+    from imfuse.training.scoring import stylize_batch
 
     specs = [m.split("=", 1) for m in args.model] or [["base", "base"]]
     out = {}
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     print(cpu_summary(), flush=True)
     from imfuse.losses import LossWeights
     from imfuse.lossnet import build_loss_network
-    from imfuse.training.evaluate import PairScorer, read_split
+    from imfuse.training.scoring import PairScorer, read_split
 
     data = prepare(Path(args.work))
     contents = read_split(data, "content", "eval", args.size)

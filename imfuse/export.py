@@ -65,7 +65,7 @@ def build_serving_module(model: "StyleTransferModel"):
     """A tf.Module tracking the model's variables with the three serving tf.functions."""
     import tensorflow as tf
 
-    from imfuse import serving_graph as g
+    from imfuse import serving_signatures as g
 
     style_size = int(model.variant.style_size)
     dim = int(model.embedding_dim)

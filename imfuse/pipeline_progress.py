@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, TextIO
 
+from imfuse.tracking import GATE_METRIC
+
 # kfp task names (component names, `-N` suffixes removed) -> what the person reads.
 STAGES = {
     "prepare-data": "prepare data",
@@ -161,8 +163,8 @@ def key_metric(task: str, outputs: TaskOutputs) -> str:
             blessed = report.get("blessed", outputs.parameters.get("Output"))
             verdict = "blessed" if blessed else "NOT blessed"
             reason = report.get("reason")
-            if not reason and "eval/style_loss_unseen" in metrics:
-                reason = f"eval/style_loss_unseen {_number(metrics['eval/style_loss_unseen'])}"
+            if not reason and GATE_METRIC in metrics:
+                reason = f"{GATE_METRIC} {_number(metrics[GATE_METRIC])}"
                 if "eval/baseline_style_loss_unseen" in metrics:
                     reason += f" vs baseline {_number(metrics['eval/baseline_style_loss_unseen'])}"
             return f"{verdict}: {reason}" if reason else verdict

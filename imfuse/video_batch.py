@@ -80,7 +80,7 @@ def plan_chunks(frames: int, chunk_frames: int) -> list[tuple[int, int]]:
 
 
 def output_path(src: str, output: str, out_format: str | None, colliding: frozenset[str]) -> str:
-    from imfuse.batch import output_name
+    from imfuse.batch_stylize import output_name
     from imfuse.video import FORMATS
 
     ext = out_format or (Path(src).suffix.lower() if Path(src).suffix.lower() in FORMATS else ".mp4")
@@ -225,7 +225,7 @@ def _match(glob: str) -> list[str]:
 
 def run_video_batch(config: VideoBatchConfig) -> dict[str, Any]:
     """Run the pipeline to completion; returns the summary (also written to OUT/summary.json)."""
-    from imfuse.batch import _Progress, colliding_stems
+    from imfuse.batch_stylize import _Progress, colliding_stems
     from imfuse.data.beamutil import import_beam
     from imfuse.data.prepare import make_runner, pipeline_options
     from imfuse.images import decode_image, read_source_bytes
@@ -272,7 +272,7 @@ def run_video_batch(config: VideoBatchConfig) -> dict[str, Any]:
     except ImfuseError:
         raise
     except Exception as exc:  # noqa: BLE001 - runner failures carry long nested messages
-        from imfuse.batch import _last_line
+        from imfuse.batch_stylize import _last_line
 
         raise ModelError(f"video batch pipeline failed: {type(exc).__name__}: {_last_line(str(exc))[:500]}") from None
     finally:

@@ -35,7 +35,7 @@ if [ ! -f "$work/data/manifest.json" ]; then
   .venv/bin/python - "$work" <<'PY'
 import os, sys
 from pathlib import Path
-from imfuse.training.evaluate import read_split
+from imfuse.training.scoring import read_split
 work = Path(sys.argv[1])
 for kind, splits, folder in (("content", ("train",), "content"), ("style", ("train", "eval"), "styles")):
     for split in splits:

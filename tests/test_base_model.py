@@ -16,7 +16,7 @@ SIZE = 128
 
 def _square(path, size=SIZE):
     from imfuse.images import load_image
-    from imfuse.training.evaluate import center_square
+    from imfuse.training.scoring import center_square
 
     return center_square(load_image(str(path)).rgb, size)
 
@@ -43,7 +43,7 @@ def test_base_model_beats_identity_style_loss_on_a_real_pair(shared_data):
     from imfuse.losses import LossWeights
     from imfuse.lossnet import build_loss_network
     from imfuse.networks import load_model
-    from imfuse.training.evaluate import PairScorer, stylize_batch
+    from imfuse.training.scoring import PairScorer, stylize_batch
 
     content = _square(shared_data / "content" / "golden_gate_sq.jpg")
     style = _square(shared_data / "styles" / "the_shipwreck_of_the_minotaur.jpg")

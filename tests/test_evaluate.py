@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 
 from imfuse.cli import main
-from imfuse.training.evaluate import select_pairs
+from imfuse.training.scoring import select_pairs
 
 try:
     from tests.mlflow_server import mlflow_server  # noqa: F401 - pytest fixture
@@ -50,12 +51,14 @@ def _square(png: bytes) -> np.ndarray:
 def setup(tmp_path_factory, shared_data, mlflow_server):
     """Prepared-dataset layout (CONTRACTS features), an untrained reduced model in a tracked run."""
     from imfuse.data.examples import encode_example, write_tfrecords
+    from imfuse.data.manifest import FORMAT, dataset_hash
     from imfuse.networks import build_model, save_model
     from imfuse.tracking.runs import TrainingRun
 
     root = tmp_path_factory.mktemp("evaluate")
     data = root / "data"
     pngs = {}
+    shards: dict = {}
     for (kind, split), names in SETS.items():
         folder = data / kind / split
         folder.mkdir(parents=True)
@@ -68,7 +71,11 @@ def setup(tmp_path_factory, shared_data, mlflow_server):
             }))
         with open(folder / "part-00000-of-00001.tfrecord", "wb") as fh:
             write_tfrecords(fh, records)
-    (data / "manifest.json").write_text(json.dumps({"dataset_hash": "sha256:tiny"}))
+        rel = f"{kind}/{split}/part-00000-of-00001.tfrecord"
+        shards.setdefault(kind, {})[split] = [{"path": rel, "examples": len(records)}]
+    manifest = {"format": FORMAT, "counts": {}, "shards": shards}
+    manifest["dataset_hash"] = dataset_hash(manifest)  # readers verify it, as for `imfuse data prepare` output
+    (data / "manifest.json").write_text(json.dumps(manifest))
 
     run_dir = root / "run"
     model_path = Path(save_model(build_model("reduced", predictor_weights="none"), run_dir / "model.keras"))
@@ -212,6 +219,17 @@ def test_evaluate_bad_input_is_one_line_exit_2(setup, tmp_path, capsys):
     (partial / "content" / "eval").mkdir(parents=True)
     rc = main(["evaluate", "--model", str(setup["model"]), "--data", str(partial), "--no-mlflow", "--image-size", "32"])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and "content/eval: no images" in err
+    assert rc == 2 and "no manifest" in err and "\n" not in err
+    # a real manifest whose content/eval split is empty
+    from imfuse.data.manifest import FORMAT, dataset_hash
+
+    manifest = json.loads((setup["data"] / "manifest.json").read_text())
+    manifest = {"format": FORMAT, "counts": {}, "shards": {"style": manifest["shards"]["style"]}}
+    manifest["dataset_hash"] = dataset_hash(manifest)
+    (partial / "manifest.json").write_text(json.dumps(manifest))
+    shutil.copytree(setup["data"] / "style", partial / "style")
+    rc = main(["evaluate", "--model", str(setup["model"]), "--data", str(partial), "--no-mlflow", "--image-size", "32"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "content/eval: no images" in err and "\n" not in err
     rc = main(["evaluate", "--model", str(setup["model"]), "--data", str(setup["data"]), "--image-size", "8"])
     assert rc == 2 and "--image-size" in capsys.readouterr().err

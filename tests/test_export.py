@@ -1,4 +1,4 @@
-"""Tests for imfuse.export / imfuse.serving_graph: signatures match the Keras model,
+"""Tests for imfuse.export / imfuse.serving_signatures: signatures match the Keras model,
 versioned atomic layout, bad bytes -> InvalidArgumentError, CLI errors."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The cancellable background jobs of imfuse studio, and the library hook they use:
-imfuse.optimize.run_optimization's on_step callback (progress; raising stops the run)."""
+imfuse.gatys.run_optimization's on_step callback (progress; raising stops the run)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class Stop(Exception):
 
 @pytest.mark.parametrize("optimizer", ["adam", pytest.param("lbfgs", marks=pytest.mark.slow)])
 def test_run_optimization_reports_every_step_and_stops_when_on_step_raises(optimizer):
-    from imfuse.optimize import OptimizeConfig, run_optimization
+    from imfuse.gatys import OptimizeConfig, run_optimization
     from imfuse.studio.gatys import loss_network
 
     lossnet = loss_network()  # built once per session, shared with the studio's own jobs

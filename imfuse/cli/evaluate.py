@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from imfuse.tracking import GATE_METRIC
+
 EXIT_NOT_BLESSED = 3
 
 
@@ -28,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-pairs", type=int, default=None, help="cap on content x style pairs (half unseen)")
     p.add_argument("--gatys-subset", type=int, default=2, help="pairs also solved by Gatys optimisation (0: skip)")
     p.add_argument("--gatys-steps", type=int, default=50)
-    p.add_argument("--gate-metric", default="eval/style_loss_unseen", help="lower is better")
+    p.add_argument("--gate-metric", default=GATE_METRIC, help="lower is better")
     p.add_argument("--gate-tolerance", type=float, default=0.0, help="blessed if <= champion x (1 + tolerance)")
     p.add_argument("--registered-model", default=None, help="whose champion to compare with (default imfuse-<variant>)")
     p.add_argument("--no-mlflow", action="store_true", help="no tracking: no champion comparison, nothing logged")

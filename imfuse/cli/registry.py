@@ -1,4 +1,4 @@
-"""`imfuse registry list|promote|compare` and `imfuse ui` (MLflow UI on the same store)."""
+"""`imfuse registry list|promote|compare`: the MLflow model registry from the terminal."""
 
 from __future__ import annotations
 
@@ -18,35 +18,25 @@ def register(subparsers) -> None:
 
     ls = sub.add_parser("list", help="versions with aliases, run ids and key metrics")
     ls.add_argument("--name", action="append", default=None, help="registered model (repeatable; default: all)")
-    _uri(ls)
+    add_uri_option(ls)
     ls.set_defaults(func=run_list)
 
     pr = sub.add_parser("promote", help="set alias 'champion' on an existing version")
     pr.add_argument("name", help="registered model, e.g. imfuse-reduced")
     pr.add_argument("version", help="version number")
     pr.add_argument("--require-blessing", action="store_true", help="refuse unless the version's evaluation blessed it")
-    _uri(pr)
+    add_uri_option(pr)
     pr.set_defaults(func=run_promote)
 
     cmp_ = sub.add_parser("compare", help="table of versions x metrics")
     cmp_.add_argument("--name", action="append", default=None, help="registered model (repeatable; default: all)")
     cmp_.add_argument("--metrics", nargs="+", default=None, help="metric names (default: train/loss and eval/*)")
-    _uri(cmp_)
+    add_uri_option(cmp_)
     cmp_.set_defaults(func=run_compare)
     p.set_defaults(func=lambda args: _usage(p))
 
-    ui = subparsers.add_parser(
-        "ui",
-        help="open the MLflow UI on the tracking store (runs, metrics, registry)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    ui.add_argument("--port", type=int, default=5000)
-    ui.add_argument("--host", default="127.0.0.1")
-    _uri(ui)
-    ui.set_defaults(func=run_ui)
 
-
-def _uri(parser) -> None:
+def add_uri_option(parser) -> None:
     parser.add_argument("--mlflow-uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI or ./imfuse-work)")
 
 
@@ -96,25 +86,3 @@ def run_compare(args) -> int:
     header, rows = compare(names, tuple(args.metrics or DEFAULT_METRICS), args.mlflow_uri)
     print(format_table(header, rows) if rows else "no registered versions")
     return 0
-
-
-def run_ui(args) -> int:
-    from imfuse.tracking.client import is_http, resolve_tracking_uri
-    from imfuse.tracking.server import start_server, stop_server, store_for_uri
-
-    uri = resolve_tracking_uri(args.mlflow_uri)
-    if is_http(uri):
-        print(f"tracking URI {uri} is already a server: open {uri}")
-        return 0
-    import signal
-    import sys
-
-    store = store_for_uri(uri)
-    proc, url = start_server(store, host=args.host, port=args.port)
-    # `kill` (SIGTERM) must also stop the server, which runs in its own process group.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    print(f"MLflow UI on {store.backend_uri} (artifacts {store.artifact_root}): {url}  (Ctrl-C to stop)", flush=True)
-    try:
-        return proc.wait()
-    finally:
-        stop_server(proc)

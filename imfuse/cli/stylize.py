@@ -136,7 +136,7 @@ def run(args) -> int:
     started = time.perf_counter()
     if args.method == "optimize":
         from imfuse.lossnet import build_loss_network
-        from imfuse.optimize import OptimizeConfig, run_optimization
+        from imfuse.gatys import OptimizeConfig, run_optimization
         from imfuse.precision import dtype_policy_for
 
         config = OptimizeConfig(

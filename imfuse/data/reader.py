@@ -44,6 +44,36 @@ def shard_paths(data_dir: str | Path, kind: str, split: str) -> list[str]:
     return paths
 
 
+def read_examples(data_dir: str | Path, kind: str, split: str, limit: int | None = None) -> list[tuple[str, bytes]]:
+    """(source, encoded image) of kind/split's examples in shard order, without TensorFlow.
+
+    The evaluation's and benchmarks' reader: a few images each, decoded one by one. An
+    empty split gives []; a shard the manifest lists but that is missing is a DataError.
+    """
+    import gzip
+
+    from imfuse.data.examples import decode_example, read_tfrecords
+
+    _check(kind, split)
+    entries = [e for e in shard_entries(read_manifest(data_dir), kind, split) if e["examples"] > 0]
+    out: list[tuple[str, bytes]] = []
+    for entry in entries:
+        path = Path(data_dir) / entry["path"]
+        if not path.is_file():
+            raise DataError(f"{path}: shard listed in the manifest is missing")
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as handle:
+            for i, record in enumerate(read_tfrecords(handle, str(path))):
+                features = decode_example(record)
+                if not features.get("image"):
+                    raise DataError(f"{path}: record {i} has no 'image' feature")
+                source = features.get("source", [f"{path.name}#{i}".encode()])[0]
+                source = source.decode("utf-8", "replace") if isinstance(source, bytes) else str(source)
+                out.append((source, bytes(features["image"][0])))
+                if limit is not None and len(out) >= limit:
+                    return out
+    return out
+
+
 def make_dataset(
     data_dir: str | Path,
     kind: str,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from imfuse.configs import config_from_dict
+from imfuse.config_io import config_from_dict
 from imfuse.errors import ConfigError
 
 PREDICTORS = ("vgg16_hed", "inception_v3", "small")

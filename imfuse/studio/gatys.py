@@ -1,4 +1,4 @@
-"""The Gatys optimisation as a studio job: imfuse.optimize with a progress callback.
+"""The Gatys optimisation as a studio job: imfuse.gatys with a progress callback.
 
 The loss network is built once per process (it is the slow part of starting a run) and
 shared by every job; jobs run one at a time (imfuse.studio.jobs), so sharing is safe.
@@ -41,7 +41,7 @@ def loss_network():
 def run_gatys(request: StylizeRequest, options: GatysOptions, on_step: Callable[[int, int], None]) -> np.ndarray:
     """uint8 result at the working size; on_step(done, total) after every step (may raise to cancel)."""
     from imfuse.images import to_uint8
-    from imfuse.optimize import OptimizeConfig, run_optimization
+    from imfuse.gatys import OptimizeConfig, run_optimization
 
     config = OptimizeConfig(steps=options.steps, size=options.size, preserve_color=request.preserve_color)
     config.validate()

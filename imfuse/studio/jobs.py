@@ -3,7 +3,7 @@
 One worker thread runs jobs in submission order (one optimisation at a time keeps a
 small CPU machine responsive); the page polls a job's progress and may cancel it,
 queued or running. A running job is stopped through its progress callback: the
-callback raises `Cancelled` (imfuse.optimize.run_optimization propagates it).
+callback raises `Cancelled` (imfuse.gatys.run_optimization propagates it).
 """
 
 from __future__ import annotations

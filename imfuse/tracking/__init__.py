@@ -10,6 +10,8 @@ EXPERIMENT = "imfuse"
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 MODEL_ARTIFACT = "model"
+# The evaluation's gate metric (lower is better): style loss on styles training never saw.
+GATE_METRIC = "eval/style_loss_unseen"
 
 # Tags on runs and model versions: the only place their names are spelled.
 TAG_VARIANT = "imfuse.variant"
@@ -22,6 +24,11 @@ TAG_FILE = "imfuse.file"
 TAG_SERVING_VERSION = "imfuse.serving_version"  # TF Serving version folder a model version was published as
 TAG_SERVING_PATH = "imfuse.serving_path"
 TAG_PIPELINE_REGISTERED = "imfuse.pipeline.registered"  # set by the pipeline's register step
+# What an evaluation scored (set beside TAG_BLESSED on the run it logged to).
+TAG_EVAL_GATE_METRIC = "imfuse.eval.gate_metric"
+TAG_EVAL_LOSS_NETWORK = "imfuse.eval.loss_network"
+TAG_EVAL_IMAGE_SIZE = "imfuse.eval.image_size"
+TAG_EVAL_DATASET_HASH = "imfuse.eval.dataset_hash"
 
 
 def registered_model_name(variant: str) -> str:

@@ -10,7 +10,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from imfuse.configs import config_from_dict
+from imfuse.config_io import config_from_dict
 from imfuse.errors import ConfigError
 from imfuse.loss_config import CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT
 from imfuse.precision import PRECISIONS

@@ -40,11 +40,11 @@ def _registered(spec: str, tracking_uri: str | None) -> str:
 
 def _auto(variant: str, tracking_uri: str | None) -> str | None:
     from imfuse.base_model import base_model_path, shipped_variants
-    from imfuse.tracking import registered_model_name
+    from imfuse.tracking import GATE_METRIC, registered_model_name
     from imfuse.tracking.registry import champion_metric
 
     name = registered_model_name(variant)
-    champion, _ = champion_metric(name, "eval/style_loss_unseen", tracking_uri)
+    champion, _ = champion_metric(name, GATE_METRIC, tracking_uri)
     if champion is not None:
         return _registered(f"{MODELS_SCHEME}{name}/{champion.version}", tracking_uri)
     if variant in shipped_variants():

@@ -6,7 +6,7 @@ import pytest
 from imfuse.errors import ConfigError
 from imfuse.images import load_image, resize_to
 from imfuse.lossnet import build_loss_network
-from imfuse.optimize import OptimizeConfig, optimize_image, run_optimization, working_size
+from imfuse.gatys import OptimizeConfig, optimize_image, run_optimization, working_size
 
 
 @pytest.fixture(scope="module")

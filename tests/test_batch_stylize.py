@@ -1,4 +1,4 @@
-"""Tests for imfuse.batch: the Beam RunInference pipeline on real (downscaled) images."""
+"""Tests for imfuse.batch_stylize: the Beam RunInference pipeline on real (downscaled) images."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imfuse.batch import BatchConfig, colliding_stems, output_name, resolve_saved_model, validate_content
+from imfuse.batch_stylize import BatchConfig, colliding_stems, output_name, resolve_saved_model, validate_content
 from imfuse.errors import ConfigError, DataError, ModelError
 
 
@@ -92,7 +92,7 @@ def test_bad_style_and_empty_glob_are_user_errors(tmp_path, capsys):
 
 
 def test_empty_glob_raises_data_error(tmp_path, shared_data):
-    from imfuse.batch import run_batch_stylize
+    from imfuse.batch_stylize import run_batch_stylize
 
     config = BatchConfig(model="m.keras", input_glob=str(tmp_path / "*.jpg"),
                          style=str(shared_data / "styles" / "black_zigzag.jpg"), output=str(tmp_path / "o"))

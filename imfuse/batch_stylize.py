@@ -169,7 +169,7 @@ class _LoadedStylizer:
 
 
 def _model_handler_class():
-    """Defined lazily so importing imfuse.batch does not import Beam/TensorFlow."""
+    """Defined lazily so importing imfuse.batch_stylize does not import Beam/TensorFlow."""
     from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
     class SavedModelStylizer(ModelHandler):

@@ -32,7 +32,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imfuse.batch import BatchConfig, run_batch_stylize
+    from imfuse.batch_stylize import BatchConfig, run_batch_stylize
 
     beam_args = [a for a in args.beam_args if a != "--"]
     config = BatchConfig(

@@ -1,4 +1,4 @@
-"""In-graph header checks (imfuse.serving_graph) and the server-side ones (serving.limits).
+"""In-graph header checks (imfuse.serving_signatures) and the server-side ones (serving.limits).
 
 Both read declared sizes from headers before decoding; they must agree with PIL on real
 files of every format the graph decodes, and refuse crafted headers that declare a huge
@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from imfuse import serving_graph
+from imfuse import serving_signatures
 from imfuse.serving.limits import declared_size
 from imfuse.serving.status import StatusError
 
@@ -56,7 +56,7 @@ def _webp_vp8l_bomb(width: int, height: int) -> bytes:
 
 
 def _graph_pixels(data: bytes) -> int:
-    return int(serving_graph.declared_pixels(tf.constant(data)).numpy())
+    return int(serving_signatures.declared_pixels(tf.constant(data)).numpy())
 
 
 @pytest.mark.parametrize("name", sorted(REAL))
@@ -87,18 +87,18 @@ def test_bmp_and_webp_bombs_are_refused_before_decoding(bomb, pixels):
     assert declared_size(bomb)[1] * declared_size(bomb)[2] == pixels
     assert _graph_pixels(bomb) == pixels
     with pytest.raises(tf.errors.InvalidArgumentError, match="pixel limit"):
-        serving_graph.decode_rgb(tf.constant(bomb), "content_image")
+        serving_signatures.decode_rgb(tf.constant(bomb), "content_image")
 
 
 def test_real_bmp_and_webp_still_decode():
     for name in ("bmp", "webp-lossless"):
-        image = serving_graph.decode_rgb(tf.constant(REAL[name]), "content_image")
+        image = serving_signatures.decode_rgb(tf.constant(REAL[name]), "content_image")
         assert tuple(image.shape) == (SIZE[1], SIZE[0], 3)
 
 
 def test_unsupported_bytes_error_is_text_not_raw_bytes():
     """Raw non-UTF-8 bytes in the Assert message made TF raise UnicodeDecodeError instead."""
-    decode = tf.function(lambda x: serving_graph.decode_rgb(x, "content_image"),
+    decode = tf.function(lambda x: serving_signatures.decode_rgb(x, "content_image"),
                          input_signature=[tf.TensorSpec([], tf.string)])
     with pytest.raises(tf.errors.InvalidArgumentError, match="not an image") as info:
         decode(tf.constant(bytes(range(128, 160))))

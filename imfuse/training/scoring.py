@@ -1,0 +1,158 @@
+"""Scoring for the evaluation and the benchmarks: held-out images, pairs, Gatys terms.
+
+Pairs are eval-split content x (train styles = "seen", unseen styles); every pair is scored
+at one size, for the model and for the identity baseline (the content image itself).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from imfuse.images import decode_image, resize_to
+from imfuse.losses import LossWeights
+
+TERMS = ("loss", "content_loss", "style_loss", "tv_loss")
+SEEN, UNSEEN = "seen", "unseen"
+SPLIT_OF = {SEEN: "train", UNSEEN: "unseen"}
+
+
+@dataclass
+class EvalImage:
+    rgb: np.ndarray  # (S, S, 3) float32 in [0, 1]
+    source: str
+
+
+def center_square(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Centre square crop resized to size x size (every pair is scored at one scale)."""
+    h, w = rgb.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return resize_to(rgb[top : top + side, left : left + side], (size, size))
+
+
+def read_split(data_dir: str | os.PathLike, kind: str, split: str, size: int, limit: int | None = None) -> list[EvalImage]:
+    """Images of kind/split in shard order, decoded and squared (imfuse.data.reader)."""
+    from imfuse.data.reader import read_examples
+
+    return [EvalImage(center_square(decode_image(data, source).rgb, size), source)
+            for source, data in read_examples(data_dir, kind, split, limit)]
+
+
+def _diagonal(n_content: int, n_style: int) -> list[tuple[int, int]]:
+    """All (content, style) index pairs ordered so any prefix spreads over contents and styles."""
+    order = []
+    for k in range(n_content * n_style):
+        c, q = k % n_content, k // n_content
+        order.append((c, (q + c) % n_style))
+    return order
+
+
+def select_pairs(n_content: int, n_seen: int, n_unseen: int, max_pairs: int | None) -> list[tuple[int, str, int]]:
+    """(content index, "seen"/"unseen", style index) pairs; capped at max_pairs, split evenly."""
+    seen = [(c, SEEN, s) for c, s in _diagonal(n_content, n_seen)]
+    unseen = [(c, UNSEEN, s) for c, s in _diagonal(n_content, n_unseen)]
+    if max_pairs is not None and len(seen) + len(unseen) > max_pairs:
+        n_unseen_take = min(len(unseen), max(max_pairs - len(seen), math.ceil(max_pairs / 2)))
+        n_seen_take = min(len(seen), max_pairs - n_unseen_take)
+        seen, unseen = seen[:n_seen_take], unseen[:n_unseen_take]
+    return seen + unseen
+
+
+class PairScorer:
+    """Weighted Gatys terms of single images, with per-content / per-style targets cached."""
+
+    def __init__(self, lossnet, weights: LossWeights):
+        import tensorflow as tf
+
+        from imfuse.losses import perceptual_losses, style_grams
+
+        self.lossnet, self.weights = lossnet, weights
+        self._style_grams = style_grams
+        self._content: dict[int, dict] = {}
+        self._grams: dict[tuple[str, int], dict] = {}
+        self._fn = tf.function(
+            lambda images, feats, grams: perceptual_losses(lossnet, images, feats, grams, weights),
+            reduce_retracing=True,
+        )
+
+    def content_targets(self, idx: int, rgb: np.ndarray) -> dict:
+        if idx not in self._content:
+            feats = self.lossnet(rgb[None])
+            self._content[idx] = {k: feats[k] for k in self.lossnet.content_layers}
+        return self._content[idx]
+
+    def style_targets(self, key: tuple[str, int], rgb: np.ndarray) -> dict:
+        if key not in self._grams:
+            self._grams[key] = self._style_grams(self.lossnet, rgb[None])
+        return self._grams[key]
+
+    def score(self, image: np.ndarray, content_feats: dict, grams: dict) -> dict[str, float]:
+        terms = self._fn(np.asarray(image, np.float32)[None], content_feats, grams)
+        return {k: float(terms[k]) for k in TERMS}
+
+
+def mean(rows: list[dict], term: str) -> float:
+    return float(np.mean([r[term] for r in rows])) if rows else float("nan")
+
+
+def stylize_batch(model, contents: np.ndarray, style: np.ndarray) -> np.ndarray:
+    """Contents (B, S, S, 3) each stylised with one style image -> (B, S, S, 3) in [0, 1]."""
+    style_batch = np.repeat(style[None], len(contents), axis=0)
+    out = model({"content": contents, "style": style_batch}, training=False)
+    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+
+
+def score_model(model, scorer, contents, styles, pairs, progress) -> tuple[list[dict], float]:
+    """Stylise every pair (grouped by style), score model output and identity; time the model."""
+    groups: dict[tuple[str, int], list[int]] = {}
+    for c, group, s in pairs:
+        groups.setdefault((group, s), []).append(c)
+    stylize_batch(model, np.stack([contents[pairs[0][0]].rgb]), styles[pairs[0][1]][pairs[0][2]].rgb)  # warm-up
+    results: dict[tuple[int, str, int], dict] = {}
+    seconds, count = 0.0, 0
+    for (group, s), content_ids in tqdm(groups.items(), desc="evaluate", unit="style", disable=not progress):
+        style = styles[group][s]
+        batch = np.stack([contents[c].rgb for c in content_ids])
+        start = time.perf_counter()
+        stylized = stylize_batch(model, batch, style.rgb)
+        seconds += time.perf_counter() - start
+        count += len(content_ids)
+        grams = scorer.style_targets((group, s), style.rgb)
+        for c, image in zip(content_ids, stylized):
+            feats = scorer.content_targets(c, contents[c].rgb)
+            results[(c, group, s)] = {
+                "content": contents[c].source,
+                "style": style.source,
+                "style_group": group,
+                "model": scorer.score(image, feats, grams),
+                "identity": scorer.score(contents[c].rgb, feats, grams),
+            }
+    rows = [results[p] for p in pairs]
+    return rows, count / max(seconds, 1e-9)
+
+
+def metrics_from_rows(rows: list[dict], images_per_second: float, gatys: dict) -> dict[str, float]:
+    model = [r["model"] for r in rows]
+    ident = [r["identity"] for r in rows]
+    by_group = {g: [r for r in rows if r["style_group"] == g] for g in (SEEN, UNSEEN)}
+    m = {f"eval/{t}": mean(model, t) for t in TERMS}
+    m.update({f"eval/identity_{t}": mean(ident, t) for t in TERMS})
+    for group, members in by_group.items():
+        m[f"eval/style_loss_{group}"] = mean([r["model"] for r in members], "style_loss")
+        m[f"eval/content_loss_{group}"] = mean([r["model"] for r in members], "content_loss")
+        m[f"eval/identity_style_loss_{group}"] = mean([r["identity"] for r in members], "style_loss")
+    m["eval/images_per_second"] = float(images_per_second)
+    m["eval/pairs"] = float(len(rows))
+    if gatys.get("pairs"):
+        for term in TERMS:
+            m[f"eval/gatys_{term}"] = gatys[f"gatys_{term}"]
+        m["eval/gatys_model_style_loss"] = gatys["model_style_loss"]
+        m["eval/gatys_identity_style_loss"] = gatys["identity_style_loss"]
+        m["eval/gatys_seconds_per_image"] = gatys["seconds_per_image"]
+    return m
