@@ -16,7 +16,6 @@ from components.steps.prepare import dataset_metadata, prepare_stage
 from components.steps.register import model_run, register_stage
 from components.steps.train import train_args
 from imfuse.errors import ConfigError, ModelError
-from fake_s3 import FakeS3
 
 REPO = Path(__file__).resolve().parents[1]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
@@ -178,57 +177,10 @@ def test_report_html_embeds_the_grid_and_escapes_text(tmp_path):
     assert base64.b64decode(encoded) == grid.getvalue()
 
 
-# ---------------------------------------------------------------------------- export to S3
-def test_split_s3():
-    assert ed.split_s3("s3://models") == ("models", "")
-    assert ed.split_s3("s3://models/team/a/") == ("models", "team/a/")
-    with pytest.raises(ConfigError, match="names no bucket"):
-        ed.split_s3("s3:///x")
-
-
-def test_s3_versions_reads_integer_folders_across_pages():
-    s3 = FakeS3(["imfuse/1/saved_model.pb", "imfuse/10/saved_model.pb", "imfuse/2/x", "imfuse/tmp/x",
-                 "imfuse/3/variables/v", "other/7/saved_model.pb"])
-    assert ed.s3_versions(s3, "models", "imfuse/") == [1, 2, 3, 10]
-    assert ed.s3_versions(FakeS3(), "models", "imfuse/") == []
-
-
-def test_upload_puts_saved_model_pb_last(tmp_path):
-    version = tmp_path / "4"
-    (version / "variables").mkdir(parents=True)
-    for rel in ("saved_model.pb", "variables/variables.index", "variables/variables.data-00000-of-00001",
-                "imfuse_model.json", "assets/readme.txt"):
-        (version / rel).parent.mkdir(parents=True, exist_ok=True)
-        (version / rel).write_text(rel)
-    s3 = FakeS3()
-    keys = ed.upload_version(s3, version, "models", "p/imfuse/4/")
-    assert keys == s3.uploads and len(keys) == 5
-    assert keys[-1] == "p/imfuse/4/saved_model.pb"
-    assert s3.objects["p/imfuse/4/variables/variables.index"] == b"variables/variables.index"
-
-
+# ---------------------------------------------------------------------------- export step
 @pytest.mark.parametrize("base,needle", [("", "no serving base path"), ("gs://bucket", "local/mounted folder or s3://"),
                                          ("s3://", "names no bucket")])
 def test_export_rejects_bad_base_paths_before_loading_the_model(base, needle, tmp_path, monkeypatch):
     monkeypatch.delenv("IMFUSE_SERVING_BASE_PATH", raising=False)
     with pytest.raises(ConfigError, match=needle):
         ed.export_stage(str(tmp_path / "no-model-here"), base, "imfuse")
-
-
-def test_export_to_s3_publishes_the_next_version(tmp_path, monkeypatch):
-    import imfuse.export
-
-    def fake_export(model, base, name, version):
-        # stands in for the TensorFlow SavedModel writer: the S3 side is what is tested here
-        target = Path(base) / name / str(version)
-        (target / "variables").mkdir(parents=True)
-        (target / "saved_model.pb").write_bytes(b"pb")
-        (target / "variables" / "variables.index").write_bytes(b"ix")
-        return target
-
-    monkeypatch.setattr(imfuse.export, "export_saved_model", fake_export)
-    s3 = FakeS3(["serving/imfuse/1/saved_model.pb", "serving/imfuse/2/saved_model.pb", "serving/other/9/x"])
-    version, path = ed.export_to_s3(object(), "s3://models/serving", "imfuse", client=s3)
-    assert (version, path) == (3, "s3://models/serving/imfuse/3")
-    assert s3.uploads == ["serving/imfuse/3/variables/variables.index", "serving/imfuse/3/saved_model.pb"]
-    assert not [k for k in s3.objects if ".claim-" in k]  # the version claim is dropped once published

