@@ -115,7 +115,7 @@ def tag_registry_version(mlflow_uri: str, registered_model: str, version: int, s
 def check_base_path(base: str) -> None:
     """Refuse a base path that cannot be published to, before any model is loaded."""
     if not base:
-        raise ConfigError("no serving base path: set the pipeline parameter serving_base_path or IMFUSE_SERVING_BASE_PATH")
+        raise ConfigError("no serving base path given (a folder or s3://BUCKET[/PREFIX])")
     if "://" in base and not base.startswith("s3://"):
         raise ConfigError(f"serving base path {base!r}: use a local/mounted folder or s3://BUCKET[/PREFIX]")
     if base.startswith("s3://"):

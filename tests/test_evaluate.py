@@ -47,11 +47,19 @@ def _square(png: bytes) -> np.ndarray:
     return resize_to(rgb[top : top + side, left : left + side], (SIZE, SIZE))
 
 
+def _write_manifest(data: Path, shards: dict) -> None:
+    """A manifest the readers accept (format, shards, verified hash), as `imfuse data prepare` writes."""
+    from imfuse.data.manifest import FORMAT, dataset_hash
+
+    manifest = {"format": FORMAT, "counts": {}, "shards": shards}
+    manifest["dataset_hash"] = dataset_hash(manifest)
+    (data / "manifest.json").write_text(json.dumps(manifest))
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, shared_data, mlflow_server):
     """Prepared-dataset layout (CONTRACTS features), an untrained reduced model in a tracked run."""
     from imfuse.data.examples import encode_example, write_tfrecords
-    from imfuse.data.manifest import FORMAT, dataset_hash
     from imfuse.networks import build_model, save_model
     from imfuse.tracking.runs import TrainingRun
 
@@ -73,9 +81,7 @@ def setup(tmp_path_factory, shared_data, mlflow_server):
             write_tfrecords(fh, records)
         rel = f"{kind}/{split}/part-00000-of-00001.tfrecord"
         shards.setdefault(kind, {})[split] = [{"path": rel, "examples": len(records)}]
-    manifest = {"format": FORMAT, "counts": {}, "shards": shards}
-    manifest["dataset_hash"] = dataset_hash(manifest)  # readers verify it, as for `imfuse data prepare` output
-    (data / "manifest.json").write_text(json.dumps(manifest))
+    _write_manifest(data, shards)
 
     run_dir = root / "run"
     model_path = Path(save_model(build_model("reduced", predictor_weights="none"), run_dir / "model.keras"))
@@ -221,12 +227,8 @@ def test_evaluate_bad_input_is_one_line_exit_2(setup, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "no manifest" in err and "\n" not in err
     # a real manifest whose content/eval split is empty
-    from imfuse.data.manifest import FORMAT, dataset_hash
-
-    manifest = json.loads((setup["data"] / "manifest.json").read_text())
-    manifest = {"format": FORMAT, "counts": {}, "shards": {"style": manifest["shards"]["style"]}}
-    manifest["dataset_hash"] = dataset_hash(manifest)
-    (partial / "manifest.json").write_text(json.dumps(manifest))
+    styles = json.loads((setup["data"] / "manifest.json").read_text())["shards"]["style"]
+    _write_manifest(partial, {"style": styles})
     shutil.copytree(setup["data"] / "style", partial / "style")
     rc = main(["evaluate", "--model", str(setup["model"]), "--data", str(partial), "--no-mlflow", "--image-size", "32"])
     err = capsys.readouterr().err.strip()

@@ -28,10 +28,13 @@ def export_stage(
     With a registry version, the SavedModel registered with it is published as is, so
     serving runs exactly what the registry holds; otherwise RUN_DIR/model.keras is exported.
     """
+    from imfuse.errors import ConfigError
     from imfuse.publish import check_base_path, publish_model, tag_registry_version
 
     base = (serving_base_path or os.environ.get("IMFUSE_SERVING_BASE_PATH", "")).strip()
     name = (model_name or os.environ.get("IMFUSE_MODEL_NAME", "") or "imfuse").strip()
+    if not base:
+        raise ConfigError("no serving base path: set the pipeline parameter serving_base_path or IMFUSE_SERVING_BASE_PATH")
     check_base_path(base)  # a bad base path fails before the model is loaded
     from imfuse.export import packaged_saved_model
     from imfuse.networks import load_model

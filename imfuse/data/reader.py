@@ -30,18 +30,23 @@ def count_examples(data_dir: str | Path, kind: str, split: str) -> int:
     return int(manifest["counts"][kind].get(split, 0))
 
 
-def shard_paths(data_dir: str | Path, kind: str, split: str) -> list[str]:
-    """Absolute shard paths for kind/split; DataError if the dataset has none or lost some."""
+def _listed_shards(data_dir: str | Path, kind: str, split: str) -> list[Path]:
+    """The manifest's non-empty shards for kind/split; DataError if one of them is missing."""
     _check(kind, split)
-    manifest = read_manifest(data_dir)
-    entries = [e for e in shard_entries(manifest, kind, split) if e["examples"] > 0]
-    if not entries:
-        raise DataError(f"{data_dir}: the dataset has no {kind} images in split '{split}'")
-    paths = [str(Path(data_dir) / e["path"]) for e in entries]
-    missing = [p for p in paths if not Path(p).is_file()]
+    entries = [e for e in shard_entries(read_manifest(data_dir), kind, split) if e["examples"] > 0]
+    paths = [Path(data_dir) / e["path"] for e in entries]
+    missing = [p for p in paths if not p.is_file()]
     if missing:
         raise DataError(f"{missing[0]}: shard listed in the manifest is missing")
     return paths
+
+
+def shard_paths(data_dir: str | Path, kind: str, split: str) -> list[str]:
+    """Absolute shard paths for kind/split; DataError if the dataset has none or lost some."""
+    paths = _listed_shards(data_dir, kind, split)
+    if not paths:
+        raise DataError(f"{data_dir}: the dataset has no {kind} images in split '{split}'")
+    return [str(p) for p in paths]
 
 
 def read_examples(data_dir: str | Path, kind: str, split: str, limit: int | None = None) -> list[tuple[str, bytes]]:
@@ -54,13 +59,8 @@ def read_examples(data_dir: str | Path, kind: str, split: str, limit: int | None
 
     from imfuse.data.examples import decode_example, read_tfrecords
 
-    _check(kind, split)
-    entries = [e for e in shard_entries(read_manifest(data_dir), kind, split) if e["examples"] > 0]
     out: list[tuple[str, bytes]] = []
-    for entry in entries:
-        path = Path(data_dir) / entry["path"]
-        if not path.is_file():
-            raise DataError(f"{path}: shard listed in the manifest is missing")
+    for path in _listed_shards(data_dir, kind, split):
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as handle:
             for i, record in enumerate(read_tfrecords(handle, str(path))):
                 features = decode_example(record)
