@@ -36,26 +36,19 @@ def model_run(model_dir: str | Path, metadata: dict | None = None) -> tuple[str,
 
 def register_stage(model_dir: str, mlflow_uri: str, promote: bool, metadata: dict | None = None) -> dict:
     """Log model.keras + its SavedModel to the run, register them (challenger), optionally promote (champion)."""
-    import tempfile
-
     from imfuse.errors import ModelError
-    from imfuse.export import package_model
-    from imfuse.tracking import MODEL_ARTIFACT, TAG_FILE, TAG_FORMAT, TAG_PIPELINE_REGISTERED, registered_model_name
-    from imfuse.tracking.registry import get_version, promote as promote_version, register_run_model
-    from imfuse.tracking.runs import log_to_run, resolve_tracking_uri
+    from imfuse.tracking import TAG_PIPELINE_REGISTERED, registered_model_name
+    from imfuse.tracking.registry import get_version, promote as promote_version
+    from imfuse.tracking.runs import resolve_tracking_uri
+    from imfuse.training.tracked import register_model
 
     uri = resolve_tracking_uri(mlflow_uri or None)
     run_id, variant = model_run(model_dir, metadata)
     model_file = Path(model_dir) / "model.keras"
     if not model_file.is_file():
         raise ModelError(f"{model_file} not found: the Model artefact holds no trained model")
-    with tempfile.TemporaryDirectory(prefix="imfuse-register-") as scratch:
-        package = package_model(model_file, Path(scratch) / "model")
-        log_to_run(uri, run_id, artifacts=[(package, MODEL_ARTIFACT)], tags={TAG_PIPELINE_REGISTERED: "true"})
+    version = register_model(uri, run_id, model_file, variant, run_tags={TAG_PIPELINE_REGISTERED: "true"})
     name = registered_model_name(variant)
-    version = register_run_model(
-        uri, run_id, name, tags={TAG_FORMAT: "keras+saved_model", TAG_FILE: model_file.name}
-    )
     if promote:
         info = promote_version(name, version, uri, require_blessing=True)
     else:

@@ -52,10 +52,28 @@ def train_tracked(
             if os.path.isfile(path):
                 tracking.log_artifact(path)
         version = None
-        if register:  # model.keras together with the SavedModel serving will load
-            from imfuse.export import package_model
-
-            with tempfile.TemporaryDirectory(prefix="imfuse-register-") as scratch:
-                package = package_model(result.model_path, os.path.join(scratch, "model"))
-                version = tracking.log_model_and_register(package, config.variant)
+        if register:
+            version = register_model(tracking.tracking_uri, tracking.run_id, result.model_path, config.variant)
         return TrackedTraining(result, tracking.run_id, version)
+
+
+def register_model(
+    tracking_uri: str | None, run_id: str, model_file: str | os.PathLike, variant: str,
+    run_tags: dict[str, str] | None = None,
+) -> int:
+    """Log model.keras with the SavedModel serving will load into the run (artefact `model`)
+    and register it as a new `imfuse-<variant>` version with alias challenger.
+
+    The one registration flow: `imfuse train --register` calls it inside its run, the
+    pipeline's register step after the run ended.
+    """
+    from imfuse.export import package_model
+    from imfuse.tracking import MODEL_ARTIFACT, TAG_FILE, TAG_FORMAT, registered_model_name
+    from imfuse.tracking.registry import register_run_model
+    from imfuse.tracking.runs import log_to_run
+
+    with tempfile.TemporaryDirectory(prefix="imfuse-register-") as scratch:
+        package = package_model(model_file, os.path.join(scratch, "model"))
+        log_to_run(tracking_uri, run_id, artifacts=[(package, MODEL_ARTIFACT)], tags=run_tags)
+    tags = {TAG_FORMAT: "keras+saved_model", TAG_FILE: os.path.basename(model_file)}
+    return register_run_model(tracking_uri, run_id, registered_model_name(variant), tags=tags)
