@@ -44,15 +44,16 @@ def register(subparsers) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="prepared dataset (imfuse data prepare)")
     p.add_argument("--variant", required=True, choices=("full", "reduced"))
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="checkpoints/, model.keras, history.jsonl")
-    p.add_argument("--steps", type=int, default=1000, help="target step count (default 1000)")
-    p.add_argument("--batch-size", type=int, default=4, help="global batch (default 4)")
-    p.add_argument("--image-size", type=int, default=256, help="content crop in px (default 256)")
-    p.add_argument("--style-size", type=int, default=256, help="style crop in px (default 256)")
+    p.add_argument("--steps", type=int, default=_default("steps"), help="target step count (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=_default("batch_size"), help="global batch (default %(default)s)")
+    p.add_argument("--image-size", type=int, default=_default("image_size"), help="content crop in px (default %(default)s)")
+    p.add_argument("--style-size", type=int, default=_default("style_size"), help="style crop in px (default %(default)s)")
     p.add_argument("--style-zoom", type=float, default=_default("style_zoom"),
                    help="largest random scale of style crops (default %(default)s; 1 keeps the style's own stroke size)")
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="peak Adam learning rate (default 1e-3)")
-    p.add_argument("--lr-schedule", choices=SCHEDULES, default="cosine")
-    p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (default 0)")
+    p.add_argument("--learning-rate", type=float, default=_default("learning_rate"),
+                   help="peak Adam learning rate (default %(default)g)")
+    p.add_argument("--lr-schedule", choices=SCHEDULES, default=_default("lr_schedule"))
+    p.add_argument("--warmup-steps", type=int, default=_default("warmup_steps"), help="linear warm-up steps (default %(default)s)")
     p.add_argument("--content-weight", type=float, default=_default("content_weight"))
     p.add_argument("--style-weight", type=float, default=_default("style_weight"))
     p.add_argument("--tv-weight", type=float, default=_default("tv_weight"))
@@ -70,22 +71,23 @@ def register(subparsers) -> None:
         help="warm start: the shipped base model, a .keras file, a registered version, or auto "
         "(the registry's champion, else the shipped base)",
     )
-    p.add_argument("--loss-network", default="vgg16-hed", help="vgg16-hed (offline), vgg16-imagenet, vgg19-imagenet")
+    p.add_argument("--loss-network", default=_default("loss_network"), help="vgg16-hed (offline), vgg16-imagenet, vgg19-imagenet")
     p.add_argument(
         "--loss-precision",
         choices=("auto", "float32", "bfloat16"),
-        default="auto",
+        default=_default("loss_precision"),
         help="loss-network compute; auto = bfloat16 on CPUs with AVX512-BF16/AMX",
     )
     p.add_argument("--predictor", choices=PREDICTORS,
                    help="style predictor (default: the variant's, vgg16_hed: frozen pretrained VGG16-HED statistics)")
-    p.add_argument("--predictor-weights", default="none", metavar="none|imagenet|PATH",
+    p.add_argument("--predictor-weights", default=_default("predictor_weights"), metavar="none|imagenet|PATH",
                    help="initial weights of the inception_v3 / small predictors")
-    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
-    p.add_argument("--log-every", type=int, default=10, help="steps between metric logs (default 10)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=_default("checkpoint_every"),
+                   help="steps between checkpoints (default %(default)s)")
+    p.add_argument("--log-every", type=int, default=_default("log_every"), help="steps between metric logs (default %(default)s)")
+    p.add_argument("--seed", type=int, default=_default("seed"))
     p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 with loss scaling (GPUs)")
-    p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default")
+    p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default=_default("strategy"))
     p.add_argument(
         "--jit",
         action=argparse.BooleanOptionalAction,

@@ -1,0 +1,43 @@
+"""The CLI's flags default like the config dataclasses they fill (one source, no drift).
+
+`imfuse train` reads TrainConfig's defaults; `imfuse evaluate` keeps literals (EvalConfig's
+module imports TensorFlow, which `imfuse --help` must not), so this test holds them equal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+
+from imfuse.training.config import TrainConfig
+
+
+def _parser(module) -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser()
+    module.register(root.add_subparsers())
+    (parser,) = root._subparsers._group_actions[0].choices.values()
+    return parser
+
+
+def _config_flags(module, config) -> dict[str, tuple[object, object]]:
+    """dest -> (flag default, dataclass default) for every optional flag that fills a config field."""
+    fields = {f.name: f.default for f in dataclasses.fields(config)}
+    return {a.dest: (a.default, fields[a.dest]) for a in _parser(module)._actions
+            if a.dest in fields and not a.required}
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_cli_flag_defaults_are_the_configs(command):
+    import importlib
+
+    module = importlib.import_module(f"imfuse.cli.{command}")
+    if command == "train":
+        config = TrainConfig
+    else:
+        from imfuse.training.evaluate import EvalConfig as config
+    pairs = _config_flags(module, config)
+    assert len(pairs) >= (20 if command == "train" else 8)  # the flags really map onto the fields
+    drifted = {dest: pair for dest, pair in pairs.items() if pair[0] != pair[1]}
+    assert not drifted, f"flag default != {config.__name__} default: {drifted}"
