@@ -15,9 +15,9 @@ from imfuse.training.config import TrainConfig
 
 
 def _parser(module) -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser()
-    module.register(root.add_subparsers())
-    (parser,) = root._subparsers._group_actions[0].choices.values()
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    module.register(subparsers)
+    (parser,) = subparsers.choices.values()
     return parser
 
 
