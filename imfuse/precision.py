@@ -12,9 +12,25 @@ from imfuse.errors import ConfigError
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) under which it still has native bfloat16 kernels
+_BF16_ISAS = ("ALL", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
+              "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2")
+
+
+def onednn_isa_cap() -> str:
+    """The ISA oneDNN is capped at (ONEDNN_MAX_CPU_ISA, or its old name DNNL_MAX_CPU_ISA), '' when none."""
+    import os
+
+    return (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+
+
 def cpu_has_fast_bf16() -> bool:
     """True on CPUs with native bfloat16 matmul (AVX512-BF16 or AMX), where oneDNN runs
-    convolutions markedly faster in bfloat16 (bench/gatys_step, bench/inference)."""
+    convolutions markedly faster in bfloat16 (bench/gatys_step, bench/inference); False
+    when oneDNN is capped below those ISAs, where bfloat16 would be emulated and slow."""
+    cap = onednn_isa_cap()
+    if cap and cap not in _BF16_ISAS:
+        return False
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
             flags = f.read()
@@ -42,7 +58,8 @@ def cpu_summary() -> str:
         pass
     wanted = [f for f in CPU_FLAGS_OF_NOTE if f in flags]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"cpu: {model}, {cores} cores, flags {' '.join(wanted) or 'none of avx2/avx512'}"
+    cap = f", oneDNN capped at {onednn_isa_cap()}" if onednn_isa_cap() else ""
+    return f"cpu: {model}, {cores} cores, flags {' '.join(wanted) or 'none of avx2/avx512'}{cap}"
 
 
 def resolve_precision(precision: str) -> str:
