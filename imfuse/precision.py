@@ -24,12 +24,19 @@ def onednn_isa_cap() -> str:
     return (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
 
 
+def onednn_bf16_capped_off() -> bool:
+    """True when ONEDNN_MAX_CPU_ISA caps oneDNN below its bfloat16 kernels. TensorFlow still
+    routes bfloat16 convolutions to oneDNN by the CPU's flags, and oneDNN then refuses them
+    ("could not create a primitive descriptor"), so nothing may run in bfloat16 there."""
+    cap = onednn_isa_cap()
+    return bool(cap) and cap not in _BF16_ISAS
+
+
 def cpu_has_fast_bf16() -> bool:
     """True on CPUs with native bfloat16 matmul (AVX512-BF16 or AMX), where oneDNN runs
     convolutions markedly faster in bfloat16 (bench/gatys_step, bench/inference); False
-    when oneDNN is capped below those ISAs, where bfloat16 would be emulated and slow."""
-    cap = onednn_isa_cap()
-    if cap and cap not in _BF16_ISAS:
+    when oneDNN is capped below those ISAs."""
+    if onednn_bf16_capped_off():
         return False
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:

@@ -9,6 +9,17 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def _bf16_capped_off() -> bool:
+    from imfuse.precision import onednn_bf16_capped_off
+
+    return onednn_bf16_capped_off()
+
+
+# Tests that run convolutions in bfloat16: impossible under ONEDNN_MAX_CPU_ISA=AVX2 (how an
+# AVX2-only CPU's kernels are emulated on an AVX-512 machine), fine on a real AVX2 CPU.
+runs_bf16 = pytest.mark.skipif(_bf16_capped_off(), reason="oneDNN capped below its bfloat16 kernels (ONEDNN_MAX_CPU_ISA)")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real test images (../shared/data from the repo root); skip when absent."""

@@ -6,6 +6,7 @@ from PIL import Image
 
 from imfuse.cli import main
 from imfuse.cli.stylize import parse_style_spec
+from conftest import runs_bf16
 
 
 def test_parse_style_spec():
@@ -63,6 +64,7 @@ def test_stylize_without_style_exit_2(tmp_path, shared_data, capsys):
     assert "style" in capsys.readouterr().err
 
 
+@runs_bf16
 def test_stylize_model_float32_matches_library_and_bfloat16_is_close(tmp_path, shared_data, capsys):
     from imfuse.images import load_image
     from imfuse.networks import build_model, save_model

@@ -15,6 +15,7 @@ from imfuse.networks.layers import (
     UpsampleConv2D,
     mirror_pad,
 )
+from conftest import runs_bf16
 
 
 def _random(shape, seed):
@@ -103,6 +104,7 @@ def test_instance_norm_gradients_flow_through_fused_path():
     assert np.abs(grads[1].numpy()).max() > 0 and np.abs(grads[0].numpy()).max() > 0
 
 
+@runs_bf16
 def test_fast_layers_run_in_mixed_bfloat16():
     policy = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy("mixed_bfloat16")

@@ -9,6 +9,7 @@ import tensorflow as tf
 from imfuse.errors import ConfigError, ModelError
 from imfuse.images import load_image, resize_to
 from imfuse.networks import StyleTransferModel, VariantConfig, build_model, load_model, save_model
+from conftest import runs_bf16
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +177,7 @@ def test_files_without_a_layout_load_as_layout_1(tmp_path, images):
         _small_dense(7)
 
 
+@runs_bf16
 def test_with_precision_twin_shares_weights_and_computes_in_bfloat16(images, tmp_path):
     from imfuse.networks import with_precision
 

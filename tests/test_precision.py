@@ -13,10 +13,10 @@ def test_onednn_capped_below_bf16_resolves_auto_to_float32(monkeypatch, var):
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     monkeypatch.setenv(var, "avx2")
-    assert precision.onednn_isa_cap() == "AVX2"
+    assert precision.onednn_isa_cap() == "AVX2" and precision.onednn_bf16_capped_off()
     assert not precision.cpu_has_fast_bf16()
     assert precision.resolve_precision("auto") == "float32"
-    assert precision.resolve_precision("bfloat16") == "bfloat16"  # asked for explicitly: kept
+    assert precision.resolve_precision("bfloat16") == "bfloat16"  # asked for explicitly: kept (e.g. an export)
     assert "oneDNN capped at AVX2" in precision.cpu_summary()
 
 
