@@ -106,13 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     from imfuse.images import load_image, resize_to
     from imfuse.precision import cpu_summary
 
+    print(cpu_summary(), flush=True)  # figures differ by CPU: the first line says which
     sizes = [int(s) for s in args.sizes.split(",")]
     variants = [v for v in args.variants.split(",") if v]
     content_full = load_image(args.content).rgb
     style = load_image(args.style).rgb
     from imfuse.networks import build_model, with_precision
     from imfuse.networks.describe import summarize
-    from imfuse.precision import resolve_precision
+    from imfuse.precision import onednn_bf16_capped_off, resolve_precision
 
     engines = {LITE: _lite_runner(), LITE_CACHED: _lite_runner(cached=True)}
     names = []  # imfuse engines: "full", "full bf16", "full cached", ...
@@ -124,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
             name = variant if resolve_precision(precision) == "float32" else f"{variant} bf16"
             if name in engines:  # e.g. 'auto' on a CPU without bfloat16 is float32 again
                 continue
+            if name.endswith(" bf16") and onednn_bf16_capped_off():
+                print(f"skipping {name}: oneDNN is capped below its bfloat16 kernels (ONEDNN_MAX_CPU_ISA)")
+                continue
             for cached in (False, True):
                 key = f"{name} cached" if cached else name
                 engines[key] = _imfuse_runner(with_precision(model, precision), args.xla, cached)
@@ -133,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import tensorflow as tf
 
-    print(cpu_summary())
     print(f"CPU threads: tf intra-op {tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()}, "
           f"cores {os.cpu_count()}; style {Path(args.style).name} {style.shape[1]}x{style.shape[0]}; "
           f"content {Path(args.content).name}; XLA {'on' if args.xla else 'off'}; "
