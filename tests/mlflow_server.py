@@ -34,3 +34,23 @@ def mlflow_server(request) -> str:
         url = _start(config)
         setattr(config, _KEY, url)
     return url
+
+
+def register_file(run, model_path, *, name: str | None = None) -> int:
+    """Log `model_path` (a .keras file, a SavedModel or a package dir) as `run`'s `model`
+    artefact and register it as a challenger version, returning the version: what
+    imfuse.training.tracked.register_model does, without exporting a SavedModel first, so
+    registry tests can use small stand-in files."""
+    from imfuse.tracking import MODEL_ARTIFACT, TAG_FILE, TAG_FORMAT, registered_model_name
+    from imfuse.tracking.registry import register_run_model
+
+    path = Path(model_path)
+    run.log_artifact(path, MODEL_ARTIFACT)
+    if path.is_file():
+        model_format = "keras"
+    elif (path / "saved_model.pb").is_file():
+        model_format = "saved_model"
+    else:
+        model_format = "keras+saved_model"  # imfuse.export.package_model
+    tags = {TAG_FORMAT: model_format, TAG_FILE: path.name if path.is_file() else ""}
+    return register_run_model(run.tracking_uri, run.run_id, name or registered_model_name(run.variant), tags=tags)

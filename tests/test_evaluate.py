@@ -16,9 +16,9 @@ from imfuse.cli import main
 from imfuse.training.scoring import select_pairs
 
 try:
-    from tests.mlflow_server import mlflow_server  # noqa: F401 - pytest fixture
+    from tests.mlflow_server import mlflow_server, register_file  # noqa: F401 - pytest fixture
 except ImportError:  # tests/ is not a package: pytest puts tests/ itself on sys.path
-    from mlflow_server import mlflow_server  # noqa: F401
+    from mlflow_server import mlflow_server, register_file  # noqa: F401
 
 SIZE = 48
 SETS = {
@@ -90,7 +90,7 @@ def setup(tmp_path_factory, shared_data, mlflow_server):
             metrics = {"train/loss": 9.0 / step, "train/content_loss": 1.0, "train/style_loss": 6.0 / step, "train/tv_loss": 0.1}
             fh.write(json.dumps({"step": step, "metrics": metrics}) + "\n")
     with TrainingRun(mlflow_server, run_dir, "reduced", {"data_dir": str(data), "loss_network": "vgg16-hed"}) as run:
-        version = run.log_model_and_register(model_path, name="eval-reduced")
+        version = register_file(run, model_path, name="eval-reduced")
     return {"data": data, "run_dir": run_dir, "model": model_path, "pngs": pngs, "run_id": run.run_id, "version": version}
 
 
@@ -181,7 +181,7 @@ def test_evaluate_blessing_fails_against_a_better_champion(setup, mlflow_server,
     from imfuse.tracking.runs import TrainingRun, log_to_run
 
     with TrainingRun(mlflow_server, tmp_path / "champ", "reduced", {}) as run:
-        version = run.log_model_and_register(base_model_path(), name="eval-reduced")
+        version = register_file(run, base_model_path(), name="eval-reduced")
     # a value logged under other settings must not be what the gate compares with
     log_to_run(mlflow_server, run.run_id, metrics={"eval/style_loss_unseen": 1e30})
     promote("eval-reduced", version, mlflow_server)

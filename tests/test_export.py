@@ -12,9 +12,9 @@ import tensorflow as tf
 from conftest import bomb_png
 
 try:
-    from tests.mlflow_server import mlflow_server  # noqa: F401 - pytest fixture
+    from tests.mlflow_server import mlflow_server, register_file  # noqa: F401 - pytest fixture
 except ImportError:  # pragma: no cover - depends on how pytest put tests/ on sys.path
-    from mlflow_server import mlflow_server  # noqa: F401
+    from mlflow_server import mlflow_server, register_file  # noqa: F401
 from imfuse.errors import ConfigError, ModelError
 from imfuse.export import describe_signatures, existing_versions, export_saved_model, saved_model_precision
 from imfuse.images import decode_image, encode_png, to_uint8
@@ -498,7 +498,7 @@ def _register_packaged(model, tmp_path, tracking_uri: str, name: str):
     save_model(model, keras_file)
     package = package_model(keras_file, tmp_path / "package")
     with TrainingRun(tracking_uri, tmp_path / "run", "reduced", {}) as run:
-        return package, run.log_model_and_register(package, name=name)
+        return package, register_file(run, package, name=name)
 
 
 def test_export_from_registry_publishes_the_registered_saved_model(model, tmp_path, capsys, mlflow_server):  # noqa: F811

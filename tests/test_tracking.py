@@ -12,9 +12,9 @@ from imfuse.tracking.client import default_tracking_uri, resolve_tracking_uri
 from imfuse.tracking.runs import RUN_FILE, TrainingRun, flatten_params
 
 try:
-    from tests.mlflow_server import mlflow_server  # noqa: F401 - pytest fixture
+    from tests.mlflow_server import mlflow_server, register_file  # noqa: F401 - pytest fixture
 except ImportError:  # tests/ is not a package: pytest puts tests/ itself on sys.path
-    from mlflow_server import mlflow_server  # noqa: F401
+    from mlflow_server import mlflow_server, register_file  # noqa: F401
 
 
 def _client(url: str):
@@ -57,7 +57,7 @@ def test_training_run_logs_params_tags_metrics_artifacts_and_registers(mlflow_se
             run.log_metrics({"train/loss": 10.0 / step, "train/style_loss": 5.0 / step}, step=step)
         (tmp_path / "notes.txt").write_text("hello")
         run.log_artifact(tmp_path / "notes.txt", "extra")
-        version = run.log_model_and_register(model_file, "reduced", name="trk-reduced")
+        version = register_file(run, model_file, name="trk-reduced")
         run_id = run.run_id
 
     client = _client(mlflow_server)
@@ -92,13 +92,13 @@ def test_training_run_resumes_same_run_and_moves_challenger(mlflow_server, tmp_p
     model_file.write_bytes(b"v1")
     with TrainingRun(mlflow_server, run_dir, "reduced", {"steps": 2}) as first:
         first.log_metrics({"train/loss": 4.0}, step=2)
-        assert first.log_model_and_register(model_file, name="trk-resume") == 1
+        assert register_file(first, model_file, name="trk-resume") == 1
     with pytest.raises(RuntimeError):
         with TrainingRun(mlflow_server, run_dir, "reduced", {"steps": 4, "new_option": 1}) as second:
             assert second.resumed and second.run_id == first.run_id
             second.log_metrics({"train/loss": 3.0}, step=4)
             model_file.write_bytes(b"v2")
-            assert second.log_model_and_register(model_file, name="trk-resume") == 2
+            assert register_file(second, model_file, name="trk-resume") == 2
             raise RuntimeError("crash after registering")
 
     client = _client(mlflow_server)
@@ -117,13 +117,13 @@ def test_download_model_by_alias_and_version(mlflow_server, tmp_path):
     model_file = tmp_path / "model.keras"
     model_file.write_bytes(b"keras-bytes-1")
     with TrainingRun(mlflow_server, tmp_path / "r1", "reduced", {}) as run:
-        run.log_model_and_register(model_file, name="trk-download")
+        register_file(run, model_file, name="trk-download")
     saved = tmp_path / "saved"
     (saved / "variables").mkdir(parents=True)
     (saved / "saved_model.pb").write_bytes(b"pb")
     (saved / "variables" / "variables.index").write_bytes(b"idx")
     with TrainingRun(mlflow_server, tmp_path / "r2", "reduced", {}) as run:
-        assert run.log_model_and_register(saved, name="trk-download") == 2
+        assert register_file(run, saved, name="trk-download") == 2
 
     first = download_model("trk-download", "1", mlflow_server, dst=str(tmp_path / "dl1"))
     assert first.name == "model.keras" and first.read_bytes() == b"keras-bytes-1"
@@ -153,7 +153,7 @@ def test_default_local_store_keeps_artifacts_under_imfuse_work(tmp_path, monkeyp
     (tmp_path / "m.keras").write_bytes(b"local")
     with TrainingRun(None, tmp_path / "run", "full", {"steps": 1}) as run:
         run.log_metrics({"train/loss": 1.5}, step=1)
-        assert run.log_model_and_register(tmp_path / "m.keras") == 1
+        assert register_file(run, tmp_path / "m.keras") == 1
     client = _client(default_tracking_uri())
     exp = client.get_experiment_by_name("imfuse")
     assert exp.artifact_location == (tmp_path / "imfuse-work" / "mlartifacts").resolve().as_uri()

@@ -11,9 +11,9 @@ from imfuse.tracking.runs import TrainingRun, log_to_run
 from imfuse.training.report import decide_blessing
 
 try:
-    from tests.mlflow_server import mlflow_server  # noqa: F401 - pytest fixture
+    from tests.mlflow_server import mlflow_server, register_file  # noqa: F401 - pytest fixture
 except ImportError:  # tests/ is not a package: pytest puts tests/ itself on sys.path
-    from mlflow_server import mlflow_server  # noqa: F401
+    from mlflow_server import mlflow_server, register_file  # noqa: F401
 
 GATE = "eval/style_loss_unseen"
 
@@ -24,7 +24,7 @@ def _version(url, tmp_path, name, tag, metrics, blessed=None) -> tuple[int, str]
     model.write_bytes(tag.encode())
     with TrainingRun(url, tmp_path / tag, "reduced", {"tag": tag}) as run:
         run.log_metrics({"train/loss": metrics.pop("train/loss", 1.0)}, step=1)
-        version = run.log_model_and_register(model, name=name)
+        version = register_file(run, model, name=name)
     tags = {} if blessed is None else {"imfuse.blessed": str(blessed).lower()}
     log_to_run(url, run.run_id, metrics=metrics, tags=tags)
     return version, run.run_id

@@ -18,14 +18,10 @@ from imfuse.data.manifest import peek_dataset_hash
 from imfuse.errors import TrackingError
 from imfuse.tracking import (
     EXPERIMENT,
-    MODEL_ARTIFACT,
     TAG_DATASET_HASH,
-    TAG_FILE,
-    TAG_FORMAT,
     TAG_GIT_COMMIT,
     TAG_LOSS_NETWORK,
     TAG_VARIANT,
-    registered_model_name,
 )
 from imfuse.tracking.client import (
     artifact_root_for,
@@ -156,7 +152,8 @@ class TrainingRun:
     """Context manager: start or resume the MLflow run of one training directory.
 
     `with TrainingRun(uri, run_dir, "reduced", params, tags) as run:` then
-    `run.log_metrics(...)`, `run.log_artifact(...)`, `run.log_model_and_register(...)`.
+    `run.log_metrics(...)`, `run.log_artifact(...)`; `imfuse.training.tracked.register_model`
+    registers the model.
     The run ends FINISHED, or FAILED/KILLED when the block raises.
     """
 
@@ -263,35 +260,6 @@ class TrainingRun:
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """A file, or a directory's contents, under `artifact_path` of the run."""
         _log_path(self._require_active(), self.tracking_uri, self.run_id, path, artifact_path)
-
-    def log_model_and_register(
-        self, model_path: str | os.PathLike, variant: str | None = None, *, name: str | None = None
-    ) -> int:
-        """Log the model (a .keras file or a SavedModel dir) as artefact `model`, register it.
-
-        Registers a new version of `imfuse-<variant>` (or `name`) with source
-        `runs:/<run id>/model`, sets alias `challenger` on it and returns the version.
-        """
-        from imfuse.tracking.registry import register_run_model
-
-        client = self._require_active()
-        path = Path(model_path)
-        _log_path(client, self.tracking_uri, self.run_id, path, MODEL_ARTIFACT)
-        if path.is_file():
-            model_format = "keras"
-        elif (path / "saved_model.pb").is_file():
-            model_format = "saved_model"
-        elif (path / "saved_model" / "saved_model.pb").is_file():
-            model_format = "keras+saved_model"  # imfuse.export.package_model
-        else:
-            model_format = "directory"
-        model_name = name or registered_model_name(variant or self.variant)
-        return register_run_model(
-            self.tracking_uri,
-            self.run_id,
-            model_name,
-            tags={TAG_FORMAT: model_format, TAG_FILE: path.name if path.is_file() else ""},
-        )
 
 
 # ---------------------------------------------------------------------- evaluation side
