@@ -128,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             if name.endswith(" bf16") and onednn_bf16_capped_off():
                 print(f"skipping {name}: oneDNN is capped below its bfloat16 kernels (ONEDNN_MAX_CPU_ISA)")
                 continue
+            twin = with_precision(model, precision)  # one twin for both cases: same weights, built once
             for cached in (False, True):
                 key = f"{name} cached" if cached else name
-                engines[key] = _imfuse_runner(with_precision(model, precision), args.xla, cached)
+                engines[key] = _imfuse_runner(twin, args.xla, cached)
                 names.append(key)
                 flops.update({(key, size): summary.transformer_gflops[size] + (0 if cached else summary.predictor_gflops)
                               for size in sizes})

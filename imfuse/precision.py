@@ -65,8 +65,9 @@ def cpu_summary() -> str:
         pass
     wanted = [f for f in CPU_FLAGS_OF_NOTE if f in flags]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cap = f", oneDNN capped at {onednn_isa_cap()}" if onednn_isa_cap() else ""
-    return f"cpu: {model}, {cores} cores, flags {' '.join(wanted) or 'none of avx2/avx512'}{cap}"
+    cap = onednn_isa_cap()
+    capped = f", oneDNN capped at {cap}" if cap else ""
+    return f"cpu: {model}, {cores} cores, flags {' '.join(wanted) or 'none of avx2/avx512'}{capped}"
 
 
 def resolve_precision(precision: str) -> str:

@@ -6,18 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from imfuse.precision import onednn_bf16_capped_off  # no TensorFlow import: cheap at collection
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _bf16_capped_off() -> bool:
-    from imfuse.precision import onednn_bf16_capped_off
-
-    return onednn_bf16_capped_off()
 
 
 # Tests that run convolutions in bfloat16: impossible under ONEDNN_MAX_CPU_ISA=AVX2 (how an
 # AVX2-only CPU's kernels are emulated on an AVX-512 machine), fine on a real AVX2 CPU.
-runs_bf16 = pytest.mark.skipif(_bf16_capped_off(), reason="oneDNN capped below its bfloat16 kernels (ONEDNN_MAX_CPU_ISA)")
+runs_bf16 = pytest.mark.skipif(onednn_bf16_capped_off(), reason="oneDNN capped below its bfloat16 kernels (ONEDNN_MAX_CPU_ISA)")
 
 
 @pytest.fixture(scope="session")
