@@ -165,8 +165,9 @@ def key_metric(task: str, outputs: TaskOutputs) -> str:
             reason = report.get("reason")
             if not reason and GATE_METRIC in metrics:
                 reason = f"{GATE_METRIC} {_number(metrics[GATE_METRIC])}"
-                if "eval/baseline_style_loss_unseen" in metrics:
-                    reason += f" vs baseline {_number(metrics['eval/baseline_style_loss_unseen'])}"
+                baseline = GATE_METRIC.replace("eval/", "eval/baseline_", 1)
+                if baseline in metrics:
+                    reason += f" vs baseline {_number(metrics[baseline])}"
             return f"{verdict}: {reason}" if reason else verdict
         if kind == "register-model":
             p = outputs.parameters

@@ -224,10 +224,10 @@ def _serve_base_model(result: LocalRunResult, params: PipelineParams) -> None:
     if params.variant not in shipped_variants() or params.init_from not in (None, "", "auto", "base"):
         return
     if params.init_from in (None, "", "auto"):  # auto starts from (and is gated against) a champion if any
-        from imfuse.tracking import registered_model_name
+        from imfuse.tracking import GATE_METRIC, registered_model_name
         from imfuse.tracking.registry import champion_metric
 
-        champion, _ = champion_metric(registered_model_name(params.variant), "eval/style_loss_unseen", result.tracking_uri)
+        champion, _ = champion_metric(registered_model_name(params.variant), GATE_METRIC, result.tracking_uri)
         if champion is not None:
             return
     from imfuse.export import export_saved_model

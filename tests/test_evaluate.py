@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from imfuse.cli import main
+from imfuse.tracking import GATE_METRIC
 from imfuse.training.scoring import select_pairs
 
 try:
@@ -124,7 +125,7 @@ def test_evaluate_report_matches_recomputation_and_is_logged(setup, mlflow_serve
     blessing = json.loads((eval_dir / "blessing.json").read_text())
     assert rc == (0 if blessing["blessed"] else 3)
     assert ("PASS" if blessing["blessed"] else "FAIL") in out and blessing["reason"] in out
-    assert blessing["champion"] is None and blessing["metric"] == "eval/style_loss_unseen"
+    assert blessing["champion"] is None and blessing["metric"] == GATE_METRIC == "eval/style_ratio_unseen"
     assert report["blessing"] == blessing and report["run_id"] == setup["run_id"]
 
     # every pair recomputed directly with imfuse.losses on the same images
@@ -147,6 +148,8 @@ def test_evaluate_report_matches_recomputation_and_is_logged(setup, mlflow_serve
     m = report["metrics"]
     unseen = [p["model"]["style_loss"] for p in pairs if p["style_group"] == "unseen"]
     assert m["eval/style_loss_unseen"] == pytest.approx(np.mean(unseen))
+    unseen_ratios = [p["model"]["style_loss"] / p["identity"]["style_loss"] for p in pairs if p["style_group"] == "unseen"]
+    assert m["eval/style_ratio_unseen"] == pytest.approx(np.exp(np.mean(np.log(unseen_ratios))), rel=1e-6)
     assert m["eval/content_loss"] == pytest.approx(np.mean([p["model"]["content_loss"] for p in pairs]))
     assert m["eval/identity_style_loss"] == pytest.approx(np.mean([p["identity"]["style_loss"] for p in pairs]))
     assert m["eval/identity_content_loss"] == 0.0
@@ -163,7 +166,7 @@ def test_evaluate_report_matches_recomputation_and_is_logged(setup, mlflow_serve
 
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     run = client.get_run(setup["run_id"])
-    for name in ("eval/content_loss", "eval/style_loss_seen", "eval/style_loss_unseen",
+    for name in ("eval/content_loss", "eval/style_loss_seen", "eval/style_loss_unseen", "eval/style_ratio_unseen",
                  "eval/identity_style_loss", "eval/images_per_second", "eval/gatys_style_loss"):
         assert run.data.metrics[name] == pytest.approx(m[name])
     assert client.get_metric_history(setup["run_id"], "eval/content_loss")[0].step == 15
@@ -183,7 +186,7 @@ def test_evaluate_blessing_fails_against_a_better_champion(setup, mlflow_server,
     with TrainingRun(mlflow_server, tmp_path / "champ", "reduced", {}) as run:
         version = register_file(run, base_model_path(), name="eval-reduced")
     # a value logged under other settings must not be what the gate compares with
-    log_to_run(mlflow_server, run.run_id, metrics={"eval/style_loss_unseen": 1e30})
+    log_to_run(mlflow_server, run.run_id, metrics={GATE_METRIC: 1e30})
     promote("eval-reduced", version, mlflow_server)
 
     out_dir = tmp_path / "eval"
@@ -193,8 +196,8 @@ def test_evaluate_blessing_fails_against_a_better_champion(setup, mlflow_server,
     report = json.loads((out_dir / "eval_report.json").read_text())
     m = report["metrics"]
     assert rc == 3 and blessing["blessed"] is False
-    assert blessing["champion"] == pytest.approx(m["eval/baseline_style_loss_unseen"])
-    assert blessing["champion"] < m["eval/style_loss_unseen"]
+    assert blessing["champion"] == pytest.approx(m["eval/baseline_style_ratio_unseen"])
+    assert blessing["champion"] < m[GATE_METRIC]
     assert blessing["champion_version"] == version and report["baseline_model"]["label"] == f"champion v{version}"
     assert f"> champion v{version}" in blessing["reason"]
     assert "FAIL" in capsys.readouterr().out
@@ -214,7 +217,7 @@ def test_a_fine_tune_worse_than_its_init_model_is_not_blessed(setup, tmp_path):
                      gatys_subset=0, log_mlflow=False, progress=False)
     result = evaluate(cfg)
     assert result.blessing.blessed is False and "init model reduced.keras" in result.blessing.reason
-    assert result.report["metrics"]["eval/baseline_style_loss_unseen"] == pytest.approx(result.blessing.champion)
+    assert result.report["metrics"]["eval/baseline_style_ratio_unseen"] == pytest.approx(result.blessing.champion)
 
 
 def test_evaluate_bad_input_is_one_line_exit_2(setup, tmp_path, capsys):

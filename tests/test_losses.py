@@ -82,3 +82,20 @@ def test_loss_weights_per_layer_override():
     assert w.layer_weight("style", "a", 5.0) == 2.0
     assert w.layer_weight("style", "b", 5.0) == 5.0
     assert w.layer_weight("content", "a") == 1.0
+
+
+def test_balanced_mean_keeps_the_value_and_weighs_images_alike():
+    from imfuse.losses import balanced_mean
+
+    x = tf.Variable([1.0, 2.0])
+    with tf.GradientTape(persistent=True) as tape:
+        losses = tf.stack([100.0 * x[0] ** 2, x[1] ** 2])  # a loud style (400x) and a muted one
+        plain = tf.reduce_mean(losses)
+        balanced = balanced_mean(losses)
+    assert float(balanced) == pytest.approx(float(plain))
+    g_plain, g_bal = tape.gradient(plain, x).numpy(), tape.gradient(balanced, x).numpy()
+    # plain: the loud image's gradient is 50x the muted one's; balanced: d/dx of mean * mean(log loss)
+    assert g_plain[0] / g_plain[1] == pytest.approx(50.0)
+    mean = float(plain)
+    assert g_bal == pytest.approx([mean * 2 / 1.0 / 2, mean * 2 / 2.0 / 2], rel=1e-5)
+    assert g_bal[0] / g_bal[1] == pytest.approx(2.0)  # each image's relative change counts alike

@@ -84,7 +84,7 @@ def test_terminal_shows_one_line_per_stage_and_the_log_file_the_rest(local_run):
     by_stage = {m.group(1): line for line in lines if (m := STAGE_LINE.match(line))}
     assert re.search(r"SUCCESS +\S+  \d+ images accepted, \d+ quarantined", by_stage["prepare data"])
     assert re.search(r"20 steps, loss [0-9.e+]+, [0-9.]+ img/s$", by_stage["train"])
-    assert "blessed: candidate eval/style_loss_unseen" in by_stage["evaluate"]
+    assert "blessed: candidate eval/style_ratio_unseen" in by_stage["evaluate"]
     assert re.search(r"imfuse-reduced version \d+ \(challenger, champion\)$", by_stage["register"])
     served = local_run["workdir"] / "serving" / "imfuse" / "1"
     assert by_stage["export + deploy"].endswith(f"serving version 1 at {served}")

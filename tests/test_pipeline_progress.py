@@ -34,10 +34,11 @@ EXECUTOR_OUTPUTS = {
             "mlflow_run_id": "4ce3", "variant": "reduced", "steps": 20, "file": "model.keras"}}]}}},
     "evaluate-model-3": {"parameterValues": {"Output": False}, "artifacts": {
         "report": {"artifacts": [{"name": "report", "uri": "/x/report", "metadata": {
-            "blessed": False, "gate_metric": "eval/style_loss_unseen",
-            "reason": "candidate eval/style_loss_unseen 976218 > init model reduced.keras 832398 x (1 + 0) = 832398"}}]},
+            "blessed": False, "gate_metric": "eval/style_ratio_unseen",
+            "reason": "candidate eval/style_ratio_unseen 0.4321 > init model reduced.keras 0.3894 x (1 + 0) = 0.3894"}}]},
         "metrics": {"artifacts": [{"name": "metrics", "uri": "/x/metrics", "metadata": {
-            "eval/style_loss_unseen": 976218.25, "eval/baseline_style_loss_unseen": 832397.8125}}]}}},
+            "eval/style_loss_unseen": 976218.25, "eval/baseline_style_loss_unseen": 832397.8125,
+            "eval/style_ratio_unseen": 0.43213, "eval/baseline_style_ratio_unseen": 0.38942}}]}}},
     "register-model-3": {"parameterValues": {"registered_model": "imfuse-reduced", "version": 3,
                                              "aliases": "challenger,champion"}},
     "export-deploy-model-3": {"parameterValues": {"serving_version": 2, "path": "/w/serving/imfuse/2"}},
@@ -67,18 +68,18 @@ def test_key_metric_of_each_stage_from_its_executor_output(tmp_path):
     assert metric == {
         "prepare-data": "24 images accepted, 2 quarantined, 1 duplicates (demo data)",
         "train-model-2": "20 steps, loss 13985, 3.6 img/s",
-        "evaluate-model-3": "NOT blessed: candidate eval/style_loss_unseen 976218 > init model reduced.keras "
-                            "832398 x (1 + 0) = 832398",
+        "evaluate-model-3": "NOT blessed: candidate eval/style_ratio_unseen 0.4321 > init model reduced.keras "
+                            "0.3894 x (1 + 0) = 0.3894",
         "register-model-3": "imfuse-reduced version 3 (challenger, champion)",
         "export-deploy-model-3": "serving version 2 at /w/serving/imfuse/2",
     }
-    # No gate reason recorded: the verdict with the unseen-style loss against the baseline.
+    # No gate reason recorded: the verdict with the gate metric against the baseline's.
     data = json.loads(json.dumps(EXECUTOR_OUTPUTS["evaluate-model-3"]))
     data["artifacts"]["report"]["artifacts"][0]["metadata"] = {}
     data["parameterValues"]["Output"] = True
     (tmp_path / "e.json").write_text(json.dumps(data))
     assert key_metric("evaluate-model", read_executor_output(tmp_path / "e.json")) == \
-        "blessed: eval/style_loss_unseen 976218 vs baseline 832398"
+        "blessed: eval/style_ratio_unseen 0.432 vs baseline 0.389"
     # Outputs without the expected fields give no metric rather than an error.
     (tmp_path / "empty.json").write_text("{}")
     assert key_metric("train-model", read_executor_output(tmp_path / "empty.json")) == ""

@@ -350,3 +350,46 @@ def test_mirrored_strategy_step_matches_a_single_replica():
     # One Adam step moves every weight by ~lr; only weights with near-zero gradients
     # (sign decided by float round-off) may differ between one and two replicas.
     assert result["moved"] < 0.05
+
+
+def test_balanced_styles_step_weighs_each_image_by_the_mean_over_its_own_loss():
+    """With SGD (lr 1) a step moves the weights by minus the gradient: the balanced step's move
+    is the per-image moves weighted by mean loss / own loss, the plain step's their mean."""
+    import keras
+    import tensorflow as tf
+
+    from imfuse.losses import LossWeights
+    from imfuse.training.trainer import _build, make_train_step
+
+    rng = np.random.default_rng(0)
+    content = rng.random((2, 32, 32, 3), np.float32)
+    loud = np.tile(np.kron([[1, 0], [0, 1]], np.ones((4, 4))), (4, 4))[..., None].repeat(3, -1)
+    styles = np.stack([loud, np.full((32, 32, 3), 0.5)]).astype(np.float32)  # huge Grams vs tiny ones
+    strategy = tf.distribute.get_strategy()
+    cfg = TrainConfig(data_dir="d", out_dir="o", image_size=32, style_size=32, batch_size=2, loss_precision="float32")
+    keras.utils.set_random_seed(0)
+    lossnet, model, _, _, _ = _build(cfg, strategy, False)
+    start = [v.numpy() for v in model.trainable_variables]
+
+    def move(batch, balance):
+        for v, w in zip(model.trainable_variables, start):
+            v.assign(w)
+        sgd = keras.optimizers.SGD(learning_rate=1.0)
+        step = make_train_step(strategy, model, lossnet, sgd, LossWeights(), False, False, balance_styles=balance)
+        terms = step(tuple(tf.constant(b) for b in batch))
+        return float(terms["loss"]), np.concatenate([(v.numpy() - w).ravel() for v, w in zip(model.trainable_variables, start)])
+
+    singles = [move((content[i:i + 1], styles[i:i + 1]), False) for i in range(2)]
+    losses = np.array([loss for loss, _ in singles])
+    assert losses[0] > 10 * losses[1]  # the loud style's loss dwarfs the muted one's
+    plain_loss, plain = move((content, styles), False)
+    balanced_loss, balanced = move((content, styles), True)
+    assert balanced_loss == pytest.approx(plain_loss, rel=1e-5) == pytest.approx(losses.mean(), rel=1e-4)
+
+    def off(actual, expected):  # float32 round-off over 10^5..10^6-sized gradients: compare as vectors
+        return np.linalg.norm(actual - expected) / np.linalg.norm(expected)
+
+    assert off(plain, (singles[0][1] + singles[1][1]) / 2) < 1e-4
+    expected = sum(losses.mean() / losses[i] * singles[i][1] for i in range(2)) / 2
+    assert off(balanced, expected) < 1e-4
+    assert off(balanced, plain) > 0.5  # the muted style now steers the step as much as the loud one

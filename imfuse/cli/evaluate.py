@@ -89,6 +89,7 @@ def format_summary(report: dict) -> str:
         lines.append(f"{f'model on those {n}':24}{'':12}{m['eval/gatys_model_style_loss']:12.5g}")
     lines.append(
         f"style loss seen {m['eval/style_loss_seen']:.5g}, unseen {m['eval/style_loss_unseen']:.5g}; "
-        f"{m['eval/images_per_second']:.2f} images/s"
+        f"per pair, style loss / the photo's (geometric mean): seen {m['eval/style_ratio_seen']:.3g}, "
+        f"unseen {m['eval/style_ratio_unseen']:.3g}; {m['eval/images_per_second']:.2f} images/s"
     )
     return "\n".join(lines)

@@ -66,6 +66,13 @@ def register(subparsers) -> None:
     p.add_argument("--teacher-weight", type=float, default=_default("teacher_weight"),
                    help=f"weight of the teacher's L1 term (default {_default('teacher_weight'):g})")
     p.add_argument(
+        "--balance-styles",
+        action=argparse.BooleanOptionalAction,
+        default=_default("balance_styles"),
+        help="scale each image's loss gradient by the batch mean over its own loss, so muted styles "
+        "count as much as ones with huge Gram values (default: off)",
+    )
+    p.add_argument(
         "--init-from",
         metavar="auto|base|PATH|models:/NAME@ALIAS",
         help="warm start: the shipped base model, a .keras file, a registered version, or auto "
@@ -127,6 +134,7 @@ def config_from_args(args: argparse.Namespace):
         predictor_weights=args.predictor_weights,
         teacher=args.teacher,
         teacher_weight=args.teacher_weight,
+        balance_styles=args.balance_styles,
         init_from=resolve_init(args.init_from, args.variant, args.mlflow_uri) if args.init_from else None,
         checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,

@@ -21,7 +21,8 @@ from imfuse.studio.config import StudioConfig
 from imfuse.tracking import TAG_SERVING_VERSION
 
 # Shown under each output; names identical across runs (docs/CONTRACTS.md).
-METRICS = ("eval/style_loss_unseen", "eval/style_loss_seen", "eval/content_loss", "eval/images_per_second")
+METRICS = ("eval/style_ratio_unseen", "eval/style_loss_unseen", "eval/style_loss_seen", "eval/content_loss",
+           "eval/images_per_second")
 KINDS = ("serving", "registry", "local", "base")
 
 

@@ -22,6 +22,7 @@ DEFAULT_METRICS = (
     "eval/content_loss",
     "eval/style_loss_seen",
     "eval/style_loss_unseen",
+    "eval/style_ratio_unseen",
     "eval/identity_style_loss",
     "eval/images_per_second",
 )

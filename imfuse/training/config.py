@@ -71,6 +71,9 @@ class TrainConfig:
     style_zoom: float = 2.0  # largest random scale of a style crop when augmenting
     teacher: str | None = None
     teacher_weight: float = TEACHER_WEIGHT
+    # Every image's loss counts alike in relative terms (imfuse.losses.balanced_mean), so
+    # styles with small Gram values are learnt too, not only the loudest of each batch.
+    balance_styles: bool = False
     # Warm start: weights of a compatible model to begin from (resolved to a .keras path).
     init_from: str | None = None
     checkpoint_every: int = 100

@@ -101,6 +101,19 @@ def mean(rows: list[dict], term: str) -> float:
     return float(np.mean([r[term] for r in rows])) if rows else float("nan")
 
 
+def style_ratio(rows: list[dict]) -> float:
+    """Geometric mean over pairs of the model's style loss / the photo's own (identity).
+
+    Styles' Gram values differ by 100x, so a mean of style losses is decided by the loudest
+    style of the set; every pair counts alike here. Scored for two models on the same pairs
+    (the gate), the identity terms cancel: it is the geometric mean of their per-pair ratios.
+    """
+    if not rows:
+        return float("nan")
+    ratios = [r["model"]["style_loss"] / max(r["identity"]["style_loss"], 1e-12) for r in rows]
+    return float(np.exp(np.mean(np.log(np.maximum(ratios, 1e-12)))))
+
+
 def stylize_batch(model, contents: np.ndarray, style: np.ndarray) -> np.ndarray:
     """Contents (B, S, S, 3) each stylised with one style image -> (B, S, S, 3) in [0, 1]."""
     style_batch = np.repeat(style[None], len(contents), axis=0)
@@ -145,6 +158,7 @@ def metrics_from_rows(rows: list[dict], images_per_second: float, gatys: dict) -
     m.update({f"eval/identity_{t}": mean(ident, t) for t in TERMS})
     for group, members in by_group.items():
         m[f"eval/style_loss_{group}"] = mean([r["model"] for r in members], "style_loss")
+        m[f"eval/style_ratio_{group}"] = style_ratio(members)
         m[f"eval/content_loss_{group}"] = mean([r["model"] for r in members], "content_loss")
         m[f"eval/identity_style_loss_{group}"] = mean([r["identity"] for r in members], "style_loss")
     m["eval/images_per_second"] = float(images_per_second)

@@ -214,13 +214,18 @@ def content_feature_network(lossnet) -> Callable[[tf.Tensor], dict[str, tf.Tenso
     return features
 
 
-def make_train_step(strategy, model, lossnet, optimizer, weights, mixed: bool, jit: bool, teacher_weight: float = 0.0):
+def make_train_step(
+    strategy, model, lossnet, optimizer, weights, mixed: bool, jit: bool, teacher_weight: float = 0.0,
+    balance_styles: bool = False,
+):
     """Compiled distributed step: (content, style[, teacher target]) per-replica batches -> mean loss terms.
 
     The forward pass and gradients are one XLA cluster when `jit`; the optimizer update
     stays outside it because cross-replica gradient aggregation is not XLA-compilable.
+    `balance_styles` weighs every image's loss alike in relative terms (losses.balanced_mean)
+    instead of letting the styles with the largest Gram values drive the gradient.
     """
-    from imfuse.losses import perceptual_losses, style_grams
+    from imfuse.losses import balanced_mean, perceptual_terms, style_grams
     from imfuse.networks import preprocess_style
 
     replicas = strategy.num_replicas_in_sync
@@ -240,14 +245,17 @@ def make_train_step(strategy, model, lossnet, optimizer, weights, mixed: bool, j
             embedding = model.predictor(style_input, training=True)
             stylized = tf.cast(model.stylize_with_embedding(content, embedding, training=True), tf.float32)
             if gatys:
-                terms = perceptual_losses(lossnet, stylized, content_features, target_grams, weights)
+                per_image = perceptual_terms(lossnet, stylized, content_features, target_grams, weights)
             else:
-                zero = tf.zeros([], tf.float32)
-                terms = {"content_loss": zero, "style_loss": zero, "tv_loss": zero, "loss": zero}
+                zero = tf.zeros(tf.shape(stylized)[:1], tf.float32)
+                per_image = {"content_loss": zero, "style_loss": zero, "tv_loss": zero}
             if target is not None:
-                terms["teacher_loss"] = teacher_weight * tf.reduce_mean(tf.abs(stylized - target))
-                terms["loss"] = terms["loss"] + terms["teacher_loss"]
-            loss = terms["loss"] / replicas  # replicas' gradients are summed
+                per_image["teacher_loss"] = teacher_weight * tf.reduce_mean(tf.abs(stylized - target), axis=[1, 2, 3])
+            total = tf.add_n(list(per_image.values()))
+            terms = {name: tf.reduce_mean(value) for name, value in per_image.items()}
+            terms["loss"] = tf.reduce_mean(total)
+            objective = balanced_mean(total) if balance_styles else terms["loss"]
+            loss = objective / replicas  # replicas' gradients are summed
             scaled = optimizer.scale_loss(loss) if mixed else loss
         grads = tape.gradient(scaled, variables)
         return grads, terms
@@ -412,6 +420,7 @@ def train(
             train_step = make_train_step(
                 strategy, model, lossnet, optimizer, weights, config.mixed_precision, jit,
                 teacher_weight=config.teacher_weight if config.teacher_model() else 0.0,
+                balance_styles=config.balance_styles,
             )
             iterator = iter(data)
             for step in range(start_step + 1, config.steps + 1):

@@ -221,7 +221,7 @@
   $("go").addEventListener("click", stylise);
 
   // --------------------------------------------------------------- compare
-  const METRIC_NAMES = { "eval/style_loss_unseen": "eval style loss (unseen styles)", "eval/style_loss_seen": "eval style loss (training styles)",
+  const METRIC_NAMES = { "eval/style_ratio_unseen": "style loss / the photo's (unseen styles, geometric mean)", "eval/style_loss_unseen": "eval style loss (unseen styles)", "eval/style_loss_seen": "eval style loss (training styles)",
     "eval/content_loss": "eval content loss", "eval/images_per_second": "eval latency (ms / image)" };
   function metricRows(card) {
     const table = document.createElement("table"); table.className = "metrics";
