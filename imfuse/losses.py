@@ -126,9 +126,13 @@ def perceptual_losses(
     mask: tf.Tensor | None = None,
 ) -> dict[str, tf.Tensor]:
     """perceptual_terms averaged over the batch, plus `loss`, their weighted total."""
-    per_image = perceptual_terms(lossnet, images, content_features, target_grams, weights, mask)
+    return batch_means(perceptual_terms(lossnet, images, content_features, target_grams, weights, mask))
+
+
+def batch_means(per_image: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Each (B,) term averaged over the batch, plus `loss`: the sum of those means."""
     terms = {name: tf.reduce_mean(value) for name, value in per_image.items()}
-    terms["loss"] = terms["content_loss"] + terms["style_loss"] + terms["tv_loss"]
+    terms["loss"] = tf.add_n(list(terms.values()))
     return terms
 
 

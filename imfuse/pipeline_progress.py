@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, TextIO
 
-from imfuse.tracking import GATE_METRIC
+from imfuse.tracking import GATE_METRIC, baseline_metric
 
 # kfp task names (component names, `-N` suffixes removed) -> what the person reads.
 STAGES = {
@@ -165,7 +165,7 @@ def key_metric(task: str, outputs: TaskOutputs) -> str:
             reason = report.get("reason")
             if not reason and GATE_METRIC in metrics:
                 reason = f"{GATE_METRIC} {_number(metrics[GATE_METRIC])}"
-                baseline = GATE_METRIC.replace("eval/", "eval/baseline_", 1)
+                baseline = baseline_metric(GATE_METRIC)
                 if baseline in metrics:
                     reason += f" vs baseline {_number(metrics[baseline])}"
             return f"{verdict}: {reason}" if reason else verdict

@@ -33,6 +33,12 @@ TAG_EVAL_IMAGE_SIZE = "imfuse.eval.image_size"
 TAG_EVAL_DATASET_HASH = "imfuse.eval.dataset_hash"
 
 
+def baseline_metric(metric: str) -> str:
+    """Name under which an evaluation logs the baseline model's value of `metric`
+    (eval/x -> eval/baseline_x): the champion or init model scored on the same pairs."""
+    return metric.replace("eval/", "eval/baseline_", 1)
+
+
 def registered_model_name(variant: str) -> str:
     """Registered model of a variant: one per variant so versions compare like with like."""
     return f"imfuse-{variant}"

@@ -16,7 +16,7 @@ import numpy as np
 
 from imfuse.errors import ConfigError, DataError
 from imfuse.losses import LossWeights
-from imfuse.tracking import GATE_METRIC
+from imfuse.tracking import GATE_METRIC, baseline_metric
 from imfuse.training.report import Blessing, decide_blessing, write_json
 from imfuse.training.scoring import (
     SEEN,
@@ -140,7 +140,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         raise ConfigError(f"unknown --gate-metric '{cfg.gate_metric}'; known: {', '.join(sorted(metrics))}")
 
     baseline_metrics = score_baseline(baseline, scorer, contents, styles, pairs, cfg) if baseline else {}
-    metrics.update({k.replace("eval/", "eval/baseline_", 1): v for k, v in baseline_metrics.items()})
+    metrics.update({baseline_metric(k): v for k, v in baseline_metrics.items()})
     blessing = decide_blessing(
         cfg.gate_metric,
         metrics[cfg.gate_metric],

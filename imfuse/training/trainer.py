@@ -225,7 +225,7 @@ def make_train_step(
     `balance_styles` weighs every image's loss alike in relative terms (losses.balanced_mean)
     instead of letting the styles with the largest Gram values drive the gradient.
     """
-    from imfuse.losses import balanced_mean, perceptual_terms, style_grams
+    from imfuse.losses import balanced_mean, batch_means, perceptual_terms, style_grams
     from imfuse.networks import preprocess_style
 
     replicas = strategy.num_replicas_in_sync
@@ -251,10 +251,8 @@ def make_train_step(
                 per_image = {"content_loss": zero, "style_loss": zero, "tv_loss": zero}
             if target is not None:
                 per_image["teacher_loss"] = teacher_weight * tf.reduce_mean(tf.abs(stylized - target), axis=[1, 2, 3])
-            total = tf.add_n(list(per_image.values()))
-            terms = {name: tf.reduce_mean(value) for name, value in per_image.items()}
-            terms["loss"] = tf.reduce_mean(total)
-            objective = balanced_mean(total) if balance_styles else terms["loss"]
+            terms = batch_means(per_image)
+            objective = balanced_mean(tf.add_n(list(per_image.values()))) if balance_styles else terms["loss"]
             loss = objective / replicas  # replicas' gradients are summed
             scaled = optimizer.scale_loss(loss) if mixed else loss
         grads = tape.gradient(scaled, variables)
