@@ -17,6 +17,8 @@
 # keeps the teacher's L1 beside them, PHASE2_BALANCE=1 weighs every style's loss alike
 # (--balance-styles); the defaults are the shipped model's recipe. PHASE1_FROM=base skips
 # phase 1 and starts phase 2 from the shipped base model (whose record phase 1 then is).
+# PREDICTOR_FROM=base trains nothing but a cheaper predictor for the shipped base (imfuse
+# models distill-predictor: VGG blocks 1-3 of a half-size style, fitted to its own conditioning).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-/tmp/imfuse-base}"
@@ -60,6 +62,36 @@ PY
   # Small eval/unseen fractions: the benchmark's train images stay in train (hash splits).
   $imfuse data prepare --content "$work/src/content" --styles "$work/src/styles" --out "$work/data" \
       --eval-fraction 0.05 --unseen-fraction 0.05 --no-progress
+fi
+
+if [ "${PREDICTOR_FROM:-}" = base ]; then
+  # The shipped base with a cheaper predictor: its head fitted to the shipped model's own style
+  # conditioning (imfuse models distill-predictor); transformer and style heads unchanged.
+  if grep -q '"predictor_distill"' "imfuse/base_models/$variant.json"; then
+    echo "train_base.sh: the shipped $variant base already has a distilled predictor" >&2
+    exit 2
+  fi
+  $imfuse models distill-predictor --model "base:$variant" --data "$work/data" \
+      --out "$work/predictor/model.keras" --no-progress
+  .venv/bin/python - "$work" "$variant" <<'PY'
+import json, subprocess, sys
+from pathlib import Path
+work, variant = Path(sys.argv[1]), sys.argv[2]
+from imfuse.base_model import BASE_DIR, save_base_weights
+from imfuse.networks import load_model
+record = json.loads((BASE_DIR / f"{variant}.json").read_text())
+run = json.loads((work / "predictor" / "model.distill.json").read_text())
+manifest = json.loads((work / "data" / "manifest.json").read_text())
+git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+record["commands"].append(f"PREDICTOR_FROM=base scripts/train_base.sh {work} {variant}")
+record["summary"] += (f"; predictor distilled to VGG16-HED blocks 1-{run['config']['predictor_layers']} at "
+                      f"1/{run['config']['predictor_pool']} size")
+record["predictor_distill"] = {**run, "git_commit": git, "dataset_hash": manifest["dataset_hash"]}
+record["metrics"].update(run["metrics"])
+path = save_base_weights(load_model(work / "predictor" / "model.keras"), variant, record)
+print(f"shipped {path} (float16 weights) and its record {variant}.json")
+PY
+  exit 0
 fi
 
 common=(--variant "$variant" --image-size 256 --style-size 256 --batch-size 4

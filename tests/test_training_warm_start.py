@@ -84,6 +84,22 @@ def test_init_from_another_architecture_is_refused(prepared_dataset, trained_ini
         train(config, progress=False)
 
 
+def test_warm_start_keeps_the_init_models_predictor_geometry(prepared_dataset, tmp_path):
+    """A champion saved before the reduced variant read 3 VGG blocks of a half-size style
+    keeps its 4-block full-size predictor through a fine-tune (and its resume)."""
+    from imfuse.networks import build_model, load_model, save_model
+    from imfuse.training import train
+
+    old = tmp_path / "old.keras"
+    save_model(build_model("reduced", "none", predictor_layers=4, predictor_pool=1), old)
+    config = _config(prepared_dataset, tmp_path / "run", init_from=str(old))
+    result = train(config, progress=False)
+    tuned = load_model(result.model_path).variant
+    assert (tuned.predictor_layers, tuned.predictor_pool) == (4, 1)
+    train(_config(prepared_dataset, tmp_path / "run", init_from=str(old), steps=3), progress=False)
+    assert load_model(tmp_path / "run" / "model.keras").variant.predictor_layers == 4
+
+
 def test_resolve_init_specs(tmp_path, monkeypatch):
     from imfuse import base_model
     from imfuse.training import warm_start

@@ -30,6 +30,28 @@ def _describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill_predictor(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from imfuse.training.predictor_distill import PredictorDistillConfig, distill_predictor, save_distilled
+
+    cfg = PredictorDistillConfig(
+        data_dir=args.data, out=args.out, init_from=args.model, predictor_layers=args.predictor_layers,
+        predictor_pool=args.predictor_pool, crops=args.crops, epochs=args.epochs, seed=args.seed,
+    )
+    progress = None if args.no_progress else (lambda total, desc: tqdm(total=total, desc=desc, unit="it"))
+    student, metrics = distill_predictor(cfg, progress)
+    path = save_distilled(student, cfg, metrics)
+    held = metrics.get("predictor/heldout_relative_error")
+    print(
+        f"wrote {path}: predictor = VGG16-HED blocks 1-{cfg.predictor_layers} at 1/{cfg.predictor_pool} size; "
+        f"relative error of the style parameters: train {metrics['predictor/train_relative_error']:.4f}"
+        + (f", held-out styles {held:.4f}" if held is not None else "")
+        + " (0 = the teacher's, 1 = the average style's)"
+    )
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("models", help="inspect the style network variants")
     sub = parser.add_subparsers(dest="models_command", metavar="ACTION")
@@ -38,3 +60,23 @@ def register(subparsers) -> None:
     describe.add_argument("--variant", choices=_VARIANT_CHOICES, default="all")
     describe.add_argument("--sizes", default="256,512", help="content sizes in px, comma-separated (default 256,512)")
     describe.set_defaults(func=_describe)
+    from imfuse.training.predictor_distill import PredictorDistillConfig as D
+
+    distill = sub.add_parser(
+        "distill-predictor",
+        help="a cheaper style predictor trained to give a model's own style conditioning",
+        description="Copy MODEL with a predictor that reads fewer VGG16-HED blocks from a smaller copy of "
+        "the style, its head fitted to MODEL's style parameters on augmented training-style crops.",
+    )
+    distill.add_argument("--model", default=D.init_from, help="teacher: a .keras path or 'base' (default %(default)s)")
+    distill.add_argument("--data", required=True, metavar="DIR", help="prepared dataset (its train/eval styles)")
+    distill.add_argument("--out", required=True, metavar="MODEL.keras")
+    distill.add_argument("--predictor-layers", type=int, default=D.predictor_layers,
+                         help="VGG blocks whose first conv is read (default %(default)s)")
+    distill.add_argument("--predictor-pool", type=int, default=D.predictor_pool,
+                         help="style average-pooled by this first (default %(default)s)")
+    distill.add_argument("--crops", type=int, default=D.crops, help="augmented style crops (default %(default)s)")
+    distill.add_argument("--epochs", type=int, default=D.epochs, help="(default %(default)s)")
+    distill.add_argument("--seed", type=int, default=D.seed)
+    distill.add_argument("--no-progress", action="store_true", help="no progress bars")
+    distill.set_defaults(func=_distill_predictor)

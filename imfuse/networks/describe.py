@@ -85,8 +85,10 @@ def format_summaries(summaries: list[ModelSummary]) -> str:
     lines += ["", "Architecture"]
     for s in summaries:
         v = s.variant
+        reads = (f" (VGG blocks 1-{v.predictor_layers}, style pooled 1/{v.predictor_pool})"
+                 if v.predictor == "vgg16_hed" else "")
         lines.append(
-            f"{v.name:<9}predictor={v.predictor} alpha={v.alpha} residual_blocks={v.residual_blocks} "
+            f"{v.name:<9}predictor={v.predictor}{reads} alpha={v.alpha} residual_blocks={v.residual_blocks} "
             f"separable={v.separable} outer_kernel={v.outer_kernel} separable_outer={v.separable_outer} "
             f"bottleneck={v.bottleneck} style_size={v.style_size}"
         )

@@ -205,12 +205,13 @@ class FrozenFeatureStats(keras.layers.Layer):
     lists them for exporters that must capture them (tf.saved_model).
     """
 
-    def __init__(self, network: str = "vgg16-hed", layers=None, **kwargs):
+    def __init__(self, network: str = "vgg16-hed", layers=None, pool: int = 1, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         from imfuse.networks.frozen import FROZEN_STAT_LAYERS, frozen_feature_network
 
         self.network = network
+        self.pool = int(pool)  # average-pool the input by this first: a cheaper, coarser look
         self.stat_layers = tuple(layers or FROZEN_STAT_LAYERS)
         # A plain namespace is invisible to Keras' and TF's trackers (see the docstring).
         # float32 under any policy: the statistics are the style embedding's input, which
@@ -223,6 +224,8 @@ class FrozenFeatureStats(keras.layers.Layer):
         return list(self._frozen.net.variables)
 
     def call(self, x):
+        if self.pool > 1:
+            x = tf.nn.avg_pool2d(x, self.pool, self.pool, "VALID")
         features = self._frozen.net(x, training=False)
         features = features if isinstance(features, (list, tuple)) else [features]
         stats = []
@@ -236,7 +239,7 @@ class FrozenFeatureStats(keras.layers.Layer):
         return (input_shape[0], 2 * sum(self.channels))
 
     def get_config(self):
-        return {**super().get_config(), "network": self.network, "layers": list(self.stat_layers)}
+        return {**super().get_config(), "network": self.network, "layers": list(self.stat_layers), "pool": self.pool}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

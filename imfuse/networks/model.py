@@ -180,6 +180,19 @@ def save_model(model: StyleTransferModel, path: str | os.PathLike) -> str:
     return path
 
 
+def saved_variant_config(path: str | os.PathLike) -> VariantConfig:
+    """The VariantConfig recorded in a `.keras` file, read without building the model."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+        return VariantConfig.from_dict(config["config"]["variant_config"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"cannot read the model config of {os.fspath(path)}: {type(exc).__name__}: {exc}") from None
+
+
 def load_model(path: str | os.PathLike, precision: str = "float32") -> StyleTransferModel:
     """Loads a model saved by save_model; anything else -> ModelError naming the file.
 

