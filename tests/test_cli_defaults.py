@@ -41,3 +41,14 @@ def test_cli_flag_defaults_are_the_configs(command):
     assert len(pairs) >= (20 if command == "train" else 8)  # the flags really map onto the fields
     drifted = {dest: pair for dest, pair in pairs.items() if pair[0] != pair[1]}
     assert not drifted, f"flag default != {config.__name__} default: {drifted}"
+
+
+def test_building_the_parser_does_not_import_tensorflow():
+    """`imfuse --help` and every flag default come without TensorFlow (seconds of import
+    and native start-up lines on stderr); only a command's handler loads it."""
+    import subprocess
+    import sys
+
+    code = "import sys; from imfuse.cli import build_parser; build_parser(); print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
