@@ -124,12 +124,11 @@ def distill_predictor(cfg: PredictorDistillConfig, progress_factory=None) -> tup
     from imfuse.data.reader import count_examples
     from imfuse.networks import load_model
 
-    teacher_path = resolve_model_path(cfg.init_from)
-    teacher = load_model(teacher_path)
-    student = student_like(teacher, cfg.predictor_layers, cfg.predictor_pool)
-    size = int(teacher.variant.style_size)
     if count_examples(cfg.data_dir, "style", "train") < 1:
         raise ConfigError(f"{cfg.data_dir} has no training styles to distil the predictor on")
+    teacher = load_model(resolve_model_path(cfg.init_from))
+    student = student_like(teacher, cfg.predictor_layers, cfg.predictor_pool)
+    size = int(teacher.variant.style_size)
     stats, head = _predictor_parts(student)
 
     def bar(total, desc):
