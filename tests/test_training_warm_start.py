@@ -100,6 +100,21 @@ def test_warm_start_keeps_the_init_models_predictor_geometry(prepared_dataset, t
     assert load_model(tmp_path / "run" / "model.keras").variant.predictor_layers == 4
 
 
+def test_resume_after_the_init_file_is_gone(prepared_dataset, tmp_path):
+    """A resume restores every weight from its checkpoint, so a warm start's init file that
+    has since been deleted (a cleaned cache) does not stop it."""
+    from imfuse.networks import build_model, save_model
+    from imfuse.training import train
+
+    init = tmp_path / "init.keras"
+    save_model(build_model("reduced", "none"), init)
+    train(_config(prepared_dataset, tmp_path / "run", init_from=str(init)), progress=False)
+    init.unlink()
+    result = train(_config(prepared_dataset, tmp_path / "run", init_from=str(init), steps=3), progress=False)
+    assert json.loads((tmp_path / "run" / "history.jsonl").read_text().splitlines()[-1])["step"] == 3
+    assert result.model_path
+
+
 def test_resolve_init_specs(tmp_path, monkeypatch):
     from imfuse import base_model
     from imfuse.training import warm_start

@@ -193,7 +193,9 @@ def _build(config: TrainConfig, strategy, resuming: bool):
             # On resume the checkpoint restores every weight: skip reading the initial weights.
             init = "none" if resuming else config.predictor_weights
             overrides = config.variant_overrides()
-            if config.init_from:  # the warm start's predictor geometry, also on resume (same weights)
+            # The warm start's predictor geometry, also on resume (same weights); a resume whose
+            # init file has gone since (a cleaned cache) keeps the variant's own.
+            if config.init_from and (not resuming or os.path.isfile(config.init_from)):
                 overrides = {**saved_predictor_geometry(config.init_from), **overrides}
             model = build_model(config.variant, predictor_weights=init, **overrides)
             model.predictor_init = config.predictor_weights
