@@ -33,8 +33,9 @@ from imfuse.images import resize_to  # noqa: E402
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def eager_baseline(lossnet, content, style, steps, weights):
-    """The obvious eager loop (keras-io style), timed per step."""
+def eager_baseline(lossnet, content, style, steps, weights, return_image=False):
+    """The obvious eager loop (keras-io style), timed per step; with return_image, also
+    its final image (bench/gatys_quality_time's target)."""
 
     def gram(x):
         x = tf.transpose(x[0], (2, 0, 1))
@@ -71,6 +72,8 @@ def eager_baseline(lossnet, content, style, steps, weights):
         image.assign(tf.clip_by_value(image, 0.0, 1.0))
         float(loss)
         times.append(time.perf_counter() - start)
+    if return_image:
+        return times, image.numpy()[0]
     return times[1:]  # first step includes one-off setup
 
 

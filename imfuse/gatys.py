@@ -3,6 +3,9 @@
 A product feature (`imfuse stylize --method optimize`: best quality, slow) and the
 quality baseline for evaluation. The step is one compiled tf.function; L-BFGS runs
 SciPy's L-BFGS-B on the same compiled loss-and-gradient with [0, 1] box bounds.
+Coarse-to-fine (`levels` > 1) first solves at half (quarter, ...) size, where a step costs
+a quarter as much and the large shapes settle in fewer steps, then upsamples the result
+as the next level's start (bench/gatys_quality_time measures the time to a given loss).
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ class OptimizeConfig:
     jit_compile: bool = False  # XLA measured slower on CPU here (bench/gatys_step); useful on GPU
     precision: str = "auto"  # loss-network compute: auto picks bfloat16 where the CPU has it
     seed: int = 0
+    levels: int = 1  # coarse-to-fine: 2 = solve at size/2 first, then at size
+    coarse_steps: int = 100  # steps at each level coarser than `size`
+    stop_loss: float | None = None  # end early once the loss at full size falls to this
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -47,6 +53,10 @@ class OptimizeConfig:
             raise ConfigError(f"unknown init '{self.init}'; choose content or noise")
         if self.learning_rate <= 0:
             raise ConfigError("learning rate must be positive")
+        if self.levels < 1 or self.size >> (self.levels - 1) < 16:
+            raise ConfigError(f"--levels must be >= 1 and keep the coarsest level >= 16 px (got {self.levels} at {self.size} px)")
+        if self.levels > 1 and self.coarse_steps < 1:
+            raise ConfigError(f"--coarse-steps must be >= 1 (got {self.coarse_steps})")
         from imfuse.precision import dtype_policy_for
 
         dtype_policy_for(self.precision)
@@ -55,7 +65,8 @@ class OptimizeConfig:
 @dataclass
 class OptimizeResult:
     image: np.ndarray  # float32 (H, W, 3) in [0, 1] at the working resolution
-    history: list[dict[str, float]]  # losses per step (weighted terms)
+    history: list[dict[str, float]]  # losses per step (weighted terms), every level in order
+    final_level_start: int = 0  # index in history of the first step at full size
 
 
 def working_size(shape_hw: tuple[int, int], longer_side: int) -> tuple[int, int]:
@@ -76,12 +87,17 @@ def _match_luminance(style_y: np.ndarray, content_y: np.ndarray) -> np.ndarray:
     return np.clip((style_y - style_y.mean()) / std * content_y.std() + content_y.mean(), 0, 1)
 
 
-def _prepare_inputs(content_rgb, styles, config, mask):
-    hw = working_size(content_rgb.shape[:2], config.size)
+def level_sizes(size: int, levels: int) -> list[int]:
+    """Longer sides of the coarse-to-fine levels, coarsest first: 512, 2 -> [256, 512]."""
+    return [max(1, size >> k) for k in reversed(range(levels))]
+
+
+def _prepare_inputs(content_rgb, styles, config, mask, size):
+    hw = working_size(content_rgb.shape[:2], size)
     content = resize_to(content_rgb, hw)
     style_images = []
     for style_rgb, _ in styles:
-        style_images.append(resize_to(style_rgb, working_size(style_rgb.shape[:2], config.size)))
+        style_images.append(resize_to(style_rgb, working_size(style_rgb.shape[:2], size)))
     if config.preserve_color:
         content_in = _luminance3(content)
         style_images = [_match_luminance(_luminance3(s), content_in) for s in style_images]
@@ -122,8 +138,57 @@ def run_optimization(
         from imfuse.precision import dtype_policy_for
 
         lossnet = build_loss_network(dtype_policy=dtype_policy_for(config.precision))
-    content, content_in, style_images, mask_hw = _prepare_inputs(content_rgb, styles, config, mask)
 
+    sizes = level_sizes(config.size, config.levels)
+    total = config.steps + config.coarse_steps * (len(sizes) - 1)
+    history: list[dict[str, float]] = []
+    bar = tqdm(total=total, desc=f"gatys/{config.optimizer}", unit="step", disable=not progress)
+
+    def record(terms):
+        row = {k: float(v) for k, v in terms.items()}
+        history.append(row)
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.4g}", style=f"{row['style_loss']:.4g}")
+        if on_step is not None:
+            on_step(len(history), total, row)
+
+    image = None
+    final_start = 0
+    try:
+        for level, size in enumerate(sizes):
+            final = level == len(sizes) - 1
+            content, content_in, style_images, mask_hw = _prepare_inputs(content_rgb, styles, config, mask, size)
+            if image is None:
+                start = content_in if config.init == "content" else (
+                    np.random.default_rng(config.seed).uniform(0, 1, content_in.shape).astype(np.float32))
+            else:  # the coarser level's result, upsampled
+                start = np.clip(resize_to(image, content_in.shape[:2]), 0.0, 1.0)
+            final_start = len(history)
+            image, composite = _solve_level(
+                lossnet, styles, content_in, style_images, mask_hw, start, config,
+                steps=config.steps if final else config.coarse_steps,
+                stop_loss=config.stop_loss if final else None, record=record,
+            )
+    finally:
+        bar.close()
+
+    image = np.clip(composite(tf.constant(image[None]))[0].numpy(), 0.0, 1.0)
+    if config.preserve_color:
+        image = merge_color(content, image)
+        if mask_hw is not None:  # chroma merge must not touch the unmasked content pixels
+            image = mask_hw[..., None] * image + (1 - mask_hw[..., None]) * content
+    return OptimizeResult(image=image.astype(np.float32), history=history, final_level_start=final_start)
+
+
+class _Stop(Exception):
+    """Raised by a level's record hook once the loss reaches the config's stop_loss."""
+
+
+def _solve_level(lossnet, styles, content_in, style_images, mask_hw, start, config, steps, stop_loss, record):
+    """One resolution: compiled loss-and-gradient, then Adam or L-BFGS from `start`.
+
+    Returns (image, composite), composite mapping the variable to the output (the mask's
+    outside keeps the content)."""
     c = tf.constant(content_in[None])
     m = None if mask_hw is None else tf.constant(mask_hw[None, :, :, None])
     content_features = {k: tf.constant(v) for k, v in lossnet(c).items()}
@@ -142,40 +207,18 @@ def run_optimization(
             terms = perceptual_losses(lossnet, composite(x), content_features, grams, weights, m)
         return terms, tape.gradient(terms["loss"], x)
 
-    if config.init == "content":
-        start = content_in
-    else:
-        start = np.random.default_rng(config.seed).uniform(0, 1, content_in.shape).astype(np.float32)
-    history: list[dict[str, float]] = []
-    bar = tqdm(total=config.steps, desc=f"gatys/{config.optimizer}", unit="step", disable=not progress)
+    def record_level(terms):
+        record(terms)
+        if stop_loss is not None and float(terms["loss"]) <= stop_loss:
+            raise _Stop
 
-    def record(terms):
-        row = {k: float(v) for k, v in terms.items()}
-        history.append(row)
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.4g}", style=f"{row['style_loss']:.4g}")
-        if on_step is not None:
-            on_step(len(history), config.steps, row)
-
-    try:
-        if config.optimizer == "adam":
-            image = _adam(loss_and_grad, start, config, record)
-        else:
-            image = _lbfgs(loss_and_grad, start, config, record)
-    finally:
-        bar.close()
-
-    image = np.clip(composite(tf.constant(image[None]))[0].numpy(), 0.0, 1.0)
-    if config.preserve_color:
-        image = merge_color(content, image)
-        if mask_hw is not None:  # chroma merge must not touch the unmasked content pixels
-            image = mask_hw[..., None] * image + (1 - mask_hw[..., None]) * content
-    return OptimizeResult(image=image.astype(np.float32), history=history)
+    solve = _adam if config.optimizer == "adam" else _lbfgs
+    return solve(loss_and_grad, start, config.learning_rate, steps, record_level), composite
 
 
-def _adam(loss_and_grad, start: np.ndarray, config: OptimizeConfig, record) -> np.ndarray:
+def _adam(loss_and_grad, start: np.ndarray, learning_rate: float, steps: int, record) -> np.ndarray:
     x = tf.Variable(start[None])
-    optimizer = tf.keras.optimizers.Adam(learning_rate=config.learning_rate, beta_1=0.9, epsilon=1e-3)
+    optimizer = tf.keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.9, epsilon=1e-3)
 
     @tf.function
     def step():
@@ -184,12 +227,16 @@ def _adam(loss_and_grad, start: np.ndarray, config: OptimizeConfig, record) -> n
         x.assign(tf.clip_by_value(x, 0.0, 1.0))
         return terms
 
-    for _ in range(config.steps):
-        record(step())
+    try:
+        for _ in range(steps):
+            # The terms are the loss of x before this step's update, the update is kept either way.
+            record(step())
+    except _Stop:
+        pass
     return x.numpy()[0]
 
 
-def _lbfgs(loss_and_grad, start: np.ndarray, config: OptimizeConfig, record) -> np.ndarray:
+def _lbfgs(loss_and_grad, start: np.ndarray, _learning_rate: float, steps: int, record) -> np.ndarray:
     from scipy.optimize import Bounds, minimize
 
     shape = (1,) + start.shape
@@ -199,8 +246,11 @@ def _lbfgs(loss_and_grad, start: np.ndarray, config: OptimizeConfig, record) -> 
         fun.last = terms
         return float(terms["loss"]), grad.numpy().astype(np.float64).ravel()
 
-    def callback(_):
-        record(fun.last)
+    def callback(intermediate_result):
+        try:
+            record(fun.last)
+        except _Stop:
+            raise StopIteration from None  # SciPy ends the run and returns the current x
 
     result = minimize(
         fun,
@@ -209,7 +259,7 @@ def _lbfgs(loss_and_grad, start: np.ndarray, config: OptimizeConfig, record) -> 
         method="L-BFGS-B",
         bounds=Bounds(np.zeros(start.size), np.ones(start.size)),
         callback=callback,
-        options={"maxiter": config.steps, "maxfun": config.steps * 2},
+        options={"maxiter": steps, "maxfun": steps * 2},
     )
     return result.x.reshape(start.shape).astype(np.float32)
 

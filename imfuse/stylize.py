@@ -78,6 +78,7 @@ def stylize_with_model(
     style_scale: float | None = None,
     as_uint8: bool = False,
     progress=None,
+    embedding: np.ndarray | None = None,
 ) -> np.ndarray:
     """Stylise one (H, W, 3) image in [0, 1] (float, or uint8 in [0, 255]); returns float32
     (H, W, 3) in [0, 1], or uint8 with `as_uint8`.
@@ -92,9 +93,14 @@ def stylize_with_model(
     resolution of imfuse.tiling.REFERENCE_PIXELS / style_scale**2 and resizes the result
     to the content's size, so stroke size relative to the image no longer depends on the
     output resolution (None: work at the content's own resolution). `progress(done, total)`
-    is called after each tile.
+    is called after each tile. `embedding` (D,) stands in for `styles`: a style fitted once
+    by imfuse.style_fit (or any embedding the model produced).
     """
     content = _check_content(content_rgb)
+    if embedding is not None:
+        embedding = np.asarray(embedding, np.float32).reshape(1, -1)
+        if embedding.shape[1] != model.embedding_dim or not np.isfinite(embedding).all():
+            raise ConfigError(f"embedding must be {model.embedding_dim} finite values, got shape {embedding.shape[1:]}")
     if not 0.0 <= float(strength) <= 1.0:
         raise ConfigError(f"strength must be between 0 and 1, got {strength}")
     from imfuse import tiling
@@ -103,9 +109,10 @@ def stylize_with_model(
     work_hw = tiling.working_size(h, w, style_scale)
     tile_size = tiling.resolve_tile(tile, *work_hw)
     if content.dtype != np.uint8 and not tile_size and work_hw == (h, w) and not as_uint8:
-        return _stylize_whole(model, content, styles, strength, mask, preserve_color)
+        return _stylize_whole(model, content, styles, strength, mask, preserve_color, embedding)
 
-    embedding = mix_style_embeddings(model, styles)
+    if embedding is None:
+        embedding = mix_style_embeddings(model, styles)
     work = tiling.resize_image(content, work_hw)
     if strength < 1.0:
         # embed_style centre-crops and resizes to the style size anyway: a 1 MP copy is enough.
@@ -163,9 +170,10 @@ def _finish_in_bands(content, stylized: np.ndarray, mask, preserve_color, rows: 
         stylized[band] = _to_uint8(out)
 
 
-def _stylize_whole(model, content, styles, strength, mask, preserve_color) -> np.ndarray:
+def _stylize_whole(model, content, styles, strength, mask, preserve_color, embedding=None) -> np.ndarray:
     """The untiled float path (the whole image through the model at once)."""
-    embedding = mix_style_embeddings(model, styles)
+    if embedding is None:
+        embedding = mix_style_embeddings(model, styles)
     batch = content[None]
     if strength < 1.0:
         own = np.asarray(model.embed_style(batch), dtype=np.float32)

@@ -6,7 +6,7 @@ import pytest
 from imfuse.errors import ConfigError
 from imfuse.images import load_image, resize_to
 from imfuse.lossnet import build_loss_network
-from imfuse.gatys import OptimizeConfig, optimize_image, run_optimization, working_size
+from imfuse.gatys import OptimizeConfig, level_sizes, optimize_image, run_optimization, working_size
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,8 @@ def test_two_styles_mix_between_single_styles(lossnet, pair, shared_data):
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"optimizer": "sgd"}, "optimizer"), ({"steps": 0}, "steps"), ({"size": 4}, "size"), ({"init": "x"}, "init")],
+    [({"optimizer": "sgd"}, "optimizer"), ({"steps": 0}, "steps"), ({"size": 4}, "size"), ({"init": "x"}, "init"),
+     ({"levels": 0}, "levels"), ({"size": 64, "levels": 4}, "levels"), ({"levels": 2, "coarse_steps": 0}, "coarse")],
 )
 def test_bad_config_is_config_error(kwargs, match):
     with pytest.raises(ConfigError, match=match):
@@ -79,3 +80,35 @@ def test_bad_config_is_config_error(kwargs, match):
 def test_working_size_keeps_aspect():
     assert working_size((300, 600), 512) == (256, 512)
     assert working_size((1000, 500), 100) == (100, 50)
+
+
+def test_level_sizes_halve_down_from_the_working_size():
+    assert level_sizes(512, 1) == [512]
+    assert level_sizes(512, 3) == [128, 256, 512]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_coarse_to_fine_runs_each_level_and_ends_at_full_size(lossnet, pair, optimizer):
+    content, style = pair
+    config = OptimizeConfig(steps=6, size=64, optimizer=optimizer, levels=2, coarse_steps=8, learning_rate=0.03)
+    result = run_optimization(content, [(style, 1.0)], config, lossnet, progress=False)
+    coarse, fine = result.history[: result.final_level_start], result.history[result.final_level_start:]
+    assert 0 < len(coarse) <= 8 and 0 < len(fine) <= 6
+    assert result.image.shape == (48, 64, 3)
+    # The full-size level starts from the upsampled coarse result, not from the photo: its
+    # first loss is already below what the photo itself scores at full size.
+    photo = run_optimization(content, [(style, 1.0)], OptimizeConfig(steps=1, size=64), lossnet, progress=False)
+    assert fine[0]["style_loss"] < 0.7 * photo.history[0]["style_loss"]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_stop_loss_ends_the_run_once_reached(lossnet, pair, optimizer):
+    content, style = pair
+    full = run_optimization(content, [(style, 1.0)], OptimizeConfig(steps=30, size=64, optimizer=optimizer,
+                            learning_rate=0.03), lossnet, progress=False)
+    target = full.history[10]["loss"]
+    stopped = run_optimization(content, [(style, 1.0)], OptimizeConfig(steps=30, size=64, optimizer=optimizer,
+                               learning_rate=0.03, stop_loss=target), lossnet, progress=False)
+    assert stopped.history[-1]["loss"] <= target
+    assert all(row["loss"] > target for row in stopped.history[:-1])
+    assert len(stopped.history) < len(full.history)

@@ -55,6 +55,25 @@ def test_client_stylize_grpc_and_rest(served, capsys):
     assert '"serving_default"' in capsys.readouterr().out
 
 
+def test_client_stylize_with_a_fitted_style_file(served, tmp_path, capsys):
+    """`imfuse client stylize --embedding` sends the file's embedding to stylize_with_embedding:
+    the toy model paints it straight into the pixels."""
+    from imfuse.style_fit import StyleFitResult, save_style_embedding
+    from serving_fixtures import EMBED_DIM
+
+    content, _ = _write_inputs(served["root"])
+    colour = np.array([0.2, 0.6, 0.9], np.float32)[:EMBED_DIM]
+    fitted = save_style_embedding(tmp_path / "s.json", StyleFitResult(colour, colour * 0), {"model": "toy"})
+    out = tmp_path / "fit.png"
+    assert main(["client", "stylize", "--target", f"127.0.0.1:{served['grpc']}", str(content), "--embedding",
+                 str(fitted), "-o", str(out), "--strength", "1"]) == 0
+    pixels = np.asarray(Image.open(out), np.float32) / 255
+    np.testing.assert_allclose(pixels.reshape(-1, 3).mean(0), colour, atol=0.01)
+    capsys.readouterr()
+    assert main(["client", "stylize", "--target", f"127.0.0.1:{served['grpc']}", str(content), "-o", str(out)]) == 2
+    assert "STYLE or --embedding" in capsys.readouterr().err
+
+
 def test_client_errors_are_one_line_exit_2(served, capsys, tmp_path):
     content, style = _write_inputs(served["root"])
     bad = tmp_path / "bad.jpg"

@@ -93,8 +93,11 @@ def register(subparsers) -> None:
 
     stylize = sub.add_parser("stylize", help="stylise CONTENT with STYLE, write a PNG")
     stylize.add_argument("content", help="content image file")
-    stylize.add_argument("style", help="style image file")
+    stylize.add_argument("style", nargs="?", help="style image file (or --embedding)")
     stylize.add_argument("-o", "--output", required=True, help="output PNG path")
+    stylize.add_argument("--embedding", metavar="STYLE.json",
+                         help="a style fitted by `imfuse fit-style` with the served model, instead of STYLE "
+                              "(the stylize_with_embedding signature)")
     stylize.add_argument("--strength", type=float, help="style strength in [0, 1] (model default if omitted)")
     common(stylize)
     stylize.set_defaults(func=run_client_stylize)
@@ -201,9 +204,15 @@ def _read(path: str, what: str) -> bytes:
 def run_client_stylize(args: argparse.Namespace) -> int:
     if args.strength is not None and not 0.0 <= args.strength <= 1.0:
         raise ConfigError(f"--strength must be in [0, 1], got {args.strength}")
+    if bool(args.style) == bool(args.embedding):
+        raise ConfigError("give either STYLE or --embedding")
     content = _read(args.content, "content")
-    style = _read(args.style, "style")
-    png = _client(args).stylize(content, style, args.strength)
+    if args.embedding:
+        from imfuse.style_fit import load_style_embedding
+
+        png = _client(args).stylize_with_embedding(content, load_style_embedding(args.embedding), args.strength)
+    else:
+        png = _client(args).stylize(content, _read(args.style, "style"), args.strength)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(png)

@@ -89,6 +89,12 @@ def register(subparsers) -> None:
     g.add_argument("--init", choices=("content", "noise"), default="content")
     g.add_argument("--loss-network", default="vgg16-hed", help="vgg16-hed (offline), vgg16-imagenet, vgg19-imagenet")
     g.add_argument("--xla", action="store_true", help="XLA-compile the optimisation step (helps on GPU, not on CPU)")
+    # Defaults of these two come from imfuse.gatys.OptimizeConfig (not imported here: it loads TensorFlow).
+    g.add_argument("--levels", type=int, default=None,
+                   help="coarse-to-fine levels: 2 solves at half size first (cheap steps settle the large "
+                        "shapes), then at --size (default: OptimizeConfig's)")
+    g.add_argument("--coarse-steps", type=int, default=None,
+                   help="steps at each level coarser than --size (default: OptimizeConfig's)")
     m = p.add_argument_group("model (feed-forward)")
     m.add_argument("--model", help="trained model (.keras from `imfuse train`); default: the shipped base model (base; base:VARIANT for another shipped variant)")
     m.add_argument("--strength", type=float, default=1.0, help="0 = content's own style, 1 = full style")
@@ -100,6 +106,8 @@ def register(subparsers) -> None:
                    help="brush-stroke size relative to the output, independent of its resolution: the network "
                         "runs at 1 megapixel / S^2 (same aspect ratio) and the result is resized to the content's "
                         "size (1 = strokes as in a 1 MP run, 2 = twice as large); default: the content's own size")
+    m.add_argument("--embedding", metavar="STYLE.json",
+                   help="a style fitted by `imfuse fit-style` (with the same model), instead of STYLE")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -130,8 +138,10 @@ def _weights(args):
 def run(args) -> int:
     from imfuse.images import load_image, load_mask, save_image
 
+    if args.embedding and (args.method != "model" or args.style or args.styles):
+        raise ConfigError("--embedding replaces the style image and needs --method model")
     content = _load_content_uint8(args.content) if args.method == "model" else load_image(args.content).rgb
-    styles = _load_styles(args)
+    styles = [] if args.embedding else _load_styles(args)
     mask = load_mask(args.mask, content.shape[:2]) if args.mask else None
     started = time.perf_counter()
     if args.method == "optimize":
@@ -149,6 +159,7 @@ def run(args) -> int:
             preserve_color=args.preserve_color,
             jit_compile=args.xla,
             precision=args.precision,
+            **{k: v for k, v in (("levels", args.levels), ("coarse_steps", args.coarse_steps)) if v is not None},
         )
         config.validate()
         lossnet = build_loss_network(args.loss_network, dtype_policy=dtype_policy_for(args.precision))
@@ -170,12 +181,17 @@ def run(args) -> int:
         print(f"model: {which}, {model.variant.name} variant, {compute_precision(model)} compute", file=sys.stderr)
         if args.style_scale is not None and not args.style_scale > 0:
             raise ConfigError(f"--style-scale must be positive, got {args.style_scale}")
+        embedding = None
+        if args.embedding:
+            from imfuse.style_fit import load_style_embedding
+
+            embedding = load_style_embedding(args.embedding, model.embedding_dim)
         image = stylize_with_model(
             model, content, styles, args.strength, mask, args.preserve_color,
             tile=args.tile, style_scale=args.style_scale, as_uint8=True,
-            progress=_tile_progress(not args.no_progress),
+            progress=_tile_progress(not args.no_progress), embedding=embedding,
         )
-        summary = f"strength {args.strength}"
+        summary = f"strength {args.strength}" + (f", fitted style {args.embedding}" if args.embedding else "")
 
     path = save_image(image, args.output)  # uint8 arrays are written without a float copy
     print(f"wrote {path} ({image.shape[1]}x{image.shape[0]}, {args.method}, {summary}, "
