@@ -52,3 +52,13 @@ def test_building_the_parser_does_not_import_tensorflow():
     code = "import sys; from imfuse.cli import build_parser; build_parser(); print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def test_stylize_optimize_flags_default_like_optimize_config():
+    """`imfuse stylize` keeps literals (imfuse.gatys imports TensorFlow); they must equal OptimizeConfig's."""
+    from imfuse.cli import stylize
+    from imfuse.gatys import OptimizeConfig
+
+    pairs = _config_flags(stylize, OptimizeConfig)
+    assert {"steps", "size", "optimizer", "learning_rate", "init", "levels", "coarse_steps"} <= set(pairs)
+    assert {k: a for k, (a, b) in pairs.items() if a != b} == {}

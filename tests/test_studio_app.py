@@ -142,6 +142,28 @@ def test_gatys_job_can_be_cancelled(client, images):
     assert client.get("/api/jobs/nope").status_code == 404
 
 
+def test_fit_job_fits_the_style_once_and_fast_stylising_then_uses_it(client, images):
+    content, content_png, style_png = images
+    files = [("content", ("photo.png", content_png, "image/png")), ("style", ("s.png", style_png, "image/png"))]
+    before = client.post("/api/stylize", files=files)
+    assert "fitted" not in before.headers["X-Imfuse-Backend"]
+    start = client.post("/api/jobs", files=files, data={"kind": "fit", "steps": "3"})
+    assert start.status_code == 202, start.text
+    assert start.json()["kind"] == "fit"
+    job = client.app.state.studio.jobs.wait(start.json()["id"], timeout=300)
+    assert job.state == "done" and job.done == job.total == 3, job.to_dict()
+    fitted = pixels(client.get(f"/api/jobs/{job.id}/result").content)
+    assert fitted.shape == content.shape
+    after = client.post("/api/stylize", files=files)
+    assert after.headers["X-Imfuse-Backend"].endswith("fitted style")
+    np.testing.assert_array_equal(pixels(after.content), fitted)
+    assert np.abs(pixels(before.content).astype(int) - fitted).mean() > 0.5  # the fitted conditioning differs
+    two = files + [("style", ("t.png", style_png, "image/png"))]
+    refused = client.post("/api/jobs", files=two, data={"kind": "fit"})
+    assert refused.status_code == 400 and refused.json()["field"] == "style"
+    assert client.get("/api/info").json()["fit"]["available"] is True
+
+
 def test_compare_local_against_the_base_model_needs_known_versions(client, images):
     _, content_png, style_png = images
     files = [("content", ("photo.png", content_png, "image/png")), ("style", ("s.png", style_png, "image/png"))]

@@ -35,10 +35,12 @@ from imfuse.images import ImageLimits, encode_png
 from imfuse.studio.backends import Backend, LocalBackend, ServingBackend
 from imfuse.studio.config import StudioConfig
 from imfuse.studio.gallery import Gallery
+from imfuse.studio.fit import check_fittable, run_fit
 from imfuse.studio.gatys import GatysOptions, run_gatys
 from imfuse.studio.inputs import FieldError, StylizeRequest, build_request, decode_upload, parse_float, parse_int
 from imfuse.studio.jobs import DONE, JobManager
 from imfuse.studio.versions import VersionCatalog, VersionRef
+from imfuse.style_fit import StyleFitConfig
 
 STATIC = Path(__file__).resolve().parent / "static"
 log = logging.getLogger("imfuse.studio")
@@ -144,6 +146,8 @@ def create_app(config: StudioConfig | None = None, *, backend: Backend | None = 
             "max_side": cfg.max_side,
             "gatys": {"steps": GatysOptions().steps, "size": GatysOptions().size,
                       "max_steps": cfg.max_gatys_steps, "max_size": cfg.max_gatys_size},
+            "fit": {"steps": StyleFitConfig().steps, "max_steps": cfg.max_gatys_steps,
+                    "available": isinstance(studio.backend, LocalBackend)},
         })
 
     async def gallery_list(request: Request) -> Response:
@@ -170,6 +174,12 @@ def create_app(config: StudioConfig | None = None, *, backend: Backend | None = 
         try:
             cfg = studio.config
             form = await studio.read_form(request)
+            if form.get("kind") == "fit":
+                steps = parse_int("steps", form.get("steps"), StyleFitConfig().steps, 1, cfg.max_gatys_steps)
+                req = await studio.stylize_request(form, studio.size_field(form))
+                check_fittable(studio.backend, req)
+                job = studio.jobs.submit(lambda on_step: run_fit(studio.backend, req, steps, on_step), steps, "fit")
+                return JSONResponse(job.to_dict(), status_code=202)
             steps = parse_int("steps", form.get("steps"), GatysOptions().steps, 1, cfg.max_gatys_steps)
             size = parse_int("size", form.get("size"), None, 16, cfg.max_side)
             req = await studio.stylize_request(form, None)
@@ -198,7 +208,7 @@ def create_app(config: StudioConfig | None = None, *, backend: Backend | None = 
         job = _job(request)
         if job.state != DONE or job.result is None:
             return JSONResponse({"error": f"the job is {job.state}, not done", "field": None}, status_code=409)
-        return _png_response(job.result, 0.0, "gatys optimisation")
+        return _png_response(job.result, 0.0, "fitted style" if job.kind == "fit" else "gatys optimisation")
 
     async def versions(request: Request) -> Response:
         try:

@@ -46,6 +46,8 @@ class LocalBackend:
         self.description = description or ("shipped base model" if self._spec is None else f"model {self._spec}")
         self._model = None
         self._lock = threading.Lock()
+        # Styles fitted in this process (imfuse.studio.fit): style pixels' key -> embedding (D,).
+        self.fitted: dict[str, np.ndarray] = {}
 
     @property
     def is_base(self) -> bool:
@@ -64,12 +66,23 @@ class LocalBackend:
         from imfuse.stylize import stylize_with_model
 
         model = self.model()
+        # A single style fitted earlier in this studio uses its fitted embedding.
+        embedding = self.fitted.get(style_key(request.styles[0][0])) if len(request.styles) == 1 else None
         started = time.perf_counter()
         image = stylize_with_model(
             model, request.content, request.styles, request.strength, request.mask,
-            request.preserve_color, tile="auto", as_uint8=True,
+            request.preserve_color, tile="auto", as_uint8=True, embedding=embedding,
         )
-        return StylizeResult(image, (time.perf_counter() - started) * 1000.0, self.description)
+        description = self.description + (", fitted style" if embedding is not None else "")
+        return StylizeResult(image, (time.perf_counter() - started) * 1000.0, description)
+
+
+def style_key(rgb: np.ndarray) -> str:
+    """Identity of a style image by its pixels (the same upload or gallery pick, again)."""
+    import hashlib
+
+    arr = np.ascontiguousarray(rgb)
+    return hashlib.sha256(str(arr.shape).encode() + arr.tobytes()).hexdigest()
 
 
 class _RemoteEmbedder:

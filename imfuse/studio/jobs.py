@@ -35,6 +35,7 @@ class Cancelled(Exception):
 class Job:
     id: str
     total: int
+    kind: str = "gatys"  # what the page calls it: "gatys" (optimisation) or "fit" (fitting a style)
     state: str = QUEUED
     done: int = 0
     error: str | None = None
@@ -44,7 +45,8 @@ class Job:
     cancel_requested: threading.Event = field(default_factory=threading.Event)
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "state": self.state, "done": self.done, "total": self.total, "error": self.error}
+        return {"id": self.id, "kind": self.kind, "state": self.state, "done": self.done, "total": self.total,
+                "error": self.error}
 
 
 class JobManager:
@@ -56,12 +58,12 @@ class JobManager:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imfuse-studio-job")
         self.keep, self.max_queued = keep, max_queued
 
-    def submit(self, work: Work, total: int) -> Job:
+    def submit(self, work: Work, total: int, kind: str = "gatys") -> Job:
         with self._lock:
             pending = sum(1 for j in self._jobs.values() if j.state in (QUEUED, RUNNING))
             if pending >= self.max_queued:
                 raise ConfigError(f"{pending} optimisations are already waiting; cancel one or try again later")
-            job = Job(uuid.uuid4().hex[:16], total)
+            job = Job(uuid.uuid4().hex[:16], total, kind)
             self._jobs[job.id] = job
             self._prune()
         self._pool.submit(self._run, job, work)

@@ -22,7 +22,9 @@ def gatys_baseline(cfg, lossnet, scorer, contents, styles, pairs, rows, progress
     chosen = order[: cfg.gatys_subset]
     # No XLA: each pair compiles afresh, and at eval sizes the compile (~5 s) outweighs the
     # speed-up for tens of steps (64 px, 50 steps: 2.3 s without, 11 s with, 2-core CPU).
-    opt = OptimizeConfig(steps=cfg.gatys_steps, size=cfg.image_size, weights=cfg.weights, jit_compile=False)
+    # Adam, as every recorded run's baseline was made (the CLI's default is L-BFGS).
+    opt = OptimizeConfig(steps=cfg.gatys_steps, size=cfg.image_size, weights=cfg.weights, jit_compile=False,
+                         optimizer="adam")
     entries, seconds = [], 0.0
     for i in tqdm(chosen, desc="gatys baseline", unit="pair", disable=not progress):
         c, group, s = pairs[i]

@@ -3,7 +3,7 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const MASK_MAX_SIDE = 2048; // the server fits the mask to the processing size
-  const state = { content: null, styles: [], maskSource: null, maskFile: null, job: null, resultUrl: null };
+  const state = { content: null, styles: [], maskSource: null, maskFile: null, job: null, resultUrl: null, steps: {} };
 
   // ---------------------------------------------------------------- errors
   const ERROR_SLOTS = { content: "content-error", style: "style-error", mask: "mask-error", strength: "strength-error",
@@ -143,7 +143,8 @@
   // --------------------------------------------------------------- options
   $("strength").addEventListener("input", (e) => { $("strength-value").textContent = Number(e.target.value).toFixed(2); });
   document.querySelectorAll("input[name=method]").forEach((r) => r.addEventListener("change", () => {
-    $("steps-row").hidden = method() !== "optimize";
+    $("steps-row").hidden = method() === "model";
+    if (state.steps[method()]) $("steps").value = String(state.steps[method()]);  // each method's default
   }));
   function method() { return document.querySelector("input[name=method]:checked").value; }
 
@@ -182,6 +183,10 @@
     if (!state.styles.length) { showError("style", "give a style image: pick one from the gallery or upload one"); return; }
     const form = await buildForm();
     if (method() === "optimize") { form.append("steps", $("steps").value); return startJob(form); }
+    if (method() === "fit") {
+      if (state.styles.length !== 1) { showError("style", "fitting takes one style at a time"); return; }
+      form.append("kind", "fit"); form.append("steps", $("steps").value); return startJob(form);
+    }
     busy(true); $("status").textContent = "stylising…";
     try {
       const r = await fetch("/api/stylize", { method: "POST", body: form });
@@ -206,12 +211,14 @@
     const r = await fetch(`/api/jobs/${id}`);
     const job = r.ok ? await r.json() : { state: "failed", error: (await errorOf(r)).message };
     $("progress").max = job.total || 1; $("progress").value = job.done || 0;
-    $("status").textContent = `Gatys optimisation: ${job.state}, step ${job.done || 0} of ${job.total || "?"}`;
+    const what = job.kind === "fit" ? "Fitting the style" : "Gatys optimisation";
+    $("status").textContent = `${what}: ${job.state}, step ${job.done || 0} of ${job.total || "?"}`;
     if (job.state === "queued" || job.state === "running") { setTimeout(() => poll(id), 400); return; }
     $("cancel").hidden = true; busy(false); state.job = null;
     if (job.state === "done") {
       const res = await fetch(`/api/jobs/${id}/result`);
-      if (res.ok) showResult(await res.blob(), `Gatys optimisation, ${job.total} steps`);
+      if (res.ok) showResult(await res.blob(), job.kind === "fit"
+        ? `fitted style (${job.total} steps); "Fast" now uses it for this style` : `Gatys optimisation, ${job.total} steps`);
       else showError(null, (await errorOf(res)).message);
     } else if (job.state === "failed") { showError(null, job.error); }
   }
@@ -282,6 +289,8 @@
   fetch("/api/info").then((r) => r.json()).then((info) => {
     $("backend").textContent = `Stylising with ${info.backend}` + (info.mlflow ? "; MLflow registry connected" : "");
     $("steps").max = String(info.gatys.max_steps); $("steps").value = String(info.gatys.steps);
+    state.steps = { optimize: info.gatys.steps, fit: info.fit.steps };
+    $("fit-option").hidden = !info.fit.available;
   }).catch(() => { $("backend").textContent = "the studio server does not answer"; });
   loadGallery(); loadVersions();
 })();
