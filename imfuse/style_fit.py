@@ -62,11 +62,11 @@ class StyleFitResult:
 def default_fit_photos(size: int) -> list[np.ndarray]:
     """The photos that installed dependencies ship (imfuse.data.demo), centre squares at `size`:
     real photographs on every machine, none of them a benchmark's held-out image."""
-    from imfuse.data.demo import _dependency_photos
+    from imfuse.data.demo import dependency_photos
     from imfuse.images import load_image
     from imfuse.training.scoring import center_square
 
-    photos = [center_square(load_image(path).rgb, size) for _, path in _dependency_photos()]
+    photos = [center_square(load_image(path).rgb, size) for _, path in dependency_photos()]
     if not photos:
         raise ConfigError("no dependency-shipped photos found (scikit-learn, matplotlib, scikit-image); pass --photos")
     return photos

@@ -52,7 +52,7 @@ def test_textures_list_every_family_once_painterly_first():
 
 
 def test_posterized_photo_falls_back_without_photos(monkeypatch):
-    monkeypatch.setattr(demo, "_dependency_photos", lambda: [])
+    monkeypatch.setattr(demo, "dependency_photos", lambda: [])
     im = demo.posterized_photo(np.random.default_rng(3), 128, 96)
     assert im.mode == "RGB" and im.size == (128, 96)
     assert np.asarray(im, dtype=np.float32).std() > 12
@@ -60,7 +60,7 @@ def test_posterized_photo_falls_back_without_photos(monkeypatch):
 
 @pytest.mark.skipif(importlib.util.find_spec("skimage") is None, reason="scikit-image not installed")
 def test_skimage_photos_are_found_offline():
-    photos = dict(demo._dependency_photos())
+    photos = dict(demo.dependency_photos())
     for stem in ("astronaut", "coffee", "chelsea", "rocket"):
         path = photos.get(f"skimage_{stem}")
         assert path is not None and path.is_file(), stem
@@ -69,7 +69,7 @@ def test_skimage_photos_are_found_offline():
 
 
 def test_dependency_photos_only_existing_files():
-    assert all(path.is_file() for _, path in demo._dependency_photos())
+    assert all(path.is_file() for _, path in demo.dependency_photos())
 
 
 def test_write_demo_data_is_byte_identical_and_covers_all_families(tmp_path):

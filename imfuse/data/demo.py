@@ -36,7 +36,7 @@ PALETTES = [
 SKIMAGE_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png")
 
 
-def _dependency_photos() -> list[tuple[str, Path]]:
+def dependency_photos() -> list[tuple[str, Path]]:
     """Photos that installed packages ship, located without importing the packages."""
     found: list[tuple[str, Path]] = []
     spec = importlib.util.find_spec("sklearn")
@@ -419,7 +419,7 @@ def pointillism(rng, w, h):
 
 def posterized_photo(rng, w, h):
     """A dependency-shipped photo: random crop, posterised to few colours, dark edges."""
-    photos = _dependency_photos()
+    photos = dependency_photos()
     if photos:
         _, path = photos[int(rng.integers(len(photos)))]
         with Image.open(path) as src:
@@ -495,7 +495,7 @@ def write_demo_data(
         raise ConfigError(f"demo image size must be in 32..2048, got {size}")
     out = Path(out_dir)
     written: dict[str, list[Path]] = {"content": [], "styles": []}
-    photos = _dependency_photos()[:n_content]
+    photos = dependency_photos()[:n_content]
     for name, path in photos:
         try:
             with Image.open(path) as im:
