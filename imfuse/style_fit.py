@@ -25,6 +25,7 @@ from imfuse.errors import ConfigError, ImageError
 from imfuse.loss_config import CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT
 
 FORMAT = "imfuse-style-embedding/1"
+MAX_FIT_PHOTOS = 64  # every photo is held in memory at the fit size; a few dozen are plenty
 
 
 @dataclass
@@ -94,6 +95,8 @@ def fit_style_embedding(
     config.validate()
     if not photos:
         raise ConfigError("at least one photo is needed to fit a style")
+    if len(photos) > MAX_FIT_PHOTOS:
+        raise ConfigError(f"at most {MAX_FIT_PHOTOS} photos can fit a style, got {len(photos)}")
     shapes = {np.shape(p) for p in photos}
     if shapes != {(config.size, config.size, 3)}:
         raise ImageError(f"fit photos must be {config.size}x{config.size} RGB squares, got shapes {sorted(shapes)}")

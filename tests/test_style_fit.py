@@ -118,6 +118,7 @@ def test_cli_fits_then_stylizes_with_the_file(tmp_path, shared_data, capsys):
         (["stylize", str(content), "--embedding", str(fitted), "-o", "x.png"], "--method model"),
         (["fit-style", style, "-o", str(tmp_path / "x.txt")], ".json"),
         (["fit-style", style, "-o", str(tmp_path / "x.json"), "--photos", str(tmp_path / "none")], "none"),
+        (["fit-style", style, "-o", str(tmp_path / "x.json")] + ["--photos", str(photo / "a.png")] * 65, "at most 64"),
     ]:
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from imfuse.errors import ConfigError
-from imfuse.style_fit import StyleFitConfig
+from imfuse.style_fit import MAX_FIT_PHOTOS, StyleFitConfig
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -46,6 +46,8 @@ def _run(args: argparse.Namespace) -> int:
     style = load_image(args.style).rgb
     if args.photos:
         sources = _photo_sources(args.photos)
+        if len(sources) > MAX_FIT_PHOTOS:  # refused before decoding any (memory grows with the count)
+            raise ConfigError(f"--photos gives {len(sources)} images; at most {MAX_FIT_PHOTOS} (a few dozen are plenty)")
         photos = [center_square(load_image(s).rgb, config.size) for s in sources]
         described = ", ".join(sources) if len(sources) <= 3 else f"{len(sources)} photos ({sources[0]}, ...)"
     else:
