@@ -14,7 +14,7 @@ is written for looking at.
     python bench/quality.py                                   # the shipped base model
     python bench/quality.py --model reduced=base --model full=/tmp/imfuse-base-full/phase1/model.keras
     python bench/quality.py --model main=imfuse-work/.../model.keras --model full=runs/full/model.keras
-    python bench/quality.py --fit-steps 150    # also each model with every unseen style's embedding
+    python bench/quality.py --fit-steps 100    # also each model with every unseen style's embedding
                                                # fitted first (imfuse fit-style, dependency photos)
 """
 
@@ -46,6 +46,7 @@ def parse_args(argv=None):
                    help="also score each model with every unseen style's embedding fitted by imfuse.style_fit "
                         "for this many steps on the dependency-shipped photos (never the held-out ones); "
                         "the fit time is printed apart, ms/image is with the fitted embedding cached")
+    p.add_argument("--fit-learning-rate", type=float, default=None, help="default: StyleFitConfig's")
     return p.parse_args(argv)
 
 
@@ -71,12 +72,14 @@ def lite_stylize(engine, content: np.ndarray, style: np.ndarray) -> np.ndarray:
     return np.asarray(out, dtype=np.float32) / 255.0
 
 
-def fitted(model, styles, steps: int, size: int) -> tuple:
+def fitted(model, styles, steps: int, size: int, learning_rate: float | None = None) -> tuple:
     """stylise(content, style) with each style's fitted embedding, and the fit seconds per style."""
     from imfuse.style_fit import StyleFitConfig, default_fit_photos, fit_style_embedding
 
     photos = default_fit_photos(size)
     config = StyleFitConfig(steps=steps, size=size)
+    if learning_rate is not None:
+        config.learning_rate = learning_rate
     cache, seconds = {}, []
     for s in styles:
         started = time.perf_counter()
@@ -109,7 +112,7 @@ def methods(args, unseen=()) -> dict:
         out[f"imfuse {name}"] = lambda c, s, model=model: stylize_batch(model, c[None], s)[0]
         if args.fit_steps:
             print(f"fitting {len(unseen)} unseen styles' embeddings for imfuse {name}, {args.fit_steps} steps each")
-            out[f"imfuse {name} + fit"], seconds = fitted(model, unseen, args.fit_steps, args.size)
+            out[f"imfuse {name} + fit"], seconds = fitted(model, unseen, args.fit_steps, args.size, args.fit_learning_rate)
             print(f"  fit: {np.mean(seconds):.0f} s per style (once per style; not in ms/image)")
     engine = StyleTransfer(device="cpu")
     out["identity"] = lambda c, s: c
