@@ -25,13 +25,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from gatys_step import DATA, eager_baseline  # noqa: E402
 from imfuse.gatys import OptimizeConfig, run_optimization, working_size  # noqa: E402
 from imfuse.images import load_image, resize_to, save_image  # noqa: E402
-from imfuse.losses import LossWeights, perceptual_losses, style_grams  # noqa: E402
+from imfuse.losses import LossWeights  # noqa: E402
 from imfuse.lossnet import build_loss_network  # noqa: E402
 from imfuse.precision import cpu_summary, cpu_has_fast_bf16  # noqa: E402
 
@@ -67,15 +65,11 @@ def parse_config(spec: str, base: OptimizeConfig) -> OptimizeConfig:
 
 def float32_loss(lossnet, weights, content, style):
     """Loss of any image under the baseline's float32 loss network: one yardstick for all."""
-    feats = lossnet(tf.constant(content[None]))
-    content_features = {k: feats[k] for k in lossnet.content_layers}
-    grams = style_grams(lossnet, tf.constant(style[None]))
+    from imfuse.training.scoring import PairScorer
 
-    def loss(image: np.ndarray) -> float:
-        terms = perceptual_losses(lossnet, tf.constant(image[None], tf.float32), content_features, grams, weights)
-        return float(terms["loss"])
-
-    return loss
+    scorer = PairScorer(lossnet, weights)
+    content_features, grams = scorer.content_targets(0, content), scorer.style_targets(("style", 0), style)
+    return lambda image: scorer.score(image, content_features, grams)["loss"]
 
 
 def run_ours(config, lossnet, content_full, style_full):

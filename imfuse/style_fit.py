@@ -116,14 +116,19 @@ def fit_style_embedding(
     optimizer = tf.keras.optimizers.Adam(config.learning_rate)
     stack = np.stack(photos).astype(np.float32)
     batch = min(config.batch_size, len(stack))
+    # Every photo and its mirror image, with their content features computed once here
+    # instead of at every step (the photos never change; only the embedding does).
+    variants = tf.constant(np.concatenate([stack, stack[:, :, ::-1]]))
+    chunks = [lossnet(variants[i : i + batch]) for i in range(0, len(variants), batch)]
+    content_features = {k: tf.concat([c[k] for c in chunks], axis=0) for k in lossnet.content_layers}
 
     @tf.function(reduce_retracing=True)
-    def step(images):
-        features = lossnet(images)
-        content_features = {k: features[k] for k in lossnet.content_layers}
+    def step(index):
+        images = tf.gather(variants, index)
+        targets = {k: tf.gather(v, index) for k, v in content_features.items()}
         with tf.GradientTape() as tape:
             out = model.stylize_with_embedding(images, tf.repeat(embedding, tf.shape(images)[0], axis=0))
-            terms = perceptual_losses(lossnet, out, content_features, grams, weights)
+            terms = perceptual_losses(lossnet, out, targets, grams, weights)
         optimizer.apply_gradients([(tape.gradient(terms["loss"], embedding), embedding)])
         return terms
 
@@ -131,10 +136,9 @@ def fit_style_embedding(
     history: list[dict[str, float]] = []
     with tqdm(total=config.steps, desc="fit style", unit="step", disable=not progress) as bar:
         for i in range(config.steps):
-            images = stack[rng.choice(len(stack), batch, replace=False)]
-            flips = rng.random(batch) < 0.5
-            images[flips] = images[flips, :, ::-1]
-            row = {k: float(v) for k, v in step(tf.constant(images)).items()}
+            index = rng.choice(len(stack), batch, replace=False)
+            index = index + len(stack) * (rng.random(batch) < 0.5)  # the mirrored copy, at random
+            row = {k: float(v) for k, v in step(tf.constant(index)).items()}
             history.append(row)
             bar.update(1)
             bar.set_postfix(style=f"{row['style_loss']:.4g}")
@@ -145,10 +149,11 @@ def fit_style_embedding(
 
 def save_style_embedding(path: str | os.PathLike, result: StyleFitResult, record: dict) -> Path:
     """A small JSON file: the embedding, the one it started from, and how it was made."""
+    from imfuse.training.checkpoints import atomic_write_text
+
     path = Path(path)
     if path.suffix != ".json":
         raise ConfigError(f"a fitted style is written as .json, got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = {
         "format": FORMAT,
         "embedding": [float(x) for x in result.embedding],
@@ -157,9 +162,7 @@ def save_style_embedding(path: str | os.PathLike, result: StyleFitResult, record
         "loss_last": result.history[-1] if result.history else None,
         **record,
     }
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(body, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(body, indent=1))
     return path
 
 
