@@ -123,3 +123,23 @@ def test_cli_fits_then_stylizes_with_the_file(tmp_path, shared_data, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("imfuse: error:") and text in err and "\n" not in err, err
+
+
+def test_several_styles_fit_together_as_each_would_alone(base, lossnet, shared_data):
+    """One batch of two styles: each row starts at its own prediction and scores its own
+    style (the same first-step losses and update as a fit of that style alone)."""
+    from imfuse.style_fit import fit_style_embeddings
+
+    photos = default_fit_photos(SIZE)[:1]
+    turner = _square(shared_data / "styles" / "the_shipwreck_of_the_minotaur.jpg")
+    bricks = _square(shared_data / "styles" / "bricks_sq.jpg")
+    config = StyleFitConfig(steps=1, size=SIZE, precision="float32", batch_size=1)
+    together = fit_style_embeddings(base, [turner, bricks], photos, config, lossnet, progress=False)
+    alone = [fit_style_embedding(base, s, photos, config, lossnet, progress=False) for s in (turner, bricks)]
+    # Style 0 draws its photo first, as alone; style 1's mirror draw may differ, so only its
+    # start and its own style's (not style 0's) loss scale are checked.
+    np.testing.assert_allclose(together[0].embedding, alone[0].embedding, atol=1e-4)
+    assert together[0].history[0]["style_loss"] == pytest.approx(alone[0].history[0]["style_loss"], rel=1e-3)
+    np.testing.assert_allclose(together[1].predicted, alone[1].predicted, atol=1e-5)
+    assert together[1].history[0]["style_loss"] == pytest.approx(alone[1].history[0]["style_loss"], rel=0.3)
+    assert not np.allclose(together[0].embedding, together[1].embedding)

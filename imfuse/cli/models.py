@@ -38,6 +38,7 @@ def _distill_predictor(args: argparse.Namespace) -> int:
     cfg = PredictorDistillConfig(
         data_dir=args.data, out=args.out, init_from=args.model, predictor_layers=args.predictor_layers,
         predictor_pool=args.predictor_pool, crops=args.crops, epochs=args.epochs, seed=args.seed,
+        fitted=args.fitted, learning_rate=args.learning_rate,
     )
     progress = None if args.no_progress else (lambda total, desc: tqdm(total=total, desc=desc, unit="it"))
     student, metrics = distill_predictor(cfg, progress)
@@ -49,6 +50,20 @@ def _distill_predictor(args: argparse.Namespace) -> int:
         + (f", held-out styles {held:.4f}" if held is not None else "")
         + " (0 = the teacher's, 1 = the average style's)"
     )
+    return 0
+
+
+def _fit_styles(args: argparse.Namespace) -> int:
+    from imfuse.style_fit import StyleFitConfig
+    from imfuse.training.style_targets import fit_dataset_styles
+
+    splits = tuple(part.strip() for part in args.splits.split(",") if part.strip())
+    if not splits or any(s not in ("train", "eval", "unseen") for s in splits):
+        raise ConfigError(f"--splits takes train, eval and/or unseen, comma-separated; got {args.splits!r}")
+    config = StyleFitConfig(steps=args.steps, learning_rate=args.learning_rate, batch_size=args.batch_size)
+    counts = fit_dataset_styles(args.data, args.out, args.model, splits, config, args.styles_per_batch,
+                                progress=not args.no_progress)
+    print(f"{args.out}: {counts['styles']} styles ({counts['fitted']} fitted now, {counts['skipped']} already there)")
     return 0
 
 
@@ -76,7 +91,29 @@ def register(subparsers) -> None:
     distill.add_argument("--predictor-pool", type=int, default=D.predictor_pool,
                          help="style average-pooled by this first (default %(default)s)")
     distill.add_argument("--crops", type=int, default=D.crops, help="augmented style crops (default %(default)s)")
+    distill.add_argument("--fitted", metavar="DIR", default=None,
+                         help="fitted style embeddings (imfuse models fit-styles): learn their conditioning "
+                         "instead of MODEL's own predictions")
     distill.add_argument("--epochs", type=int, default=D.epochs, help="(default %(default)s)")
+    distill.add_argument("--learning-rate", type=float, default=D.learning_rate, help="Adam, cosine (default %(default)s)")
     distill.add_argument("--seed", type=int, default=D.seed)
     distill.add_argument("--no-progress", action="store_true", help="no progress bars")
     distill.set_defaults(func=_distill_predictor)
+    from imfuse.style_fit import StyleFitConfig as F
+
+    fit = sub.add_parser(
+        "fit-styles",
+        help="fit the embedding of every style of a dataset (targets for distill-predictor --fitted)",
+        description="imfuse fit-style for each style of the given splits of a prepared dataset, several "
+        "styles per batch, on the dependency-shipped photos; one JSON per style in OUT, resumable.",
+    )
+    fit.add_argument("--model", default="base", help="a .keras path or 'base' (default %(default)s)")
+    fit.add_argument("--data", required=True, metavar="DIR", help="prepared dataset")
+    fit.add_argument("--out", required=True, metavar="DIR", help="one fitted-style JSON per style")
+    fit.add_argument("--splits", default="train,eval", help="style splits to fit (default %(default)s)")
+    fit.add_argument("--steps", type=int, default=F.steps, help="Adam steps per style (default %(default)s)")
+    fit.add_argument("--learning-rate", type=float, default=F.learning_rate, help="(default %(default)s)")
+    fit.add_argument("--batch-size", type=int, default=F.batch_size, help="photos per style per step (default %(default)s)")
+    fit.add_argument("--styles-per-batch", type=int, default=8, help="styles fitted together (default %(default)s)")
+    fit.add_argument("--no-progress", action="store_true", help="no progress bars")
+    fit.set_defaults(func=_fit_styles)
