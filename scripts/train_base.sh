@@ -19,10 +19,6 @@
 # phase 1 and starts phase 2 from the shipped base model (whose record phase 1 then is).
 # PREDICTOR_FROM=base trains nothing but a cheaper predictor for the shipped base (imfuse
 # models distill-predictor: VGG blocks 1-3 of a half-size style, fitted to its own conditioning).
-# PREDICTOR_FROM=fitted retargets the shipped base's predictor head onto every train/eval style's
-# embedding fitted to the Gatys losses (imfuse models fit-styles, ~50 min on 2 cores, resumable;
-# FIT_STEPS, FIT_LR, FIT_BATCH, FIT_STYLES_PER_BATCH), then distill-predictor --fitted
-# (RETARGET_EPOCHS, RETARGET_LR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-/tmp/imfuse-base}"
@@ -68,54 +64,30 @@ PY
       --eval-fraction 0.05 --unseen-fraction 0.05 --no-progress
 fi
 
-if [ "${PREDICTOR_FROM:-}" = base ] || [ "${PREDICTOR_FROM:-}" = fitted ]; then
-  if [ "$PREDICTOR_FROM" = base ]; then
-    # The shipped base with a cheaper predictor: its head fitted to the shipped model's own style
-    # conditioning (imfuse models distill-predictor); transformer and style heads unchanged.
-    key=predictor_distill
-    if grep -q '"predictor_distill"' "imfuse/base_models/$variant.json"; then
-      echo "train_base.sh: the shipped $variant base already has a distilled predictor" >&2
-      exit 2
-    fi
-    $imfuse models distill-predictor --model "base:$variant" --data "$work/data" \
-        --out "$work/predictor/model.keras" --no-progress
-  else
-    # The shipped base's predictor head retargeted: every train/eval style's embedding fitted
-    # to the Gatys losses (imfuse models fit-styles, resumable), then the head regressed onto
-    # that conditioning (distill-predictor --fitted); transformer and style heads unchanged.
-    key=predictor_retarget
-    if grep -q '"predictor_retarget"' "imfuse/base_models/$variant.json"; then
-      echo "train_base.sh: the shipped $variant base's predictor was already retargeted" >&2
-      exit 2
-    fi
-    $imfuse models fit-styles --model "base:$variant" --data "$work/data" --out "$work/fitted" \
-        --steps "${FIT_STEPS:-64}" --learning-rate "${FIT_LR:-0.12}" --batch-size "${FIT_BATCH:-2}" \
-        --styles-per-batch "${FIT_STYLES_PER_BATCH:-11}" --no-progress
-    $imfuse models distill-predictor --model "base:$variant" --data "$work/data" --fitted "$work/fitted" \
-        --out "$work/predictor/model.keras" --epochs "${RETARGET_EPOCHS:-200}" \
-        --learning-rate "${RETARGET_LR:-3e-4}" --no-progress
+if [ "${PREDICTOR_FROM:-}" = base ]; then
+  # The shipped base with a cheaper predictor: its head fitted to the shipped model's own style
+  # conditioning (imfuse models distill-predictor); transformer and style heads unchanged.
+  if grep -q '"predictor_distill"' "imfuse/base_models/$variant.json"; then
+    echo "train_base.sh: the shipped $variant base already has a distilled predictor" >&2
+    exit 2
   fi
-  .venv/bin/python - "$work" "$variant" "$key" "${PREDICTOR_FROM}" <<'PY'
+  $imfuse models distill-predictor --model "base:$variant" --data "$work/data" \
+      --out "$work/predictor/model.keras" --no-progress
+  .venv/bin/python - "$work" "$variant" <<'PY'
 import json, subprocess, sys
 from pathlib import Path
-work, variant, key, source = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+work, variant = Path(sys.argv[1]), sys.argv[2]
 from imfuse.base_model import BASE_DIR, save_base_weights
 from imfuse.networks import load_model
 record = json.loads((BASE_DIR / f"{variant}.json").read_text())
 run = json.loads((work / "predictor" / "model.distill.json").read_text())
 manifest = json.loads((work / "data" / "manifest.json").read_text())
 git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-record["commands"].append(f"PREDICTOR_FROM={source} scripts/train_base.sh {work} {variant}")
-if key == "predictor_distill":
-    record["summary"] += (f"; predictor distilled to VGG16-HED blocks 1-{run['config']['predictor_layers']} at "
-                          f"1/{run['config']['predictor_pool']} size")
-else:
-    fits = [json.loads(p.read_text()) for p in sorted((work / "fitted").glob("*.json"))]
-    run["fit_config"] = fits[0]["config"]
-    run["fitted_styles"] = len(fits)
-    record["summary"] += f"; predictor head retargeted onto {len(fits)} training styles' fitted embeddings"
-record[key] = {**run, "git_commit": git, "dataset_hash": manifest["dataset_hash"]}
-record["metrics"].update({f"{key}/{k}" if key != "predictor_distill" else k: v for k, v in run["metrics"].items()})
+record["commands"].append(f"PREDICTOR_FROM=base scripts/train_base.sh {work} {variant}")
+record["summary"] += (f"; predictor distilled to VGG16-HED blocks 1-{run['config']['predictor_layers']} at "
+                      f"1/{run['config']['predictor_pool']} size")
+record["predictor_distill"] = {**run, "git_commit": git, "dataset_hash": manifest["dataset_hash"]}
+record["metrics"].update(run["metrics"])
 path = save_base_weights(load_model(work / "predictor" / "model.keras"), variant, record)
 print(f"shipped {path} (float16 weights) and its record {variant}.json")
 PY

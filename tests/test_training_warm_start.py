@@ -143,3 +143,22 @@ def test_cli_predictor_choices_are_the_networks():
     from imfuse.networks.config import PREDICTORS
 
     assert train_cli.PREDICTORS == PREDICTORS
+
+
+def test_train_only_predictor_moves_the_predictor_alone(prepared_dataset, trained_init, tmp_path):
+    """--train-only predictor: the warm start's transformer and style heads come out
+    bit-identical while the predictor's head learns; without a warm start it is refused."""
+    from imfuse.networks import load_model
+    from imfuse.training import train
+
+    result = train(_config(prepared_dataset, tmp_path / "head", init_from=str(trained_init), train_only="predictor",
+                           learning_rate=1e-3), progress=False)
+    init, final = load_model(trained_init), load_model(result.model_path)
+    for part in ("transformer", "style_heads"):
+        for a, b in zip(getattr(init, part).get_weights(), getattr(final, part).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(init.predictor.get_weights(), final.predictor.get_weights()))
+    with pytest.raises(ConfigError, match="--init-from"):
+        _config(prepared_dataset, tmp_path / "cold", train_only="predictor")
+    with pytest.raises(ConfigError, match="--train-only"):
+        _config(prepared_dataset, tmp_path / "x", train_only="heads")

@@ -48,7 +48,9 @@ def _distill_predictor(args: argparse.Namespace) -> int:
         f"wrote {path}: predictor = VGG16-HED blocks 1-{cfg.predictor_layers} at 1/{cfg.predictor_pool} size; "
         f"relative error of the style parameters: train {metrics['predictor/train_relative_error']:.4f}"
         + (f", held-out styles {held:.4f}" if held is not None else "")
-        + " (0 = the teacher's, 1 = the average style's)"
+        + (" (0 = the fitted styles', 1 = their average's; MODEL's own: train "
+           f"{metrics['predictor/teacher_train_relative_error']:.4f})" if cfg.fitted
+           else " (0 = the teacher's, 1 = the average style's)")
     )
     return 0
 

@@ -35,6 +35,8 @@ def _default(name: str):
 
 
 def register(subparsers) -> None:
+    from imfuse.training.config import TRAIN_ONLY
+
     p = subparsers.add_parser(
         "train",
         help="train a style transfer model on a prepared dataset (resumable)",
@@ -72,6 +74,9 @@ def register(subparsers) -> None:
         help="scale each image's loss gradient by the batch mean over its own loss, so muted styles "
         "count as much as ones with huge Gram values (default: off)",
     )
+    p.add_argument("--train-only", choices=TRAIN_ONLY, default=_default("train_only"),
+                   help="predictor: only the style predictor learns; the --init-from model's transformer and "
+                   "style heads stay frozen (default: %(default)s)")
     p.add_argument(
         "--init-from",
         metavar="auto|base|PATH|models:/NAME@ALIAS",
@@ -135,6 +140,7 @@ def config_from_args(args: argparse.Namespace):
         teacher=args.teacher,
         teacher_weight=args.teacher_weight,
         balance_styles=args.balance_styles,
+        train_only=args.train_only,
         init_from=resolve_init(args.init_from, args.variant, args.mlflow_uri) if args.init_from else None,
         checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,

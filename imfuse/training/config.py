@@ -19,6 +19,7 @@ LR_SCHEDULES = ("cosine", "constant", "exponential")
 LOSS_PRECISIONS = PRECISIONS
 STRATEGIES = ("default", "mirrored", "multiworker")
 VARIANT_NAMES = ("full", "reduced")
+TRAIN_ONLY = ("all", "predictor")
 # Options that may differ between the first run and a resume: how long, how often to
 # save/log, and how the same computation is executed. Everything else defines the model
 # or the optimisation problem and must match the checkpoint.
@@ -74,6 +75,10 @@ class TrainConfig:
     # Every image's loss counts alike in relative terms (imfuse.losses.balanced_mean), so
     # styles with small Gram values are learnt too, not only the loudest of each batch.
     balance_styles: bool = False
+    # "all", or "predictor": only the style predictor's head learns, the transformer and style
+    # heads stay as warm-started, so a fine-tune can teach the conditioning new styles without
+    # moving what every other style's picture depends on.
+    train_only: str = "all"
     # Warm start: weights of a compatible model to begin from (resolved to a .keras path).
     init_from: str | None = None
     checkpoint_every: int = 100
@@ -99,6 +104,10 @@ class TrainConfig:
             raise ConfigError(
                 f"--loss-precision must be one of {', '.join(LOSS_PRECISIONS)}, got {self.loss_precision!r}"
             )
+        if self.train_only not in TRAIN_ONLY:
+            raise ConfigError(f"--train-only must be one of {', '.join(TRAIN_ONLY)}, got {self.train_only!r}")
+        if self.train_only != "all" and not self.init_from:
+            raise ConfigError("--train-only predictor needs --init-from: the frozen transformer must come from a trained model")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         positive = ("steps", "batch_size", "image_size", "style_size", "checkpoint_every", "log_every", "keep_checkpoints")

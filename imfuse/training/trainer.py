@@ -202,6 +202,9 @@ def _build(config: TrainConfig, strategy, resuming: bool):
             if config.init_from and not resuming:
                 _warm_start(model, config.init_from)
                 model.predictor_init = f"init-from {config.init_from}"
+            if config.train_only == "predictor":
+                model.transformer.trainable = False
+                model.style_heads.trainable = False
         finally:
             keras.mixed_precision.set_global_policy(previous)
         schedule = WarmupSchedule(config.learning_rate, config.steps, config.warmup_steps, config.lr_schedule)
