@@ -135,11 +135,11 @@ def test_several_styles_fit_together_as_each_would_alone(base, lossnet, shared_d
     bricks = _square(shared_data / "styles" / "bricks_sq.jpg")
     config = StyleFitConfig(steps=1, size=SIZE, precision="float32", batch_size=1)
     together = fit_style_embeddings(base, [turner, bricks], photos, config, lossnet, progress=False)
-    alone = [fit_style_embedding(base, s, photos, config, lossnet, progress=False) for s in (turner, bricks)]
-    # Style 0 draws its photo first, as alone; style 1's mirror draw may differ, so only its
-    # start and its own style's (not style 0's) loss scale are checked.
-    np.testing.assert_allclose(together[0].embedding, alone[0].embedding, atol=1e-4)
-    assert together[0].history[0]["style_loss"] == pytest.approx(alone[0].history[0]["style_loss"], rel=1e-3)
-    np.testing.assert_allclose(together[1].predicted, alone[1].predicted, atol=1e-5)
-    assert together[1].history[0]["style_loss"] == pytest.approx(alone[1].history[0]["style_loss"], rel=0.3)
+    alone = fit_style_embedding(base, turner, photos, config, lossnet, progress=False)
+    # Style 0 draws its photo first, as alone does: the same loss and update. Style 1 starts at
+    # its own prediction and is scored against its own Grams (the bricks', far above the Turner's).
+    np.testing.assert_allclose(together[0].embedding, alone.embedding, atol=1e-4)
+    assert together[0].history[0]["style_loss"] == pytest.approx(alone.history[0]["style_loss"], rel=1e-3)
+    np.testing.assert_allclose(together[1].predicted, np.asarray(base.embed_style(bricks[None]))[0], atol=1e-5)
+    assert together[1].history[0]["style_loss"] > 2 * together[0].history[0]["style_loss"]
     assert not np.allclose(together[0].embedding, together[1].embedding)

@@ -20,7 +20,8 @@ def fitted_dir(prepared_dataset, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("fitted")
     config = StyleFitConfig(steps=2, size=SIZE, precision="float32", batch_size=1)
-    counts = fit_dataset_styles(str(prepared_dataset), str(out), "base", ("train", "eval"), config, 4, progress=False)
+    # 8 a batch: two batches (each traces its own step function, the slow part at this size)
+    counts = fit_dataset_styles(str(prepared_dataset), str(out), "base", ("train", "eval"), config, 8, progress=False)
     assert counts["fitted"] == counts["styles"] > 0 and counts["skipped"] == 0
     return out, config, counts
 
