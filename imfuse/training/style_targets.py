@@ -4,7 +4,9 @@ A predictor trained end to end learns, from a few dozen styles, a conditioning t
 far from the best the transformer can draw (bench/quality: the shipped base at 2.38x
 lite's style loss on unseen paintings, 0.93x with each style's embedding fitted by
 imfuse.style_fit). Fitting every training style's embedding once gives the predictor
-better targets; imfuse.training.predictor_distill then regresses its head onto them.
+better targets; imfuse.training.predictor_distill then regresses its head onto them
+(measured 2026-12-06: worse on unseen styles than the head it started from, since the fitted
+optima are sharp; README, "The shipped base models").
 One JSON file per style (imfuse.style_fit's format), so a long run resumes where it
 stopped and a finished style is never fitted twice.
 """
