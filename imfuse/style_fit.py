@@ -143,11 +143,12 @@ def fit_style_embeddings(
     chunks = [lossnet(variants[i : i + batch]) for i in range(0, len(variants), batch)]
     content_features = {k: tf.concat([c[k] for c in chunks], axis=0) for k in lossnet.content_layers}
 
+    target_grams = {k: tf.repeat(v, batch, axis=0) for k, v in grams.items()}  # each image's style's
+
     @tf.function(reduce_retracing=True)
     def step(index):  # index: (styles * batch,) rows of `variants`, style-major
         images = tf.gather(variants, index)
         targets = {k: tf.gather(v, index) for k, v in content_features.items()}
-        target_grams = {k: tf.repeat(v, batch, axis=0) for k, v in grams.items()}
         with tf.GradientTape() as tape:
             out = model.stylize_with_embedding(images, tf.repeat(embedding, batch, axis=0))
             per_image = perceptual_terms(lossnet, out, targets, target_grams, weights)

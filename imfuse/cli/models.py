@@ -56,12 +56,13 @@ def _distill_predictor(args: argparse.Namespace) -> int:
 
 
 def _fit_styles(args: argparse.Namespace) -> int:
+    from imfuse.data.examples import SPLITS
     from imfuse.style_fit import StyleFitConfig
     from imfuse.training.style_targets import fit_dataset_styles
 
     splits = tuple(part.strip() for part in args.splits.split(",") if part.strip())
-    if not splits or any(s not in ("train", "eval", "unseen") for s in splits):
-        raise ConfigError(f"--splits takes train, eval and/or unseen, comma-separated; got {args.splits!r}")
+    if not splits or any(s not in SPLITS["style"] for s in splits):
+        raise ConfigError(f"--splits takes {', '.join(SPLITS['style'])}, comma-separated; got {args.splits!r}")
     config = StyleFitConfig(steps=args.steps, learning_rate=args.learning_rate, batch_size=args.batch_size)
     counts = fit_dataset_styles(args.data, args.out, args.model, splits, config, args.styles_per_batch,
                                 progress=not args.no_progress)

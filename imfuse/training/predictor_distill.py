@@ -114,9 +114,9 @@ def _targets(teacher, student_stats, images: np.ndarray, progress=None) -> tuple
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _fitted_examples(teacher, fitted_dir: str, data_dir: str, split: str, size: int):
-    """(style squares and their mirror images, the teacher's conditioning of each one's fitted
-    embedding, the teacher's own prediction of it) for the split's styles that were fitted."""
+def _fitted_examples(fitted_dir: str, data_dir: str, split: str, size: int, style_heads):
+    """(style squares and their mirror images, the conditioning style_heads gives each one's
+    fitted embedding) for the split's styles that were fitted; None when none was."""
     from imfuse.training.scoring import read_split
     from imfuse.training.style_targets import load_style_targets
 
@@ -126,16 +126,8 @@ def _fitted_examples(teacher, fitted_dir: str, data_dir: str, split: str, size: 
     if not styles:
         return None
     images = np.stack([s.rgb for s in styles])
-    images = np.concatenate([images, images[:, :, ::-1]])
     embeddings = np.stack([found[s.source] for s in styles])
-    targets = teacher.style_heads(np.concatenate([embeddings, embeddings])).numpy()
-    own = np.concatenate([teacher.style_heads(teacher.embed_preprocessed(images[i : i + 16])).numpy()
-                          for i in range(0, len(images), 16)])
-    return images, targets, own
-
-
-def _stats(student_stats, images: np.ndarray) -> np.ndarray:
-    return np.concatenate([student_stats(images[i : i + 16]).numpy() for i in range(0, len(images), 16)])
+    return np.concatenate([images, images[:, :, ::-1]]), style_heads(np.concatenate([embeddings, embeddings])).numpy()
 
 
 def relative_error(pred: np.ndarray, target: np.ndarray, reference_mean: np.ndarray) -> float:
@@ -167,14 +159,18 @@ def distill_predictor(cfg: PredictorDistillConfig, progress_factory=None) -> tup
 
     own_train = own_held = None
     if cfg.fitted:
-        train = _fitted_examples(teacher, cfg.fitted, cfg.data_dir, "train", size)
+        # _targets gives the student's statistics and the teacher's own conditioning of each
+        # style; the fitted embeddings' conditioning is what the head learns instead.
+        train = _fitted_examples(cfg.fitted, cfg.data_dir, "train", size, teacher.style_heads)
         if train is None:
             raise ConfigError(f"{cfg.fitted} has no fitted embedding of {cfg.data_dir}'s training styles "
                               "(imfuse models fit-styles)")
-        train_images, y_train, own_train = train
-        x_train = _stats(stats, train_images)
-        held = _fitted_examples(teacher, cfg.fitted, cfg.data_dir, "eval", size)
-        x_held, y_held, own_held = (_stats(stats, held[0]), held[1], held[2]) if held else (None, None, None)
+        train_images, y_train = train
+        x_train, own_train = _targets(teacher, stats, train_images)
+        held = _fitted_examples(cfg.fitted, cfg.data_dir, "eval", size, teacher.style_heads)
+        x_held = y_held = None
+        if held:
+            (x_held, own_held), y_held = _targets(teacher, stats, held[0]), held[1]
     else:
         # Augmented crops (scale, flips, hue: new styles) and every training style as it is.
         train_images = np.concatenate([
