@@ -97,6 +97,21 @@ def test_reload_outside_the_roots_is_denied_and_nothing_unloads(managed, tmp_pat
     assert running.store.model_names() == ["imfuse"] and _available(running) == [2]
 
 
+def test_failed_load_detail_only_on_the_admin_port(managed):
+    """The loopback admin port keeps a failed load's detail; the Predict port gives its id only."""
+    running, base = managed
+    broken = base / "3"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"not a protobuf")
+    running.store.poll()
+    public = PredictionClient(f"127.0.0.1:{running.grpc_port}", version=3).status()[0]["error_message"]
+    admin = PredictionClient(f"127.0.0.1:{running.admin_port}", version=3).status()[0]["error_message"]
+    error_id = running.store.version_states("imfuse", 3)[3].error_id
+    assert public == f"version 3 failed to load; see the server log (error id {error_id})"
+    assert str(broken) in admin and str(broken) not in public
+    assert _available(running) == [2]
+
+
 def test_reload_with_a_url_or_a_bad_config_is_invalid(managed):
     running, _ = managed
     for models in ([("imfuse", "s3://models/imfuse")], [("imfuse", "")]):

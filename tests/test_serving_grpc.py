@@ -1,6 +1,8 @@
 """Client <-> local server over loopback with TF Serving's real protos and stubs."""
 
 import io
+import logging
+import re
 import threading
 import time
 
@@ -231,6 +233,27 @@ def test_new_version_is_served_without_restart_and_old_unloaded(tmp_path, images
         assert running.admin_server is None and running.admin_port is None
     finally:
         running.stop()
+
+
+def test_failed_version_status_names_an_error_id_not_paths(tmp_path, caplog):
+    """A version that fails to load: the public status says so with an id; the log has the detail."""
+    base = tmp_path / "secret-models" / "imfuse"
+    broken = base / "4"
+    broken.mkdir(parents=True)
+    (broken / "saved_model.pb").write_bytes(b"not a protobuf")
+    with caplog.at_level(logging.ERROR, logger="imfuse.serving"):
+        running = start_server(ServerOptions(model_base_path=str(base), port=0, rest_port=None, host="127.0.0.1", poll_wait_s=0))
+    try:
+        (entry,) = _client(running).status()
+    finally:
+        running.stop()
+    message = entry["error_message"]
+    assert entry["version"] == 4 and entry["state"] == "END" and entry["error_code"] != 0
+    match = re.fullmatch(r"version 4 failed to load; see the server log \(error id ([0-9a-f]{12})\)", message)
+    assert match, message
+    assert "secret-models" not in message and "saved_model" not in message and "Error" not in message
+    logged = [r.getMessage() for r in caplog.records if match[1] in r.getMessage()]
+    assert logged and str(broken) in logged[0], [r.getMessage() for r in caplog.records]
 
 
 def test_client_retries_unavailable_then_reports(unused_port):

@@ -1,6 +1,7 @@
 """TF Serving REST API of the local server: same bytes as gRPC, TF Serving's JSON rules."""
 
 import json
+import re
 
 import grpc
 import numpy as np
@@ -85,6 +86,32 @@ def test_status_and_metadata_endpoints(server):
     meta = RestClient(f"127.0.0.1:{server.rest_port}").metadata()
     assert meta["signatures"]["stylize_with_embedding"]["inputs"]["embedding"]["shape"] == [-1, 3]
     assert RestClient(f"127.0.0.1:{server.rest_port}").status()[0]["state"] == "AVAILABLE"
+
+
+def test_failed_version_status_has_no_paths_or_exception_text(tmp_path):
+    base = tmp_path / "secret-models" / "imfuse"
+    build_toy_model(base, 1)
+    broken = base / "2"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"not a protobuf")
+    config = tmp_path / "models.config"
+    config.write_text(f'model_config_list {{ config {{ name: "imfuse" base_path: "{base}" model_platform: "tensorflow"'
+                      ' model_version_policy { all {} } } }')
+    running = start_server(ServerOptions(model_config_file=str(config), port=0, rest_port=0, host="127.0.0.1", poll_wait_s=0))
+    try:
+        status, body = _get(running, "/v1/models/imfuse")
+        _, one = _get(running, "/v1/models/imfuse/versions/2")
+    finally:
+        running.stop()
+    assert status == 200
+    by_version = {s["version"]: s for s in body["model_version_status"]}
+    assert by_version["1"]["status"] == {"error_code": "OK", "error_message": ""}
+    failed = by_version["2"]
+    assert failed["state"] == "END" and failed["status"]["error_code"] == "UNKNOWN"
+    message = failed["status"]["error_message"]
+    assert re.fullmatch(r"version 2 failed to load; see the server log \(error id [0-9a-f]{12}\)", message), message
+    assert "secret-models" not in json.dumps(body) and "saved_model" not in json.dumps(body)
+    assert one["model_version_status"] == [failed]
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,9 @@ def metadata_response(store: ModelStore, spec, fields) -> get_model_metadata_pb2
     return response
 
 
-def status_response(store: ModelStore, spec) -> get_model_status_pb2.GetModelStatusResponse:
+def status_response(store: ModelStore, spec, detail: bool = False) -> get_model_status_pb2.GetModelStatusResponse:
+    """GetModelStatus. A failed load's paths and exception text stay in the server log
+    unless `detail` (the loopback admin port); public ports get its error id."""
     version, label = spec_choice(spec)
     states = store.version_states(spec.name, version, label)
     response = get_model_status_pb2.GetModelStatusResponse()
@@ -95,7 +97,7 @@ def status_response(store: ModelStore, spec) -> get_model_status_pb2.GetModelSta
         entry.version = v
         entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(st.state)
         entry.status.error_code = _TF_UNKNOWN if st.error else _TF_OK
-        entry.status.error_message = st.error
+        entry.status.error_message = st.error if detail else st.public_error(v)
     return response
 
 
@@ -140,8 +142,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     """GetModelStatus, plus HandleReloadConfigRequest only when given model roots.
 
-    The Predict port gets one without roots (reload is UNIMPLEMENTED there); the admin
-    port (see admin.py) gets one with them.
+    The Predict port gets one without roots (reload is UNIMPLEMENTED there, and a failed
+    load's status names only an error id); the loopback admin port (see admin.py) gets
+    one with them, and its GetModelStatus keeps the load error's detail.
     """
 
     def __init__(self, store: ModelStore, metrics: ServingMetrics, roots: ModelRoots | None = None):
@@ -152,7 +155,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     @_guarded
     def GetModelStatus(self, request, context):
-        return status_response(self.store, request.model_spec)
+        return status_response(self.store, request.model_spec, detail=self.roots is not None)
 
     @_guarded
     def HandleReloadConfigRequest(self, request, context):

@@ -20,7 +20,7 @@ import grpc
 from imfuse.errors import ImfuseError
 from imfuse.serving.config import ModelConfig
 from imfuse.serving.servable import Servable, is_complete_version_dir, load_servable
-from imfuse.serving.status import StatusError
+from imfuse.serving.status import StatusError, error_id
 from imfuse.versions import version_dirs
 
 log = logging.getLogger("imfuse.serving")
@@ -31,11 +31,23 @@ LOADING, AVAILABLE, UNLOADING, END = "LOADING", "AVAILABLE", "UNLOADING", "END"
 
 @dataclass
 class VersionState:
-    """What GetModelStatus reports for one version; `error` is set when loading failed."""
+    """What GetModelStatus reports for one version; `error` is set when loading failed.
+
+    `error` is the full detail (paths, exception text): it goes to the server log and
+    the loopback admin port only; public ports show `public_error`, which names the
+    `error_id` logged with it.
+    """
 
     state: str
     error: str = ""
     fingerprint: tuple = ()
+    error_id: str = ""
+
+    def public_error(self, version: int) -> str:
+        """The failure as a client on the public ports sees it: no paths, no exception text."""
+        if not self.error:
+            return ""
+        return f"version {version} failed to load; see the server log (error id {self.error_id})"
 
 
 def _fingerprint(path: Path) -> tuple:
@@ -117,9 +129,10 @@ class ModelStore:
                     self._states[name][version] = VersionState(AVAILABLE, fingerprint=fingerprint)
             log.info("loaded model %s version %d from %s in %.2fs", name, version, path, time.perf_counter() - start)
             return
+        eid = error_id()
         with self._lock:
-            self._states[name][version] = VersionState(END, error=error, fingerprint=fingerprint)
-        log.error("failed to load model %s version %d: %s", name, version, error)
+            self._states[name][version] = VersionState(END, error=error, fingerprint=fingerprint, error_id=eid)
+        log.error("failed to load model %s version %d (error id %s): %s", name, version, eid, error)
 
     def _unload(self, name: str, version: int) -> None:
         with self._lock:
