@@ -564,6 +564,16 @@ def packaged_saved_model(path: str | os.PathLike) -> Path | None:
     return candidate if (candidate / "saved_model.pb").is_file() else None
 
 
+def packaged_keras(path: str | os.PathLike) -> Path:
+    """The one `.keras` model file of a (downloaded) registry artefact: the file itself, or
+    the only one in the folder (ModelError for none or several)."""
+    path = Path(path)
+    found = [path] if path.is_file() and path.suffix == ".keras" else sorted(path.rglob("*.keras")) if path.is_dir() else []
+    if len(found) != 1:
+        raise ModelError(f"registry artefact {path} holds {len(found)} .keras files; expected one")
+    return found[0]
+
+
 def describe_signatures(version_dir: str | os.PathLike) -> dict[str, dict]:
     """{signature: {"inputs": {name: "DT_X [shape]"}, "outputs": {...}, "optional": [...]}} from saved_model.pb."""
     from tensorflow.core.framework import types_pb2

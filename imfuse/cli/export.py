@@ -41,17 +41,8 @@ def parse_registry_ref(ref: str) -> tuple[str, str]:
     return name, alias
 
 
-def _keras_file(downloaded: Path, ref: str) -> Path:
-    if downloaded.is_file() and downloaded.suffix == ".keras":
-        return downloaded
-    found = sorted(downloaded.rglob("*.keras")) if downloaded.is_dir() else []
-    if len(found) == 1:
-        return found[0]
-    raise ModelError(f"registry entry {ref} downloaded to {downloaded} holds {len(found)} .keras files; expected one")
-
-
 def run(args: argparse.Namespace) -> int:
-    from imfuse.export import describe_signatures, packaged_saved_model, saved_model_precision
+    from imfuse.export import describe_signatures, packaged_keras, packaged_saved_model, saved_model_precision
     from imfuse.networks import load_model
     from imfuse.publish import check_base_path, publish_model
 
@@ -72,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"the registered SavedModel computes in {registered_precision}; "
                   f"exporting the registered .keras model in {args.precision} instead", file=sys.stderr)
             registered = None
-        model_path = None if registered else _keras_file(downloaded, args.from_registry)
+        model_path = None if registered else packaged_keras(downloaded)
     else:
         from imfuse.base_model import resolve_model_path
 

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imfuse.errors import ConfigError, ImfuseError, ModelError
+from imfuse.errors import ConfigError, ImfuseError
 from imfuse.studio.backends import Backend, LocalBackend, ServingBackend
 from imfuse.studio.config import StudioConfig
 from imfuse.tracking import TAG_SERVING_VERSION
@@ -193,18 +193,10 @@ class VersionCatalog:
         key = (info.name, info.version)
         with self._lock:
             if key not in self._downloaded:
+                from imfuse.export import packaged_keras
                 from imfuse.tracking.registry import download_model
 
                 path = download_model(info.name, str(info.version), self.config.mlflow_uri)
-                self._downloaded[key] = LocalBackend(_keras_file(path), f"{info.name} v{info.version}")
+                self._downloaded[key] = LocalBackend(packaged_keras(path), f"{info.name} v{info.version}")
             return self._downloaded[key]
 
-
-def _keras_file(path: Path) -> Path:
-    """The one `.keras` model file in a downloaded registry artefact."""
-    if path.is_file() and path.suffix == ".keras":
-        return path
-    found = sorted(path.rglob("*.keras")) if path.is_dir() else []
-    if len(found) != 1:
-        raise ModelError(f"registry artefact {path} holds {len(found)} .keras files; expected one")
-    return found[0]

@@ -3,6 +3,7 @@ must not be worse than (the registry's champion, else the model it was fine-tune
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -51,11 +52,11 @@ def baseline_model(champion_info, reg_name: str, uri: str | None, run_dir: Path)
     never blessed for being worse than where it began.
     """
     if champion_info is not None:
+        from imfuse.errors import ModelError
         from imfuse.training.warm_start import registered_keras
 
-        found = registered_keras(reg_name, str(champion_info.version), uri)
-        if found is not None:
-            return f"champion v{champion_info.version}", str(found)
+        with contextlib.suppress(ModelError):  # a champion without a .keras model: the init model
+            return f"champion v{champion_info.version}", str(registered_keras(reg_name, str(champion_info.version), uri))
     from imfuse.training.checkpoints import read_run_config
 
     init = ((read_run_config(str(run_dir)) or {}).get("config") or {}).get("init_from")

@@ -15,13 +15,12 @@ MODELS_SCHEME = "models:/"
 AUTO = "auto"  # the registry's champion when there is one, else the shipped base, else none
 
 
-def registered_keras(name: str, which: str, tracking_uri: str | None) -> Path | None:
-    """Local `.keras` file of registered version/alias `which` of `name`, None if it has none."""
+def registered_keras(name: str, which: str, tracking_uri: str | None) -> Path:
+    """Local `.keras` file of registered version/alias `which` of `name` (ModelError if it holds none)."""
+    from imfuse.export import packaged_keras
     from imfuse.tracking.registry import download_model
 
-    local = Path(download_model(name, which, tracking_uri))
-    found = [local] if local.is_file() else sorted(local.rglob("*.keras"))
-    return found[0] if found else None
+    return packaged_keras(download_model(name, which, tracking_uri))
 
 
 def _registered(spec: str, tracking_uri: str | None) -> str:
@@ -32,10 +31,7 @@ def _registered(spec: str, tracking_uri: str | None) -> str:
         name, _, which = ref.partition("/")
     if not name or not which:
         raise ConfigError(f"--init-from {spec!r}: use models:/NAME@ALIAS or models:/NAME/VERSION")
-    found = registered_keras(name, which, tracking_uri)
-    if found is None:
-        raise ConfigError(f"--init-from {spec}: the registered version holds no .keras model")
-    return str(found)
+    return str(registered_keras(name, which, tracking_uri))
 
 
 def _auto(variant: str, tracking_uri: str | None) -> str | None:
