@@ -112,6 +112,24 @@ def test_failed_load_detail_only_on_the_admin_port(managed):
     assert _available(running) == [2]
 
 
+def test_symlink_swapped_after_the_check_does_not_redirect_polls(managed, tmp_path):
+    """The store polls the resolved path that was checked, not the link the request named."""
+    running, base = managed
+    inside = base.parent / "inside"
+    copy_version(base / "1", inside, 7)
+    outside = tmp_path / "elsewhere"
+    copy_version(base / "1", outside, 9)
+    link = base.parent / "link"
+    os.symlink(inside, link)
+    assert _reload(running.admin_port, ("imfuse", str(base)), ("linked", str(link))).status.error_code == 0
+    assert _available(running, "linked") == [7]
+    link.unlink()
+    os.symlink(outside, link)  # swapped after the check
+    running.store.poll()
+    assert _available(running, "linked") == [7]
+    assert running.store.version_states("linked").keys() == {7}
+
+
 def test_reload_with_a_url_or_a_bad_config_is_invalid(managed):
     running, _ = managed
     for models in ([("imfuse", "s3://models/imfuse")], [("imfuse", "")]):

@@ -5,12 +5,13 @@ so `imfuse serve` keeps it off unless --enable-model-management is given, and th
 serves it only on a separate admin port bound to 127.0.0.1 (never the Predict port).
 A reloaded config may only name base paths inside the configured model roots
 (--model-root; by default the folders holding the base paths given at start), checked
-on resolved paths so `..` and symlinks cannot step outside.
+on resolved paths so `..` and symlinks cannot step outside; the store is then given the
+resolved paths, so a symlink swapped after the check cannot redirect later polls.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -34,8 +35,12 @@ class ModelRoots:
         chosen = [Path(r) for r in roots] if roots else [Path(m.base_path).parent for m in models]
         return cls(tuple(dict.fromkeys(p.expanduser().resolve() for p in chosen)))
 
-    def check(self, models: list[ModelConfig]) -> None:
-        """PERMISSION_DENIED naming the first base path outside every root (nothing else happens)."""
+    def confine(self, models: list[ModelConfig]) -> list[ModelConfig]:
+        """The models with their base paths resolved and checked: load these, not the originals.
+
+        PERMISSION_DENIED names the first base path outside every root (nothing else happens).
+        """
+        confined = []
         for m in models:
             if "://" in m.base_path:
                 raise StatusError(
@@ -49,3 +54,5 @@ class ModelRoots:
                     f"model {m.name!r}: base_path {m.base_path!r} is outside the allowed model roots "
                     f"{[str(r) for r in self.roots]} (--model-root); config not applied",
                 )
+            confined.append(replace(m, base_path=str(resolved)))
+        return confined

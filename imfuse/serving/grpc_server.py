@@ -169,7 +169,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             models = models_from_proto(request.config, "ReloadConfigRequest")
         except ImfuseError as exc:
             raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-        self.roots.check(models)  # before anything is unloaded
+        models = self.roots.confine(models)  # before anything is unloaded; resolved paths from here on
         log.info("reloading model config: %s", ", ".join(f"{m.name} <- {m.base_path}" for m in models))
         self.store.reload(models)
         response = model_management_pb2.ReloadConfigResponse()
