@@ -15,6 +15,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from imfuse.errors import ConfigError, TrainingError
+from imfuse.fsutil import unique_token
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "train_config.json"
@@ -45,7 +46,7 @@ def save_model_atomic(model, path: str | os.PathLike) -> str:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp.keras"
+    tmp = path.parent / f".{path.stem}.{unique_token()}.tmp.keras"  # PIDs repeat across containers
     try:
         save_model(model, tmp)
         os.replace(tmp, path)
