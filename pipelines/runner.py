@@ -136,7 +136,7 @@ def run_local(
 ) -> LocalRunResult:
     """The whole pipeline through kfp.local; raises TrainingError naming the failed task.
 
-    The terminal gets one line per stage (imfuse/pipeline_progress.py); kfp.local's own
+    The terminal gets one line per stage (pipelines/progress.py); kfp.local's own
     output (executor JSON, every task's log) goes to WORKDIR/logs/pipeline-<time>.log
     (`result.log_file`), and to the terminal as well when `verbose`."""
     params.validate()
@@ -154,7 +154,7 @@ def run_local(
     import time
     import warnings
 
-    from imfuse.pipeline_progress import capture, format_duration, new_log_path
+    from pipelines.progress import capture, format_duration, new_log_path
 
     # The project image is for clusters; locally the same code runs in this interpreter.
     warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)

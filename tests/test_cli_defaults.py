@@ -62,3 +62,25 @@ def test_stylize_optimize_flags_default_like_optimize_config():
     pairs = _config_flags(stylize, OptimizeConfig)
     assert {"steps", "size", "optimizer", "learning_rate", "init", "levels", "coarse_steps"} <= set(pairs)
     assert {k: a for k, (a, b) in pairs.items() if a != b} == {}
+
+
+def test_pipeline_flags_name_the_pipelines_own_cluster_defaults():
+    """`imfuse pipeline run|submit --help` quotes the cluster defaults; the pipeline's
+    signature (KFP reads literals there) is their source."""
+    from imfuse.cli.pipeline import CLUSTER_DEFAULTS
+    from pipelines.training_pipeline import imfuse_pipeline
+
+    inputs = imfuse_pipeline.component_spec.inputs
+    assert {name: inputs[name].default for name in CLUSTER_DEFAULTS} == CLUSTER_DEFAULTS
+
+
+def test_train_component_defaults_are_train_configs_but_the_fine_tune_rate():
+    """The pipeline trains what `imfuse train` would, except that it fine-tunes (init_from
+    auto) and so starts at a tenth of the from-scratch learning rate."""
+    import components
+
+    inputs = components.train_model.component_spec.inputs
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for name in ("variant", "steps", "image_size", "batch_size"):
+        assert inputs[name].default == fields[name], name
+    assert inputs["learning_rate"].default == fields["learning_rate"] / 10

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from imfuse.pipeline_progress import (
+from pipelines.progress import (
     PipelineProgress,
     _Terminal,
     capture,

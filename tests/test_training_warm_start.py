@@ -138,13 +138,6 @@ def test_all_zero_weights_without_teacher_is_refused(tmp_path):
         TrainConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "o"), content_weight=0, style_weight=0, tv_weight=0)
 
 
-def test_cli_predictor_choices_are_the_networks():
-    from imfuse.cli import train as train_cli
-    from imfuse.networks.config import PREDICTORS
-
-    assert train_cli.PREDICTORS == PREDICTORS
-
-
 def test_train_only_predictor_moves_the_predictor_alone(prepared_dataset, trained_init, tmp_path):
     """--train-only predictor: the warm start's transformer and style heads come out
     bit-identical while the predictor's head learns; without a warm start it is refused."""

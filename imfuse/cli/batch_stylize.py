@@ -7,6 +7,8 @@ import json
 
 
 def register(subparsers) -> None:
+    from imfuse.batch_stylize import BatchConfig as D
+
     p = subparsers.add_parser(
         "batch-stylize",
         help="stylise many images with Beam (RunInference); bad inputs are quarantined",
@@ -21,11 +23,11 @@ def register(subparsers) -> None:
     p.add_argument("--input", required=True, help="file glob (local or any Beam filesystem, e.g. gs://b/*.jpg)")
     p.add_argument("--style", required=True, help="style image (path or http(s) URL)")
     p.add_argument("--output", required=True, help="output directory")
-    p.add_argument("--strength", type=float, default=1.0, help="0 = content's own style, 1 = full style")
+    p.add_argument("--strength", type=float, default=D.strength, help="0 = content's own style, 1 = full style")
     p.add_argument("--preserve-color", action="store_true", help="keep the contents' colours")
-    p.add_argument("--max-side", type=int, default=None, help="downscale contents whose longer side exceeds this")
-    p.add_argument("--batch-size", type=int, default=4, help="max images per model call")
-    p.add_argument("--runner", default="DirectRunner", help="Beam runner")
+    p.add_argument("--max-side", type=int, default=D.max_side, help="downscale contents whose longer side exceeds this")
+    p.add_argument("--batch-size", type=int, default=D.batch_size, help="max images per model call")
+    p.add_argument("--runner", default=D.runner, help="Beam runner")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("beam_args", nargs=argparse.REMAINDER, help="Beam options after '--'")
     p.set_defaults(func=run)
@@ -33,21 +35,11 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from imfuse.batch_stylize import BatchConfig, run_batch_stylize
+    from imfuse.config_io import config_from_args
 
     beam_args = [a for a in args.beam_args if a != "--"]
-    config = BatchConfig(
-        model=args.model,
-        input_glob=args.input,
-        style=args.style,
-        output=args.output,
-        strength=args.strength,
-        preserve_color=args.preserve_color,
-        max_side=args.max_side,
-        batch_size=args.batch_size,
-        runner=args.runner,
-        beam_args=beam_args,
-        progress=not args.no_progress,
-    )
+    config = config_from_args(BatchConfig, args, input_glob=args.input, beam_args=beam_args,
+                              progress=not args.no_progress)
     summary = run_batch_stylize(config)
     print(json.dumps(summary, indent=2))
     return 0

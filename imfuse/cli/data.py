@@ -14,6 +14,9 @@ import sys
 
 
 def register(subparsers) -> None:
+    from imfuse.data.prepare import IMAGE_FORMATS
+    from imfuse.data.prepare import PrepareConfig as D
+
     data = subparsers.add_parser("data", help="prepare datasets (Beam ingest) and demo images")
     sub = data.add_subparsers(dest="data_command", metavar="ACTION")
     data.set_defaults(func=lambda args: (data.print_help(), 2)[1])
@@ -35,17 +38,20 @@ def register(subparsers) -> None:
     p.add_argument("--content", required=True, metavar="SRC", help="content images")
     p.add_argument("--styles", required=True, metavar="SRC", help="style images")
     p.add_argument("--out", required=True, metavar="DIR", help="output dataset folder")
-    p.add_argument("--runner", default="DirectRunner", help="Beam runner (default: DirectRunner)")
-    p.add_argument("--content-size", type=int, default=256, help="content shorter side in px (256)")
-    p.add_argument("--style-size", type=int, default=256, help="style shorter side in px (256)")
-    p.add_argument("--style-large-size", type=int, default=512,
-                   help="shorter side of the larger style copy, feature image_large (512)")
-    p.add_argument("--eval-fraction", type=float, default=0.1, help="eval share of content and styles (0.1)")
-    p.add_argument("--unseen-fraction", type=float, default=0.2, help="held-out unseen styles (0.2)")
-    p.add_argument("--max-pixels", type=int, default=64_000_000, help="largest declared image size")
-    p.add_argument("--min-side", type=int, default=16, help="smallest accepted shorter side in px")
-    p.add_argument("--image-format", choices=("png", "jpeg"), default="png", help="encoding in the shards")
-    p.add_argument("--images-per-shard", type=int, default=200, help="target examples per shard")
+    p.add_argument("--runner", default=D.runner, help="Beam runner (default: %(default)s)")
+    p.add_argument("--content-size", type=int, default=D.content_size, help="content shorter side in px (%(default)s)")
+    p.add_argument("--style-size", type=int, default=D.style_size, help="style shorter side in px (%(default)s)")
+    p.add_argument("--style-large-size", type=int, default=D.style_large_size,
+                   help="shorter side of the larger style copy, feature image_large (%(default)s)")
+    p.add_argument("--eval-fraction", type=float, default=D.eval_fraction,
+                   help="eval share of content and styles (%(default)s)")
+    p.add_argument("--unseen-fraction", type=float, default=D.unseen_fraction,
+                   help="held-out unseen styles (%(default)s)")
+    p.add_argument("--max-pixels", type=int, default=D.max_pixels, help="largest declared image size (%(default)s)")
+    p.add_argument("--min-side", type=int, default=D.min_side, help="smallest accepted shorter side in px (%(default)s)")
+    p.add_argument("--image-format", choices=IMAGE_FORMATS, default=D.image_format, help="encoding in the shards")
+    p.add_argument("--images-per-shard", type=int, default=D.images_per_shard,
+                   help="target examples per shard (%(default)s)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a different dataset in DIR (only files imfuse wrote are deleted)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -62,27 +68,11 @@ def register(subparsers) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    from imfuse.config_io import config_from_args
     from imfuse.data.prepare import PrepareConfig, prepare_dataset
 
     _log_to_stderr()
-    cfg = PrepareConfig(
-        content=args.content,
-        styles=args.styles,
-        out=args.out,
-        runner=args.runner,
-        beam_args=list(args.beam_args),
-        content_size=args.content_size,
-        style_size=args.style_size,
-        style_large_size=args.style_large_size,
-        eval_fraction=args.eval_fraction,
-        unseen_fraction=args.unseen_fraction,
-        max_pixels=args.max_pixels,
-        min_side=args.min_side,
-        image_format=args.image_format,
-        images_per_shard=args.images_per_shard,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
+    cfg = config_from_args(PrepareConfig, args, beam_args=list(args.beam_args), progress=not args.no_progress)
     manifest = prepare_dataset(cfg)
     print(summary(manifest, args.out))
     return 0

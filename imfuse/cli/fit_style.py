@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from imfuse.errors import ConfigError
+from imfuse.precision import PRECISIONS
 from imfuse.style_fit import MAX_FIT_PHOTOS, StyleFitConfig
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -90,7 +91,7 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--size", type=int, default=d.size, help="photos and style are fitted at this square size")
-    p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default=d.precision,
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="the loss network's compute")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--no-progress", action="store_true")

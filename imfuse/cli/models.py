@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from imfuse.errors import ConfigError
+from imfuse.networks.config import VARIANTS
 
-_VARIANT_CHOICES = ("full", "reduced", "all")
+_VARIANT_CHOICES = (*VARIANTS, "all")
 
 
 def _parse_sizes(text: str) -> list[int]:

@@ -5,35 +5,49 @@ from __future__ import annotations
 import argparse
 
 
+# The pipeline's own defaults (a cluster run) for the flags' help; pipelines/training_pipeline.py
+# holds them (KFP reads literals from its signature) and tests/test_cli_defaults.py checks these.
+CLUSTER_DEFAULTS = {"variant": "reduced", "steps": 1000, "image_size": 256, "batch_size": 4, "model_name": "imfuse",
+                    "eval_max_pairs": 8, "gatys_steps": 50}
+
+
 def _params(p: argparse.ArgumentParser) -> None:
     """Pipeline parameters as flags; unset flags keep the pipeline's (or --local's) defaults."""
-    d = "(default: %s)"
+    from pipelines.runner import LOCAL_DEFAULTS, VARIANTS
+
+    def d(name: str) -> str:
+        local = getattr(LOCAL_DEFAULTS, name)
+        return f"(default: {local} locally, {CLUSTER_DEFAULTS[name]} on a cluster)"
+
+    DEFAULT = "(default: %s)"
     g = p.add_argument_group("pipeline parameters")
-    g.add_argument("--variant", choices=("full", "reduced"), help=d % ("reduced"))
-    g.add_argument("--steps", type=int, help=d % ("30 locally, 1000 on a cluster"))
-    g.add_argument("--image-size", type=int, help=d % ("64 locally, 256 on a cluster"))
-    g.add_argument("--batch-size", type=int, help=d % ("2 locally, 4 on a cluster"))
+    g.add_argument("--variant", choices=VARIANTS, help=d("variant"))
+    g.add_argument("--steps", type=int, help=d("steps"))
+    g.add_argument("--image-size", type=int, help=d("image_size"))
+    g.add_argument("--batch-size", type=int, help=d("batch_size"))
     g.add_argument("--content-source", help="content images (folder, glob, list file, s3://...); empty: demo data")
     g.add_argument("--styles-source", help="style images; empty: demo data")
-    g.add_argument("--mlflow-uri", help=d % ("WORKDIR/mlflow.db locally; the imfuse-settings ConfigMap's on a cluster"))
+    g.add_argument("--mlflow-uri", help=DEFAULT % ("WORKDIR/mlflow.db locally; the imfuse-settings ConfigMap's on a cluster"))
     g.add_argument(
-        "--serving-base-path", help=d % ("WORKDIR/serving locally; the ConfigMap's (s3://models) on a cluster")
+        "--serving-base-path", help=DEFAULT % ("WORKDIR/serving locally; the ConfigMap's (s3://models) on a cluster")
     )
-    g.add_argument("--model-name", help=d % ("imfuse"))
-    g.add_argument("--eval-max-pairs", type=int, help="content x style pairs scored by evaluation")
-    g.add_argument("--gatys-steps", type=int, help="Gatys baseline steps on one pair (0: skip the baseline)")
+    g.add_argument("--model-name", help=d("model_name"))
+    g.add_argument("--eval-max-pairs", type=int, help=f"content x style pairs scored by evaluation {d('eval_max_pairs')}")
+    g.add_argument("--gatys-steps", type=int, help=f"Gatys baseline steps on one pair, 0 skips it {d('gatys_steps')}")
     g.add_argument("--gate-tolerance", type=float, help="blessed if <= champion x (1 + tolerance)")
     g.add_argument("--init-from", metavar="auto|base|PATH|models:/NAME@ALIAS",
-                   help=d % ("auto: the registry's champion, else the shipped base model"))
-    g.add_argument("--learning-rate", type=float, help=d % ("1e-4: a fine-tune"))
-    g.add_argument("--teacher", metavar="lite|init|PATH", help=d % ("none: the Gatys losses alone"))
+                   help=DEFAULT % ("auto: the registry's champion, else the shipped base model"))
+    g.add_argument("--learning-rate", type=float, help=DEFAULT % ("1e-4: a fine-tune"))
+    g.add_argument("--teacher", metavar="lite|init|PATH", help=DEFAULT % ("none: the Gatys losses alone"))
     g.add_argument("--distill-only", action=argparse.BooleanOptionalAction, default=None,
-                   help=d % ("off; on: train on the teacher's L1 term alone, no Gatys terms"))
+                   help=DEFAULT % ("off; on: train on the teacher's L1 term alone, no Gatys terms"))
     g.add_argument("--no-promote", dest="promote", action="store_const", const=False, default=None,
                    help="register blessed models as challenger only (default: also champion)")
 
 
 def register(subparsers) -> None:
+    from pipelines.runner import DEFAULT_WORKDIR
+
     p = subparsers.add_parser(
         "pipeline",
         help="Kubeflow pipeline: compile it, run it locally, submit or schedule it on a cluster",
@@ -55,7 +69,7 @@ def register(subparsers) -> None:
     )
     r.add_argument("--local", action="store_true", required=True, help="run with kfp.local (required; "
                    "use `submit` for a cluster)")
-    r.add_argument("--workdir", default="imfuse-work",
+    r.add_argument("--workdir", default=DEFAULT_WORKDIR,
                    help="MLflow store, serving base path, task outputs and the run's log (WORKDIR/logs)")
     r.add_argument("-v", "--verbose", action="store_true",
                    help="also stream kfp.local's full output (executor JSON, every task's log) to the terminal; "

@@ -7,6 +7,7 @@ import sys
 import time
 
 from imfuse.errors import ConfigError
+from imfuse.precision import PRECISIONS
 
 
 def parse_style_spec(spec: str) -> tuple[str, float]:
@@ -75,7 +76,7 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=("optimize", "model"), default="optimize")
     p.add_argument("--mask", help="grayscale/alpha image: stylise only where it is white/opaque")
     p.add_argument("--preserve-color", action="store_true", help="transfer luminance only, keep the content's colours")
-    p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="compute precision of the loss network (optimize) or the style networks (model); "
                         "auto = bfloat16 on CPUs with AVX512-BF16/AMX, else float32")
     g = p.add_argument_group("optimize (Gatys et al.)")

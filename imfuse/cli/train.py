@@ -21,21 +21,17 @@ import warnings
 
 from imfuse.errors import ConfigError
 
-SCHEDULES = ("cosine", "constant", "exponential")
-PREDICTORS = ("vgg16_hed", "inception_v3", "small")  # imfuse.networks.config.PREDICTORS (a test checks)
-
 
 def _default(name: str):
-    """TrainConfig's default for a field: the dataclass is the one source of defaults."""
-    import dataclasses
-
+    from imfuse.config_io import field_default
     from imfuse.training.config import TrainConfig
 
-    return next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
+    return field_default(TrainConfig, name)
 
 
 def register(subparsers) -> None:
-    from imfuse.training.config import TRAIN_ONLY
+    from imfuse.networks.config import PREDICTORS
+    from imfuse.training.config import LOSS_PRECISIONS, LR_SCHEDULES, STRATEGIES, TRAIN_ONLY, VARIANT_NAMES
 
     p = subparsers.add_parser(
         "train",
@@ -44,7 +40,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", required=True, metavar="DIR", help="prepared dataset (imfuse data prepare)")
-    p.add_argument("--variant", required=True, choices=("full", "reduced"))
+    p.add_argument("--variant", required=True, choices=VARIANT_NAMES)
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="checkpoints/, model.keras, history.jsonl")
     p.add_argument("--steps", type=int, default=_default("steps"), help="target step count (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=_default("batch_size"), help="global batch (default %(default)s)")
@@ -54,7 +50,7 @@ def register(subparsers) -> None:
                    help="largest random scale of style crops (default %(default)s; 1 keeps the style's own stroke size)")
     p.add_argument("--learning-rate", type=float, default=_default("learning_rate"),
                    help="peak Adam learning rate (default %(default)g)")
-    p.add_argument("--lr-schedule", choices=SCHEDULES, default=_default("lr_schedule"))
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=_default("lr_schedule"))
     p.add_argument("--warmup-steps", type=int, default=_default("warmup_steps"), help="linear warm-up steps (default %(default)s)")
     p.add_argument("--content-weight", type=float, default=_default("content_weight"))
     p.add_argument("--style-weight", type=float, default=_default("style_weight"))
@@ -86,7 +82,7 @@ def register(subparsers) -> None:
     p.add_argument("--loss-network", default=_default("loss_network"), help="vgg16-hed (offline), vgg16-imagenet, vgg19-imagenet")
     p.add_argument(
         "--loss-precision",
-        choices=("auto", "float32", "bfloat16"),
+        choices=LOSS_PRECISIONS,
         default=_default("loss_precision"),
         help="loss-network compute; auto = bfloat16 on CPUs with AVX512-BF16/AMX",
     )
@@ -99,7 +95,7 @@ def register(subparsers) -> None:
     p.add_argument("--log-every", type=int, default=_default("log_every"), help="steps between metric logs (default %(default)s)")
     p.add_argument("--seed", type=int, default=_default("seed"))
     p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 with loss scaling (GPUs)")
-    p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default=_default("strategy"))
+    p.add_argument("--strategy", choices=STRATEGIES, default=_default("strategy"))
     p.add_argument(
         "--jit",
         action=argparse.BooleanOptionalAction,

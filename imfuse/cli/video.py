@@ -7,6 +7,7 @@ import sys
 
 from imfuse.cli.stylize import _tile_arg, parse_style_spec
 from imfuse.errors import ConfigError
+from imfuse.precision import PRECISIONS
 
 
 def register(subparsers) -> None:
@@ -36,7 +37,7 @@ def add_model_options(p) -> None:
     p.add_argument("--model", help="trained model (.keras from `imfuse train`); default: the shipped base model")
     p.add_argument("--strength", type=float, default=1.0, help="0 = content's own style, 1 = full style")
     p.add_argument("--preserve-color", action="store_true", help="keep the video's colours")
-    p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="compute precision of the style networks")
     p.add_argument("--tile", type=_tile_arg, default="auto", metavar="SIZE",
                    help="tiled inference for big frames, as in imfuse stylize (auto: above 4 megapixels)")

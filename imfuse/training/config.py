@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from imfuse.config_io import config_from_dict
 from imfuse.errors import ConfigError
 from imfuse.loss_config import CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT
+from imfuse.networks.config import VARIANTS
 from imfuse.precision import PRECISIONS
 
 LR_SCHEDULES = ("cosine", "constant", "exponential")
 LOSS_PRECISIONS = PRECISIONS
 STRATEGIES = ("default", "mirrored", "multiworker")
-VARIANT_NAMES = ("full", "reduced")
+VARIANT_NAMES = tuple(VARIANTS)
 TRAIN_ONLY = ("all", "predictor")
 # Options that may differ between the first run and a resume: how long, how often to
 # save/log, and how the same computation is executed. Everything else defines the model
