@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -137,3 +138,119 @@ def test_rename_noreplace_refuses_an_existing_target(tmp_path):
         fsutil.rename_noreplace(tmp_path / "a", tmp_path / "b")
     fsutil.rename_noreplace(tmp_path / "a", tmp_path / "c")
     assert sorted(os.listdir(tmp_path)) == ["b", "c"]
+
+
+# ----------------------------------------------------------------- merge mode (mount points)
+
+
+def _manifest_dataset(path, shards: dict[str, bytes]) -> list[str]:
+    """A dataset read_manifest and the reader accept: content/train shards with these bytes."""
+    from imfuse.data import manifest as mf
+
+    entries = []
+    for rel, data in sorted(shards.items()):
+        os.makedirs(os.path.dirname(os.path.join(path, rel)), exist_ok=True)
+        Path(path, rel).write_bytes(data)
+        entries.append({"path": rel, "examples": 1, "bytes": len(data), "sha256": data.hex()})
+    doc = {"format": mf.FORMAT, "counts": {"content": {"train": len(entries)}},
+           "shards": {"content": {"train": entries}}}
+    doc["dataset_hash"] = mf.dataset_hash(doc)
+    Path(path, "quarantine.jsonl").write_text(f"{len(entries)} shards\n")
+    Path(path, "manifest.json").write_text(json.dumps(doc))
+    return sorted(shards) + ["quarantine.jsonl", "manifest.json"]  # manifest last, as prepare passes them
+
+
+def _read(out) -> dict[str, bytes]:
+    """What a reader gets from OUT: every listed shard's bytes (DataError if it can't)."""
+    from imfuse.data.reader import shard_paths
+
+    return {os.path.relpath(p, out): Path(p).read_bytes() for p in shard_paths(out, "content", "train")}
+
+
+def _merge_stage(out, monkeypatch, shards: dict[str, bytes]):
+    monkeypatch.setattr(staging, "mode_for", lambda path: "merge")
+    stage = staging.begin(out)
+    assert stage.mode == "merge" and os.path.dirname(stage.path) == out
+    return stage, _manifest_dataset(stage.path, shards)
+
+
+OLD = {"content/train/part-00000-of-00001.tfrecord": b"old-0"}
+RESHARDED = {"content/train/part-00000-of-00002.tfrecord": b"new-0", "content/train/part-00001-of-00002.tfrecord": b"new-1"}
+
+
+@pytest.mark.parametrize("cut_at", [1, 2, 3, 4])
+def test_merge_killed_midway_leaves_the_previous_dataset_readable(tmp_path, monkeypatch, cut_at):
+    """New shard names: each move before the manifest's leaves the old manifest and shards alone."""
+    out = str(tmp_path / "mnt")
+    _manifest_dataset(out, OLD)
+    stage, new_files = _merge_stage(out, monkeypatch, RESHARDED)
+    real_replace, moved = os.replace, []
+
+    def killed(src, dst):
+        moved.append(os.path.relpath(dst, out))
+        if len(moved) == cut_at:
+            raise KeyboardInterrupt  # stands in for SIGKILL
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        staging.commit(stage, new_files, list(OLD), [])
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert moved[-1] == new_files[cut_at - 1]
+    assert _read(out) == OLD  # the previous dataset, whole
+
+    staging.recover(out)  # what the next run does first
+    stage, new_files = _merge_stage(out, monkeypatch, RESHARDED)
+    staging.commit(stage, new_files, list(OLD), [])
+    assert _read(out) == RESHARDED
+    assert sorted(p for p in _tree(out) if p.endswith(".tfrecord")) == sorted(RESHARDED)  # old shard gone
+    assert not [p for p in os.listdir(out) if p.startswith(".imfuse-")]
+
+
+def test_merge_keeps_unchanged_shards_and_switches_by_the_manifest(tmp_path, monkeypatch):
+    """Same name, same bytes: the file stays as it is (no window); other files come in before the switch."""
+    out = str(tmp_path / "mnt")
+    _manifest_dataset(out, OLD)
+    kept = os.stat(os.path.join(out, *next(iter(OLD)).split("/"))).st_ino
+    grown = dict(OLD, **{"content/train/part-00000-of-00001.extra.tfrecord": b"new"})
+    stage, new_files = _merge_stage(out, monkeypatch, grown)
+    real_replace = os.replace
+
+    def killed_at_manifest(src, dst):
+        if dst.endswith("manifest.json"):
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_at_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        staging.commit(stage, new_files, list(OLD), [])
+    assert _read(out) == OLD
+    monkeypatch.setattr(os, "replace", real_replace)
+    stage, new_files = _merge_stage(out, monkeypatch, grown)
+    staging.commit(stage, new_files, list(OLD), [])
+    assert _read(out) == grown
+    assert os.stat(os.path.join(out, *next(iter(OLD)).split("/"))).st_ino == kept
+
+
+def test_merge_changing_a_shard_in_place_is_never_read_as_a_mix(tmp_path, monkeypatch):
+    """Same name, other bytes: the old manifest goes first, so a cut leaves 'no manifest', not a mix."""
+    out = str(tmp_path / "mnt")
+    _manifest_dataset(out, OLD)
+    changed = {"content/train/part-00000-of-00001.tfrecord": b"new-0"}
+    stage, new_files = _merge_stage(out, monkeypatch, changed)
+    real_replace = os.replace
+
+    def killed_at_shard(src, dst):
+        if dst.endswith(".tfrecord"):
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_at_shard)
+    with pytest.raises(KeyboardInterrupt):
+        staging.commit(stage, new_files, list(OLD), [])
+    monkeypatch.setattr(os, "replace", real_replace)
+    with pytest.raises(DataError, match="no manifest"):
+        _read(out)
+    stage, new_files = _merge_stage(out, monkeypatch, changed)
+    staging.commit(stage, new_files, list(OLD), [])
+    assert _read(out) == changed

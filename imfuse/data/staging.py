@@ -11,11 +11,17 @@ dataset is swapped in at the end. Two modes:
   OUT.previous-<token>, staging to OUT; a run killed between the two renames leaves OUT
   missing, and the next run (or `recover`) renames the previous dataset back.
 - `merge` (gs://, s3://, or OUT is a mount point or sits in a folder we cannot write):
-  there is no atomic rename of a folder, so staging is OUT/.imfuse-staging-<token>/, and
-  at the end the old manifest is deleted, the staged files are moved in and the new
-  manifest is moved in last. A run killed while the pipeline runs leaves the previous
-  dataset intact; one killed during that last move leaves OUT without a manifest
-  (reported as incomplete, never read as a mix).
+  there is no atomic rename of a folder, so staging is OUT/.imfuse-staging-<token>/.
+  At the end the new files that the previous manifest does not name are moved in first
+  (the previous dataset stays readable: its manifest and shards are untouched), then
+  the new manifest replaces the old one in one atomic step (os.replace; an object
+  overwrite on object stores), then the previous dataset's other shards are deleted. A
+  new shard with the same name as one of the previous manifest's shards is a problem
+  only if its bytes differ (same name, same bytes: kept as it is). Only then, because
+  the manifest names shards by fixed paths, the old manifest is deleted before those
+  shards are replaced: a run killed in that window leaves OUT without a manifest
+  (reported as incomplete, never read as a mix). Shard names carry the shard count
+  (`part-00000-of-00004`), so a rerun whose shard count changed never hits that case.
 
 Concurrent runs: `output_lock` takes an flock on OUT.imfuse-prepare.lock beside OUT
 (OUT/.imfuse-prepare.lock in merge mode, where OUT itself is never renamed). The kernel
@@ -232,28 +238,54 @@ def _swap_in(staging: str, out: str) -> None:
 
 
 def _merge_in(stage: Staging, new_files: list[str], old_files: Iterable[str]) -> None:
+    """Move the staged dataset into OUT keeping the previous one readable as long as we can."""
     from apache_beam.io.filesystems import FileSystems
 
-    manifest = new_files[-1]
+    *data, manifest = new_files
     target = FileSystems.join(stage.out, manifest)
-    if FileSystems.exists(target):
-        FileSystems.delete([target])  # from here until the end OUT is "incomplete"
-    for rel in new_files:
-        _move(FileSystems.join(stage.path, rel), FileSystems.join(stage.out, rel))
+    listed = set(old_files) if FileSystems.exists(target) else set()  # what readers read now
+    clashing = []
+    for rel in data:
+        src, dst = FileSystems.join(stage.path, rel), FileSystems.join(stage.out, rel)
+        if rel not in listed:
+            _move(src, dst)  # the previous manifest does not name it: readers never look
+        elif not _same_bytes(src, dst):
+            clashing.append(rel)
+    if clashing:
+        log.warning("ingest: %d shard(s) of %s change in place; it has no manifest until they are moved",
+                    len(clashing), stage.out)
+        FileSystems.delete([target])  # from here until the manifest is in, OUT is "incomplete"
+        for rel in clashing:
+            _move(FileSystems.join(stage.path, rel), FileSystems.join(stage.out, rel))
+    _move(FileSystems.join(stage.path, manifest), target)  # the atomic switch to the new dataset
     stale = [FileSystems.join(stage.out, p) for p in sorted(set(old_files) - set(new_files))]
     stale = [p for p in stale if FileSystems.exists(p)]
     if stale:
         FileSystems.delete(stale)
-    abort(stage)  # removes the now empty staging folder
+    abort(stage)  # removes the staging folder and the staged copies of unchanged shards
+
+
+def _same_bytes(a: str, b: str) -> bool:
+    """Whether two files hold the same bytes (object stores: same size and stored checksum)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    if not is_remote(a):
+        import filecmp
+
+        return os.path.isfile(b) and filecmp.cmp(a, b, shallow=False)
+    try:
+        (ma,), (mb,) = (FileSystems.match([p])[0].metadata_list for p in (a, b))
+        return ma.size_in_bytes == mb.size_in_bytes and FileSystems.checksum(a) == FileSystems.checksum(b)
+    except Exception:  # noqa: BLE001 - unknown counts as different: only costs the safe path
+        return False
 
 
 def _move(src: str, dst: str) -> None:
     if is_remote(src):
         from apache_beam.io.filesystems import FileSystems
 
-        if FileSystems.exists(dst):
-            FileSystems.delete([dst])
-        FileSystems.rename([src], [dst])  # copy + delete on object stores
+        FileSystems.copy([src], [dst])  # an object overwrite is atomic: dst is never missing
+        FileSystems.delete([src])
         return
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     os.replace(src, dst)
