@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, TextIO
 
-from imfuse.tracking import GATE_METRIC, baseline_metric
+from imfuse.tracking import GATE_METRIC, TRAIN_IMAGES_PER_SECOND, TRAIN_LOSS, baseline_metric
 
 # kfp task names (component names, `-N` suffixes removed) -> what the person reads.
 STAGES = {
@@ -153,10 +153,10 @@ def key_metric(task: str, outputs: TaskOutputs) -> str:
             parts = []
             if "steps" in model:
                 parts.append(f"{_int(model['steps'])} steps")
-            if "train/loss" in metrics:
-                parts.append(f"loss {_number(metrics['train/loss'])}")
-            if "train/images_per_second" in metrics:
-                parts.append(f"{_number(metrics['train/images_per_second'], 1)} img/s")
+            if TRAIN_LOSS in metrics:
+                parts.append(f"loss {_number(metrics[TRAIN_LOSS])}")
+            if TRAIN_IMAGES_PER_SECOND in metrics:
+                parts.append(f"{_number(metrics[TRAIN_IMAGES_PER_SECOND], 1)} img/s")
             return ", ".join(parts)
         if kind == "evaluate-model":
             report, metrics = outputs.meta("report"), outputs.meta("metrics")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from imfuse.tracking import GATE_METRIC
+from imfuse.tracking import GATE_METRIC, eval_metric
 
 EXIT_NOT_BLESSED = 3
 
@@ -72,24 +72,28 @@ def run(args) -> int:
 
 def format_summary(report: dict) -> str:
     """Model vs identity (vs Gatys) per loss term, on the same pairs."""
-    m = report["metrics"]
+    metrics = report["metrics"]
+
+    def m(name: str) -> float:
+        return metrics[eval_metric(name)]
+
     lines = [f"{report['counts']['pairs']} pairs at {report['image_size']} px, loss network {report['loss_network']}"]
     lines.append(f"{'':24}{'content':>12}{'style':>12}{'tv':>12}")
-    lines.append(f"{'model':24}{m['eval/content_loss']:12.5g}{m['eval/style_loss']:12.5g}{m['eval/tv_loss']:12.5g}")
+    lines.append(f"{'model':24}{m('content_loss'):12.5g}{m('style_loss'):12.5g}{m('tv_loss'):12.5g}")
     lines.append(
-        f"{'identity':24}{m['eval/identity_content_loss']:12.5g}{m['eval/identity_style_loss']:12.5g}"
-        f"{m['eval/identity_tv_loss']:12.5g}"
+        f"{'identity':24}{m('identity_content_loss'):12.5g}{m('identity_style_loss'):12.5g}"
+        f"{m('identity_tv_loss'):12.5g}"
     )
-    if "eval/gatys_style_loss" in m:
+    if eval_metric("gatys_style_loss") in metrics:
         n = len(report["baselines"]["gatys"]["pairs"])
         lines.append(
-            f"{f'gatys ({n} pairs)':24}{m['eval/gatys_content_loss']:12.5g}{m['eval/gatys_style_loss']:12.5g}"
-            f"{m['eval/gatys_tv_loss']:12.5g}"
+            f"{f'gatys ({n} pairs)':24}{m('gatys_content_loss'):12.5g}{m('gatys_style_loss'):12.5g}"
+            f"{m('gatys_tv_loss'):12.5g}"
         )
-        lines.append(f"{f'model on those {n}':24}{'':12}{m['eval/gatys_model_style_loss']:12.5g}")
+        lines.append(f"{f'model on those {n}':24}{'':12}{m('gatys_model_style_loss'):12.5g}")
     lines.append(
-        f"style loss seen {m['eval/style_loss_seen']:.5g}, unseen {m['eval/style_loss_unseen']:.5g}; "
-        f"per pair, style loss / the photo's (geometric mean): seen {m['eval/style_ratio_seen']:.3g}, "
-        f"unseen {m['eval/style_ratio_unseen']:.3g}; {m['eval/images_per_second']:.2f} images/s"
+        f"style loss seen {m('style_loss_seen'):.5g}, unseen {m('style_loss_unseen'):.5g}; "
+        f"per pair, style loss / the photo's (geometric mean): seen {m('style_ratio_seen'):.3g}, "
+        f"unseen {m('style_ratio_unseen'):.3g}; {m('images_per_second'):.2f} images/s"
     )
     return "\n".join(lines)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import time
 
-MODELS = ("imfuse-full", "imfuse-reduced")
+from imfuse.networks.config import VARIANTS
+from imfuse.tracking import registered_model_name
+
+MODELS = tuple(registered_model_name(v) for v in VARIANTS)
 
 
 def register(subparsers) -> None:

@@ -14,7 +14,7 @@ from imfuse.errors import ConfigError
 
 
 def register(subparsers) -> None:
-    from imfuse.studio.config import DEFAULT_PORT
+    from imfuse.studio.config import StudioConfig as D
 
     p = subparsers.add_parser(
         "studio",
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--target", default=None, help="HOST:PORT of imfuse serve / TF Serving (default: load a model here)")
     p.add_argument("--rest", action="store_true", help="--target is the REST port (default: gRPC)")
-    p.add_argument("--model-name", default="imfuse", help="served model name")
+    p.add_argument("--model-name", default=D.model_name, help="served model name")
     p.add_argument("--model", default=None, help="model loaded here without --target (.keras; default: shipped base model)")
     p.add_argument("--mlflow-uri", default=None,
                    help="tracking URI for registry versions and metrics (default: MLFLOW_TRACKING_URI, "
@@ -37,12 +37,12 @@ def register(subparsers) -> None:
     p.add_argument("--mlflow-ui-url", default=None,
                    help="where a browser opens the MLflow UI, for run links (default: the tracking URI when it "
                         "is http(s), else http://127.0.0.1:5000, where `imfuse ui` listens)")
-    p.add_argument("--registered-model", default="imfuse-reduced", help="registered model whose versions compare")
-    p.add_argument("--host", default="127.0.0.1",
+    p.add_argument("--registered-model", default=D.registered_model, help="registered model whose versions compare")
+    p.add_argument("--host", default=D.host,
                    help="address to listen on (127.0.0.1: this machine only; 0.0.0.0 accepts other machines, "
                         "there is no authentication)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
-    p.add_argument("--timeout", type=float, default=60.0, help="deadline of each serving call, seconds")
+    p.add_argument("--port", type=int, default=D.port, help="port to listen on")
+    p.add_argument("--timeout", type=float, default=D.timeout_s, help="deadline of each serving call, seconds")
     p.set_defaults(func=run)
 
 

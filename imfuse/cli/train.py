@@ -20,6 +20,7 @@ import sys
 import warnings
 
 from imfuse.errors import ConfigError
+from imfuse.tracking import TRAIN_LOSS
 
 
 def _default(name: str):
@@ -170,7 +171,7 @@ def _report(result, run_id: str | None, version) -> None:
         "model": result.model_path,
         "step": result.step,
         "resumed_from": result.start_step,
-        "loss": result.metrics.get("train/loss"),
+        "loss": result.metrics.get(TRAIN_LOSS),
         "images_per_second": round(result.images_per_second, 3),
         "input_wait_fraction": round(result.input_wait_fraction, 4),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from imfuse.errors import ConfigError
+from imfuse.tracking import registered_model_name
 
 DEFAULT_PORT = 8765
 
@@ -27,7 +28,7 @@ class StudioConfig:
     model: str | None = None
     mlflow_uri: str | None = None
     mlflow_ui_url: str | None = None
-    registered_model: str = "imfuse-reduced"
+    registered_model: str = registered_model_name("reduced")
     serving_labels: tuple[str, ...] = ("stable", "canary")
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT

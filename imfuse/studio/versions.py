@@ -18,11 +18,17 @@ from pathlib import Path
 from imfuse.errors import ConfigError, ImfuseError
 from imfuse.studio.backends import Backend, LocalBackend, ServingBackend
 from imfuse.studio.config import StudioConfig
-from imfuse.tracking import TAG_SERVING_VERSION
+from imfuse.tracking import (
+    EVAL_CONTENT_LOSS,
+    EVAL_IMAGES_PER_SECOND,
+    EVAL_STYLE_LOSS_SEEN,
+    EVAL_STYLE_LOSS_UNSEEN,
+    GATE_METRIC,
+    TAG_SERVING_VERSION,
+)
 
 # Shown under each output; names identical across runs (docs/CONTRACTS.md).
-METRICS = ("eval/style_ratio_unseen", "eval/style_loss_unseen", "eval/style_loss_seen", "eval/content_loss",
-           "eval/images_per_second")
+METRICS = (GATE_METRIC, EVAL_STYLE_LOSS_UNSEEN, EVAL_STYLE_LOSS_SEEN, EVAL_CONTENT_LOSS, EVAL_IMAGES_PER_SECOND)
 KINDS = ("serving", "registry", "local", "base")
 
 

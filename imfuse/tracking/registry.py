@@ -14,18 +14,23 @@ from pathlib import Path
 from typing import Sequence
 
 from imfuse.errors import TrackingError
-from imfuse.tracking import CHALLENGER, CHAMPION, MODEL_ARTIFACT, TAG_BLESSED
+from imfuse.tracking import (
+    CHALLENGER,
+    CHAMPION,
+    EVAL_CONTENT_LOSS,
+    EVAL_IDENTITY_STYLE_LOSS,
+    EVAL_IMAGES_PER_SECOND,
+    EVAL_STYLE_LOSS_SEEN,
+    EVAL_STYLE_LOSS_UNSEEN,
+    GATE_METRIC,
+    MODEL_ARTIFACT,
+    TAG_BLESSED,
+    TRAIN_LOSS,
+)
 from imfuse.tracking.client import error_code, get_client, resolve_tracking_uri, tracking_errors
 
-DEFAULT_METRICS = (
-    "train/loss",
-    "eval/content_loss",
-    "eval/style_loss_seen",
-    "eval/style_loss_unseen",
-    "eval/style_ratio_unseen",
-    "eval/identity_style_loss",
-    "eval/images_per_second",
-)
+DEFAULT_METRICS = (TRAIN_LOSS, EVAL_CONTENT_LOSS, EVAL_STYLE_LOSS_SEEN, EVAL_STYLE_LOSS_UNSEEN, GATE_METRIC,
+                   EVAL_IDENTITY_STYLE_LOSS, EVAL_IMAGES_PER_SECOND)
 
 
 @dataclass

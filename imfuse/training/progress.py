@@ -13,16 +13,9 @@ from typing import Callable
 
 from tqdm import tqdm
 
+from imfuse.tracking import TRAIN_IMAGES_PER_SECOND, train_metric
 from imfuse.training.checkpoints import HISTORY_FILE
 
-# Loss terms as the train step returns them -> the CONTRACTS metric names.
-METRIC_NAMES = {
-    "loss": "train/loss",
-    "content_loss": "train/content_loss",
-    "style_loss": "train/style_loss",
-    "tv_loss": "train/tv_loss",
-    "teacher_loss": "train/teacher_loss",
-}
 LogFn = Callable[[int, dict[str, float]], None]
 
 
@@ -85,19 +78,18 @@ class ProgressLog:
         """Emit the window's averages (CONTRACTS names) for `step`; returns them."""
         if self.count == 0:
             return {}
-        metrics = {METRIC_NAMES.get(k, f"train/{k}"): v / self.count for k, v in self.sums.items()}
+        # the train step's loss terms (loss, content_loss, ...) -> the CONTRACTS metric names
+        metrics = {train_metric(k): v / self.count for k, v in self.sums.items()}
         rate = self.window.images_per_second(self.batch_size) or self.overall.images_per_second(self.batch_size)
-        metrics["train/images_per_second"] = rate
-        metrics["train/learning_rate"] = learning_rate
-        metrics["train/input_wait_fraction"] = (
+        metrics[TRAIN_IMAGES_PER_SECOND] = rate
+        metrics[train_metric("learning_rate")] = learning_rate
+        metrics[train_metric("input_wait_fraction")] = (
             self.window.input_wait_fraction if self.window.steps else self.overall.input_wait_fraction
         )
         metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+        shown = {"loss": ".4g", "content_loss": ".3g", "style_loss": ".3g", "tv_loss": ".3g"}
         self.bar.set_postfix(
-            loss=f"{metrics.get('train/loss', float('nan')):.4g}",
-            content=f"{metrics.get('train/content_loss', float('nan')):.3g}",
-            style=f"{metrics.get('train/style_loss', float('nan')):.3g}",
-            tv=f"{metrics.get('train/tv_loss', float('nan')):.3g}",
+            **{k.split("_")[0]: format(metrics.get(train_metric(k), float("nan")), f) for k, f in shown.items()},
             img_s=f"{rate:.2f}",
         )
         if self.run_dir is not None:
