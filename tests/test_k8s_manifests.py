@@ -194,6 +194,17 @@ def test_inference_service_is_structurally_sound():
     # The storage URI is where the export publishes: IMFUSE_SERVING_BASE_PATH/<model>.
     settings = find(render("kserve"), "ConfigMap", "imfuse-settings")["data"]
     assert tf["storageUri"] == f"{settings['IMFUSE_SERVING_BASE_PATH']}/{settings['IMFUSE_MODEL_NAME']}"
+    # Metrics as the TF Serving Deployment has them: the monitoring ConfigMap the predictor
+    # mounts is in the render, and its pods carry the scrape annotations.
+    rendered = render("kserve")
+    volumes = {v["name"]: v for v in predictor["volumes"]}
+    (mount,) = [m for m in tf["volumeMounts"] if m["name"] in volumes]
+    config_map = find(rendered, "ConfigMap", volumes[mount["name"]]["configMap"]["name"])
+    config_file = next(a.split("=", 1)[1] for a in tf["args"] if a.startswith("--monitoring_config_file="))
+    assert config_file == f"{mount['mountPath']}/monitoring.config" and "prometheus_config" in config_map["data"]["monitoring.config"]
+    annotations = isvc["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/monitoring/prometheus/metrics"
 
 
 def _check_container(owner: str, pod: dict, c: dict) -> list[str]:

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from google.protobuf import text_format
 
-from imfuse.serving.config import batching_parameters_class  # TF Serving's BatchingParameters
+from imfuse.serving.config import batching_parameters_class, monitoring_config_class  # TF Serving's protos
 
 REPO = Path(__file__).resolve().parents[1]
 SERVING = REPO / "serving"
@@ -187,7 +187,7 @@ def test_deployment_mounts_the_configs_and_models_where_the_flags_and_base_path_
 
 
 def test_deployment_serves_prometheus_metrics_where_the_scrape_annotations_point():
-    from imfuse.serving.config import monitoring_config_class, parse_monitoring_text
+    from imfuse.serving.config import parse_monitoring_text
 
     docs = list(yaml.safe_load_all((REPO / "k8s" / "base" / "tf-serving.yaml").read_text()))
     deployment = serving_deployment()
@@ -207,6 +207,40 @@ def test_deployment_serves_prometheus_metrics_where_the_scrape_annotations_point
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert annotations["prometheus.io/port"] == str(ports["http"])  # TF Serving serves it on the REST port
     assert parse_monitoring_text(text) == annotations["prometheus.io/path"]  # imfuse serve reads it too
+
+
+KSERVE_ISVC = REPO / "k8s" / "components" / "kserve" / "inferenceservice.yaml"
+# REST port of KServe's TF Serving runtime (kserve/config/runtimes/kserve-tensorflow-serving.yaml:
+# --rest_api_port=8080), where TF Serving also serves the Prometheus metrics.
+KSERVE_TF_REST_PORT = 8080
+
+
+def test_kserve_predictor_serves_the_same_metrics_where_its_annotations_point():
+    docs = list(yaml.safe_load_all(KSERVE_ISVC.read_text()))
+    isvc = next(d for d in docs if d["kind"] == "InferenceService")
+    predictor = isvc["spec"]["predictor"]
+    container = predictor["tensorflow"]
+    args = flags(container["args"])
+    assert "--rest_api_port" not in args  # the runtime's port stays, so the annotations hold
+    config_file = Path(args["--monitoring_config_file"])
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in predictor["volumes"]}
+    config_map_name = volumes[mounts[str(config_file.parent)]]["configMap"]["name"]
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == config_map_name)
+    text = config_map["data"][config_file.name]
+
+    base = list(yaml.safe_load_all((REPO / "k8s" / "base" / "tf-serving.yaml").read_text()))
+    base_map = next(d for d in base if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "tf-serving-monitoring")
+    assert text == base_map["data"]["monitoring.config"]  # one monitoring set-up for both servers
+    proto = text_format.Parse(text, monitoring_config_class()())
+    assert proto.prometheus_config.enable
+    annotations = isvc["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == annotations["prometheus.kserve.io/path"] == proto.prometheus_config.path
+    assert annotations["prometheus.io/port"] == annotations["prometheus.kserve.io/port"] == str(KSERVE_TF_REST_PORT)
+    # KServe's own switch would repoint prometheus.io/port at a queue proxy RawDeployment lacks.
+    assert annotations["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "false"
 
 
 # --- components/Dockerfile{,.gpu} vs. pyproject.toml -------------------------------------
