@@ -284,7 +284,7 @@ def test_project_images_pin_the_pyproject_versions(name, gpu):
     assert any(k == "RUN" and re.search(r"pip install[^&]*\s\.(\s|$)", v) for k, v in steps), "installs the project"
 
 
-@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu", "Dockerfile.beam"])
 def test_project_images_run_as_non_root_and_install_nothing_at_start(name):
     steps = parse_dockerfile(REPO / "components" / name)
     users = [v for k, v in steps if k == "USER"]
@@ -297,12 +297,42 @@ def test_project_images_run_as_non_root_and_install_nothing_at_start(name):
     assert not [v for k, v in steps[last_user:] if k == "RUN" and "pip" in v]
 
 
+def test_beam_worker_image_is_the_project_stack_with_beams_boot_entrypoint():
+    """components/Dockerfile.beam: the KFP image's base and pins, started by Beam's boot program."""
+    path = REPO / "components" / "Dockerfile.beam"
+    text, steps = path.read_text(), parse_dockerfile(path)
+    kfp = REPO / "components" / "Dockerfile"
+    assert [v for k, v in steps if k == "FROM"] == [v for k, v in parse_dockerfile(kfp) if k == "FROM"]
+    pins = pyproject_pins()
+    assert dockerfile_pins(text) == pins == dockerfile_pins(kfp.read_text())
+    assert any(k == "RUN" and re.search(r"pip install[^&]*\s\.(\s|$)", v) for k, v in steps), "installs the project"
+
+    py = re.fullmatch(r">=(\d+\.\d+),<.*", PYPROJECT["project"]["requires-python"]).group(1)
+    sdk = f"apache/beam_python{py}_sdk:{pins['apache-beam']}"  # boot of the same Beam and Python
+    copies = [shlex.split(v) for k, v in steps if k == "COPY" and v.startswith("--from")]
+    assert copies == [[f"--from={sdk}", "/opt/apache/beam", "/opt/apache/beam"]]
+    entrypoints = [exec_form(v) for k, v in steps if k == "ENTRYPOINT"]
+    assert entrypoints[-1:] == [["/opt/apache/beam/boot"]]
+    assert not [v for k, v in steps if k == "CMD"]  # a CMD would become boot's arguments
+    # boot creates a per-worker virtualenv there: the image's (non-root) user must own it.
+    uid = [v for k, v in steps if k == "USER"][-1].split(":")[0]
+    assert any(k == "RUN" and f"chown {uid}:{uid} /opt/apache/beam-venv" in v for k, v in steps)
+
+    tag = f"imfuse-beam:{PYPROJECT['project']['version']}"
+    assert f"docker build -f components/Dockerfile.beam -t {tag} ." in text
+    docs = (REPO / "docs" / "beam_runners.md").read_text()
+    assert f"docker build -f components/Dockerfile.beam -t REGISTRY/{tag} ." in docs
+    images = re.findall(r"--sdk_container_image=([^\s`]+)", docs)
+    assert images and {image.rsplit("/", 1)[-1] for image in images} == {tag}  # never the KFP image
+
+
 def test_dockerignore_keeps_what_the_dockerfiles_copy():
     patterns = [
         p.strip() for p in (REPO / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")
     ]
     assert ".venv" in patterns and ".git" in patterns
-    for dockerfile in (REPO / "components" / "Dockerfile", REPO / "components" / "Dockerfile.gpu", SERVING / "Dockerfile"):
+    for dockerfile in (REPO / "components" / "Dockerfile", REPO / "components" / "Dockerfile.gpu",
+                       REPO / "components" / "Dockerfile.beam", SERVING / "Dockerfile"):
         for kind, args in parse_dockerfile(dockerfile):
             if kind != "COPY" or args.startswith("--from"):
                 continue
