@@ -1,7 +1,8 @@
 """Publish a model where serving reads it: BASE/<name>/<integer version>/ on a local or
 mounted folder, or under s3://bucket/prefix (MinIO in the cluster).
 
-The one implementation for `imfuse export` and the pipeline's export step. A registered
+The one implementation for `imfuse export` and the pipeline's export step
+(`publish_registered` for a registry version, `publish_model` for a model). A registered
 SavedModel is published as is, so serving runs exactly what the registry holds; otherwise
 the .keras model is exported. On S3, `saved_model.pb` is uploaded last, so a poller that
 sees it sees a complete version; a version claim keeps concurrent exporters apart.
@@ -10,6 +11,7 @@ sees it sees a complete version; a version claim keeps concurrent exporters apar
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -137,3 +139,26 @@ def publish_model(base: str, name: str, *, model=None, saved_model: Path | None 
     else:
         target = export_saved_model(model, base, name=name, version=version)
     return int(target.name), str(target.resolve())
+
+
+def publish_registered(base: str, name: str, registered_model: str, which: str | int, *, mlflow_uri: str | None = None,
+                       precision: str = "float32", version: int | None = None, client=None) -> tuple[int, str]:
+    """Publish registered version/alias `which`: its packaged SavedModel as is when that computes
+    in `precision` (serving runs exactly what the registry holds), else its .keras model exported
+    in `precision`; then tag the registry version with the serving version and path."""
+    from imfuse.export import packaged_keras, packaged_saved_model, saved_model_precision
+    from imfuse.networks import load_model
+    from imfuse.tracking.registry import download_model, get_version
+
+    check_base_path(base)  # before any download or model load
+    registry_version = get_version(registered_model, which, mlflow_uri).version
+    downloaded = download_model(registered_model, str(registry_version), mlflow_uri)
+    saved_model = packaged_saved_model(downloaded) if downloaded.is_dir() else None
+    if saved_model is not None and saved_model_precision(saved_model) != precision:
+        print(f"the registered SavedModel computes in {saved_model_precision(saved_model)}; "
+              f"exporting the registered .keras model in {precision} instead", file=sys.stderr)
+        saved_model = None
+    model = None if saved_model is not None else load_model(packaged_keras(downloaded), precision=precision)
+    served, path = publish_model(base, name, model=model, saved_model=saved_model, version=version, client=client)
+    tag_registry_version(mlflow_uri, registered_model, registry_version, served, path)
+    return served, path

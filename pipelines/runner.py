@@ -230,12 +230,12 @@ def _serve_base_model(result: LocalRunResult, params: PipelineParams) -> None:
         champion, _ = champion_metric(registered_model_name(params.variant), GATE_METRIC, result.tracking_uri)
         if champion is not None:
             return
-    from imfuse.export import export_saved_model
     from imfuse.networks import load_model
+    from imfuse.publish import publish_model
 
-    path = export_saved_model(load_model(base_model_path(params.variant)), result.model_base_path.parent,
-                              name=result.model_name)
-    result.serving_version, result.serving_base_model = int(path.name), True
+    model = load_model(base_model_path(params.variant))
+    result.serving_version, _ = publish_model(str(result.model_base_path.parent), result.model_name, model=model)
+    result.serving_base_model = True
 
 
 def _read_registry(result: LocalRunResult, variant: str) -> None:

@@ -517,6 +517,11 @@ def test_export_from_registry_publishes_the_registered_saved_model(model, tmp_pa
     for part in ("saved_model.pb", "variables/variables.index"):
         assert (served / part).read_bytes() == (package / "saved_model" / part).read_bytes()
     assert "stylize_rest" in out
+    from imfuse.tracking import TAG_SERVING_PATH, TAG_SERVING_VERSION
+    from imfuse.tracking.registry import get_version
+
+    tags = get_version("exp-registry", version, mlflow_server).tags  # where it is served, as the export step records
+    assert (tags[TAG_SERVING_VERSION], tags[TAG_SERVING_PATH]) == ("4", str(served.resolve()))
     import json
 
     meta = json.loads((served / "assets.extra" / "imfuse_export.json").read_text())

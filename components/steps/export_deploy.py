@@ -25,29 +25,22 @@ def export_stage(
 ) -> dict:
     """Publish the next serving version; returns version and path.
 
-    With a registry version, the SavedModel registered with it is published as is, so
-    serving runs exactly what the registry holds; otherwise RUN_DIR/model.keras is exported.
+    With a registry version, `imfuse.publish.publish_registered` publishes what the registry
+    holds (as `imfuse export --from-registry` does); otherwise RUN_DIR/model.keras is exported.
     """
     from imfuse.errors import ConfigError
-    from imfuse.publish import check_base_path, publish_model, tag_registry_version
+    from imfuse.publish import check_base_path, publish_model, publish_registered
 
     base = (serving_base_path or os.environ.get("IMFUSE_SERVING_BASE_PATH", "")).strip()
     name = (model_name or os.environ.get("IMFUSE_MODEL_NAME", "") or "imfuse").strip()
     if not base:
         raise ConfigError("no serving base path: set the pipeline parameter serving_base_path or IMFUSE_SERVING_BASE_PATH")
     check_base_path(base)  # a bad base path fails before the model is loaded
-    from imfuse.export import packaged_saved_model
-    from imfuse.networks import load_model
-
-    saved_model, model = None, None
     if registered_model and registered_version:
-        from imfuse.tracking.registry import download_model
+        version, path = publish_registered(base, name, registered_model, registered_version,
+                                           mlflow_uri=mlflow_uri or None, client=client)
+    else:
+        from imfuse.networks import load_model
 
-        downloaded = download_model(registered_model, str(registered_version), mlflow_uri or None)
-        saved_model = packaged_saved_model(downloaded) if downloaded.is_dir() else None
-    if saved_model is None:
-        model = load_model(Path(model_dir) / "model.keras")
-    version, path = publish_model(base, name, model=model, saved_model=saved_model, client=client)
-    if registered_model and registered_version:
-        tag_registry_version(mlflow_uri, registered_model, registered_version, version, path)
+        version, path = publish_model(base, name, model=load_model(Path(model_dir) / "model.keras"), client=client)
     return {"serving_version": version, "path": path, "model_name": name}
