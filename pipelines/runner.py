@@ -219,17 +219,12 @@ def _serve_base_model(result: LocalRunResult, params: PipelineParams) -> None:
     """A refused candidate leaves serving as it was; on a first run that is nothing, so
     export the shipped base model the candidate was gated against (when the run started
     from it), rather than leave the user without a model to call."""
-    from imfuse.base_model import base_model_path, shipped_variants
+    from imfuse.base_model import base_model_path
+    from imfuse.training.warm_start import AUTO, starts_from_base
 
-    if params.variant not in shipped_variants() or params.init_from not in (None, "", "auto", "base"):
+    # auto starts from (and is gated against) a champion if any; unset is the pipeline's auto
+    if not starts_from_base(params.init_from or AUTO, params.variant, result.tracking_uri):
         return
-    if params.init_from in (None, "", "auto"):  # auto starts from (and is gated against) a champion if any
-        from imfuse.tracking import GATE_METRIC, registered_model_name
-        from imfuse.tracking.registry import champion_metric
-
-        champion, _ = champion_metric(registered_model_name(params.variant), GATE_METRIC, result.tracking_uri)
-        if champion is not None:
-            return
     from imfuse.networks import load_model
     from imfuse.publish import publish_model
 

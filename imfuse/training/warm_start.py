@@ -34,18 +34,34 @@ def _registered(spec: str, tracking_uri: str | None) -> str:
     return str(registered_keras(name, which, tracking_uri))
 
 
-def _auto(variant: str, tracking_uri: str | None) -> str | None:
-    from imfuse.base_model import base_model_path, shipped_variants
+def _champion(variant: str, tracking_uri: str | None):
+    """The registry's champion of `variant` (its best version by the gate metric), or None."""
     from imfuse.tracking import GATE_METRIC, registered_model_name
     from imfuse.tracking.registry import champion_metric
 
-    name = registered_model_name(variant)
-    champion, _ = champion_metric(name, GATE_METRIC, tracking_uri)
+    return champion_metric(registered_model_name(variant), GATE_METRIC, tracking_uri)[0]
+
+
+def _auto(variant: str, tracking_uri: str | None) -> str | None:
+    from imfuse.base_model import base_model_path, shipped_variants
+    from imfuse.tracking import registered_model_name
+
+    champion = _champion(variant, tracking_uri)
     if champion is not None:
-        return _registered(f"{MODELS_SCHEME}{name}/{champion.version}", tracking_uri)
+        return str(registered_keras(registered_model_name(variant), str(champion.version), tracking_uri))
     if variant in shipped_variants():
         return str(base_model_path(variant))
     return None
+
+
+def starts_from_base(spec: str, variant: str, tracking_uri: str | None = None) -> bool:
+    """Whether --init-from `spec` begins at the shipped base model: 'base', or 'auto' while no
+    champion is registered (decided without downloading anything)."""
+    from imfuse.base_model import BASE, shipped_variants
+
+    if variant not in shipped_variants() or spec not in (AUTO, BASE):
+        return False
+    return spec == BASE or _champion(variant, tracking_uri) is None
 
 
 def resolve_init(spec: str, variant: str, tracking_uri: str | None = None) -> str | None:
