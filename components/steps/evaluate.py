@@ -55,10 +55,11 @@ def evaluate_stage(
     gate_tolerance: float,
 ):
     """Run the evaluation of RUN_DIR/model.keras; returns imfuse's EvalResult."""
+    from imfuse.training.checkpoints import MODEL_FILE
     from imfuse.training.evaluate import EvalConfig, evaluate
 
     cfg = EvalConfig(
-        model_path=str(Path(model_dir) / "model.keras"),
+        model_path=str(Path(model_dir) / MODEL_FILE),
         data_dir=data_dir,
         out_dir=out_dir,
         tracking_uri=mlflow_uri or None,

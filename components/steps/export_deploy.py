@@ -41,6 +41,7 @@ def export_stage(
                                            mlflow_uri=mlflow_uri or None, client=client)
     else:
         from imfuse.networks import load_model
+        from imfuse.training.checkpoints import MODEL_FILE
 
-        version, path = publish_model(base, name, model=load_model(Path(model_dir) / "model.keras"), client=client)
+        version, path = publish_model(base, name, model=load_model(Path(model_dir) / MODEL_FILE), client=client)
     return {"serving_version": version, "path": path, "model_name": name}

@@ -8,29 +8,22 @@ run's `imfuse.blessed` tag, so a hand-run of this step cannot promote an unbless
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
 def model_run(model_dir: str | Path, metadata: dict | None = None) -> tuple[str, str]:
-    """(MLflow run id, variant) of a train step's Model artefact."""
+    """(MLflow run id, variant) of a train step's Model artefact: its metadata, else its run files."""
     from imfuse.errors import ModelError
+    from imfuse.tracking.runs import RUN_FILE, read_run_file
+    from imfuse.training.checkpoints import CONFIG_FILE, read_run_config
 
     metadata = metadata or {}
-    run_id = metadata.get("mlflow_run_id")
+    run_id = metadata.get("mlflow_run_id") or (read_run_file(model_dir) or {}).get("run_id")
     if not run_id:
-        path = Path(model_dir) / "mlflow_run.json"
-        try:
-            run_id = json.loads(path.read_text(encoding="utf-8"))["run_id"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"{path}: cannot read the model's MLflow run id ({exc})") from None
-    variant = metadata.get("variant")
+        raise ModelError(f"{Path(model_dir) / RUN_FILE}: cannot read the model's MLflow run id")
+    variant = metadata.get("variant") or ((read_run_config(model_dir) or {}).get("config") or {}).get("variant")
     if not variant:
-        config = Path(model_dir) / "train_config.json"
-        try:
-            variant = json.loads(config.read_text(encoding="utf-8"))["config"]["variant"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"{config}: cannot read the model's variant ({exc})") from None
+        raise ModelError(f"{Path(model_dir) / CONFIG_FILE}: cannot read the model's variant")
     return str(run_id), str(variant)
 
 
@@ -40,11 +33,12 @@ def register_stage(model_dir: str, mlflow_uri: str, promote: bool, metadata: dic
     from imfuse.tracking import TAG_PIPELINE_REGISTERED, registered_model_name
     from imfuse.tracking.registry import get_version, promote as promote_version
     from imfuse.tracking.runs import resolve_tracking_uri
+    from imfuse.training.checkpoints import MODEL_FILE
     from imfuse.training.tracked import register_model
 
     uri = resolve_tracking_uri(mlflow_uri or None)
     run_id, variant = model_run(model_dir, metadata)
-    model_file = Path(model_dir) / "model.keras"
+    model_file = Path(model_dir) / MODEL_FILE
     if not model_file.is_file():
         raise ModelError(f"{model_file} not found: the Model artefact holds no trained model")
     version = register_model(uri, run_id, model_file, variant, run_tags={TAG_PIPELINE_REGISTERED: "true"})

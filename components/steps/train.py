@@ -10,13 +10,9 @@ checkpoints with their optimizer state.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
-
-
-RUN_FILES = ("model.keras", "history.jsonl", "train_config.json", "mlflow_run.json")
 
 
 def train_args(
@@ -66,9 +62,10 @@ def train_config(
 
 def last_metrics(run_dir: str | Path) -> dict[str, float]:
     """The last history.jsonl record's metrics (train/loss, ...)."""
+    from imfuse.training.checkpoints import HISTORY_FILE
     from imfuse.training.progress import read_history
 
-    records = read_history(Path(run_dir) / "history.jsonl")
+    records = read_history(Path(run_dir) / HISTORY_FILE)
     return dict(records[-1][1]) if records else {}
 
 
@@ -88,20 +85,24 @@ def train_stage(
 
 
 def collect_run(run_dir: str | Path, out_dir: str, variant: str, steps: int, image_size: int, batch_size: int) -> dict:
-    """Copy a finished run's files (RUN_FILES, not the checkpoints) to `out_dir`; returns its metadata.
+    """Copy a finished run's files (model, history, config, MLflow run; not the checkpoints)
+    to `out_dir`; returns its metadata.
 
     Shared by the in-pod step and the distributed one (there `run_dir` is the chief's --out)."""
+    from imfuse.tracking.runs import RUN_FILE, read_run_file
+    from imfuse.training.checkpoints import CONFIG_FILE, HISTORY_FILE, MODEL_FILE
+
     run_dir = Path(run_dir)
-    missing = [name for name in ("model.keras", "mlflow_run.json") if not (run_dir / name).is_file()]
+    missing = [name for name in (MODEL_FILE, RUN_FILE) if not (run_dir / name).is_file()]
     if missing:
         raise RuntimeError(f"imfuse train finished without {', '.join(missing)} in {run_dir}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
+    for name in (MODEL_FILE, HISTORY_FILE, CONFIG_FILE, RUN_FILE):
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, out / name)
     metrics = last_metrics(run_dir)
-    run = json.loads((out / "mlflow_run.json").read_text(encoding="utf-8"))
+    run = read_run_file(out)
     return {
         "mlflow_run_id": run["run_id"],
         "tracking_uri": run.get("tracking_uri", ""),

@@ -153,13 +153,15 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     )
 
     grid = _grid(cfg, model, contents, styles, out_dir)
-    history = run_dir / "history.jsonl"
+    from imfuse.training.checkpoints import HISTORY_FILE
+
+    history = run_dir / HISTORY_FILE
     from imfuse.training.plots import loss_curves
 
     curves = loss_curves(history, out_dir / "curves")
-    manifest = Path(cfg.data_dir) / "manifest.json"
-    from imfuse.data.manifest import peek_dataset_hash
+    from imfuse.data.manifest import MANIFEST, peek_dataset_hash
 
+    manifest = Path(cfg.data_dir) / MANIFEST
     report = {
         "model": str(model_path),
         "variant": variant,

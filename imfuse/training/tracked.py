@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from imfuse.errors import ConfigError
 from imfuse.training.config import TrainConfig
 
-RUN_ARTIFACTS = ("train_config.json", "history.jsonl")
-
 
 @dataclass
 class TrackedTraining:
@@ -44,10 +42,11 @@ def train_tracked(
         return TrackedTraining(train(config, progress=progress))
 
     from imfuse.tracking.runs import TrainingRun
+    from imfuse.training.checkpoints import CONFIG_FILE, HISTORY_FILE
 
     with TrainingRun(mlflow_uri, config.out_dir, config.variant, config.to_dict()) as tracking:
         result = train(config, on_log=lambda step, metrics: tracking.log_metrics(metrics, step), progress=progress)
-        for name in RUN_ARTIFACTS:
+        for name in (CONFIG_FILE, HISTORY_FILE):
             path = os.path.join(config.out_dir, name)
             if os.path.isfile(path):
                 tracking.log_artifact(path)
