@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # Rec. 601 luma, YIQ's Y: masks, video flicker, demo palettes
 RGB_TO_YIQ = np.array(
-    [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]],
+    [LUMA_WEIGHTS, [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]],
     dtype=np.float32,
 )  # the one copy: the serving graph (imfuse.serving_signatures) builds its constants from these
 YIQ_TO_RGB = np.linalg.inv(RGB_TO_YIQ).astype(np.float32)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from imfuse.color import LUMA_WEIGHTS
 from imfuse.errors import ImageError
 from imfuse.fetch import fetch_url
 
@@ -326,7 +327,7 @@ def load_mask(
     if img.alpha is not None:
         mask = img.alpha
     else:
-        mask = img.rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        mask = img.rgb @ np.array(LUMA_WEIGHTS, dtype=np.float32)
     return _resize_channel(mask.astype(np.float32), size_hw, Image.Resampling.BILINEAR)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from imfuse.color import RGB_TO_YIQ, YIQ_TO_RGB
+from imfuse.color import LUMA_WEIGHTS, RGB_TO_YIQ, YIQ_TO_RGB
 
 # Same limits as imfuse.images.DEFAULT_LIMITS, enforced in the graph for serving.
 MIN_SIDE = 16
@@ -184,7 +184,7 @@ def decode_mask(data: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tens
             image = tf.io.decode_image(data, channels=0, expand_animations=False, dtype=tf.uint8)
         image = tf.cast(image, tf.float32) / 255.0
         channels = tf.shape(image)[-1]
-        luminance = tf.constant([0.299, 0.587, 0.114], tf.float32)
+        luminance = tf.constant(LUMA_WEIGHTS, tf.float32)
         gray = tf.switch_case(
             tf.clip_by_value(channels - 1, 0, 3),
             branch_fns=[

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from imfuse.color import LUMA_WEIGHTS
 from imfuse.errors import ConfigError
 
 DEFAULT_WEIGHT = 0.8
@@ -51,8 +52,8 @@ def to_gray(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 or float in [0, 1] -> float32 (H, W) luma in [0, 1]."""
     arr = np.asarray(rgb)
     scale = np.float32(1.0 / 255.0) if arr.dtype == np.uint8 else np.float32(1.0)
-    return (arr[..., 0] * np.float32(0.299 * scale) + arr[..., 1] * np.float32(0.587 * scale)
-            + arr[..., 2] * np.float32(0.114 * scale)).astype(np.float32)
+    r, g, b = (np.float32(w * scale) for w in LUMA_WEIGHTS)
+    return (arr[..., 0] * r + arr[..., 1] * g + arr[..., 2] * b).astype(np.float32)
 
 
 def _resize_plane(plane: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:

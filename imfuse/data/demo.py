@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
+from imfuse.color import LUMA_WEIGHTS
 from imfuse.errors import ConfigError, ImageError
 from imfuse.images import resize_pil_shorter
 
@@ -440,9 +441,9 @@ def posterized_photo(rng, w, h):
         idx = np.asarray(q)
         pal = np.array(q.getpalette()[: 3 * k], dtype=np.float32).reshape(-1, 3)
         pal = np.pad(pal, ((0, k - len(pal)), (0, 0)))
-        order = np.argsort(np.argsort(pal @ [0.299, 0.587, 0.114]))
+        order = np.argsort(np.argsort(pal @ LUMA_WEIGHTS))
         colours = _colours(rng, 5)
-        colours = colours[np.argsort(colours @ [0.299, 0.587, 0.114])]
+        colours = colours[np.argsort(colours @ LUMA_WEIGHTS)]
         ramp = colours[np.round(np.linspace(0, len(colours) - 1, k)).astype(int)]
         mix = rng.uniform(0.5, 1.0)
         poster = ramp[order[idx]] * mix + pal[idx] * (1 - mix)
