@@ -99,6 +99,26 @@ def test_idle_batcher_does_not_hold_a_lone_request():
         batcher.stop()
 
 
+def test_idle_worker_releases_its_last_batch_and_the_model_behind_it():
+    """After a version unloads, no batch thread may keep it alive (its memory must return)."""
+    import gc
+    import weakref
+
+    batcher = Batcher(BatchingOptions(max_batch_size=8, batch_timeout_micros=1000, num_batch_threads=1))
+    try:
+        run = Recorder()  # stands in for the servable a request's run function is bound to
+        gone = weakref.ref(run)
+        assert batcher.submit("k", {"x": np.ones(1, np.float32)}, 1, run).result(timeout=5)["y"].shape == (1,)
+        del run
+        deadline = time.monotonic() + 3
+        while gone() is not None and time.monotonic() < deadline:
+            gc.collect()
+            time.sleep(0.02)
+        assert gone() is None, "the idle batch worker still holds the last run function"
+    finally:
+        batcher.stop()
+
+
 def test_different_layouts_never_share_a_batch():
     batcher = Batcher(BatchingOptions(max_batch_size=8, batch_timeout_micros=100_000, num_batch_threads=1))
     run = Recorder()

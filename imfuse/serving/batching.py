@@ -164,6 +164,9 @@ class Batcher:
             try:
                 run_tasks(batch)
             finally:
+                # An idle worker must not keep its last batch (and through it the servable,
+                # maybe a version unloaded since) alive while it waits for the next one.
+                batch = None
                 with self._cond:
                     self._running -= 1
                     self._cond.notify_all()
