@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from imfuse.errors import ConfigError, DataError, ModelError
-from imfuse.versions import version_dirs
+from imfuse.versions import is_saved_model, version_dirs
 
 SIGNATURE = "stylize_with_embedding"
 QUARANTINE_FILE = "quarantine.jsonl"
@@ -70,10 +70,10 @@ def resolve_saved_model(model: str, scratch: str) -> str:
         from imfuse.networks import load_model
 
         return str(export_saved_model(load_model(path), scratch, name="batch"))
-    if (path / "saved_model.pb").is_file():
+    if is_saved_model(path):
         return str(path)
     if path.is_dir():
-        versions = {v: p for v, p in version_dirs(path).items() if (p / "saved_model.pb").is_file()}
+        versions = {v: p for v, p in version_dirs(path).items() if is_saved_model(p)}
         if versions:
             return str(versions[max(versions)])
     if not path.exists():

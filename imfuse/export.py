@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imfuse.errors import ConfigError, ModelError
-from imfuse.versions import version_dirs
+from imfuse.versions import is_saved_model, version_dirs
 
 if TYPE_CHECKING:  # pragma: no cover
     from imfuse.networks.model import StyleTransferModel
@@ -513,7 +513,7 @@ def publish_saved_model(
     requests) are rewritten for the new place.
     """
     src = Path(src)
-    if not (src / "saved_model.pb").is_file():
+    if not is_saved_model(src):
         raise ModelError(f"{src} is not a SavedModel folder (no saved_model.pb)")
     meta = read_export_metadata(src)
 
@@ -561,7 +561,7 @@ def saved_model_precision(version_dir: str | os.PathLike) -> str:
 def packaged_saved_model(path: str | os.PathLike) -> Path | None:
     """The SavedModel inside a (downloaded) registry artefact folder, if it has one."""
     candidate = Path(path) / REGISTRY_SAVED_MODEL
-    return candidate if (candidate / "saved_model.pb").is_file() else None
+    return candidate if is_saved_model(candidate) else None
 
 
 def packaged_keras(path: str | os.PathLike) -> Path:

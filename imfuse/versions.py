@@ -17,6 +17,11 @@ def version_number(name: str) -> int | None:
     return int(name) if name.isascii() and name.isdigit() else None
 
 
+def is_saved_model(path: str | os.PathLike) -> bool:
+    """A SavedModel folder: saved_model.pb or .pbtxt in it (TF Serving's rule for a complete version)."""
+    return any((Path(path) / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt"))
+
+
 def version_dirs(base: str | os.PathLike) -> dict[int, Path]:
     """Integer-named subfolders of `base` by version ({} when `base` is not a folder)."""
     base = Path(base)

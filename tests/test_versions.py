@@ -1,4 +1,4 @@
-from imfuse.versions import version_dirs, version_number
+from imfuse.versions import is_saved_model, version_dirs, version_number
 
 
 def test_version_number_takes_ascii_integers_only():
@@ -15,3 +15,11 @@ def test_version_dirs_lists_integer_subfolders_only(tmp_path):
     assert sorted(version_dirs(tmp_path)) == [1, 3, 10]
     assert version_dirs(tmp_path)[10] == tmp_path / "10"
     assert version_dirs(tmp_path / "missing") == {}
+
+
+def test_is_saved_model_accepts_binary_or_text_protos(tmp_path):
+    for name in ("saved_model.pb", "saved_model.pbtxt"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / name).write_bytes(b"")
+        assert is_saved_model(tmp_path / name)
+    assert not is_saved_model(tmp_path) and not is_saved_model(tmp_path / "missing")

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from imfuse.errors import ConfigError
 from imfuse.images import to_uint8 as _to_uint8
+from imfuse.versions import is_saved_model
 
 Teacher = Callable[[np.ndarray, np.ndarray], np.ndarray]
 LITE = "lite"
@@ -96,7 +96,7 @@ def load_teacher(spec: str) -> Teacher:
     path = os.path.expanduser(spec)
     if path.endswith(".keras") and os.path.isfile(path):
         return keras_teacher(path)
-    if (Path(path) / "saved_model.pb").is_file():
+    if is_saved_model(path):
         return saved_model_teacher(path)
     raise ConfigError(
         f"--teacher must be 'lite', an imfuse .keras model or a SavedModel folder; {spec!r} is none of these"
