@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from imfuse.errors import ConfigError, DataError, ModelError
+from imfuse.stylize import check_strength
 from imfuse.versions import is_saved_model, version_dirs
 
 SIGNATURE = "stylize_with_embedding"
@@ -50,8 +51,7 @@ class BatchConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if not 0.0 <= float(self.strength) <= 1.0:
-            raise ConfigError(f"--strength must be between 0 and 1, got {self.strength}")
+        check_strength(self.strength, "--strength")
         if self.max_side is not None and self.max_side < 16:
             raise ConfigError(f"--max-side must be at least 16, got {self.max_side}")
         if self.batch_size < 1:

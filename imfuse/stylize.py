@@ -27,6 +27,12 @@ def _check_image(rgb: np.ndarray, what: str) -> np.ndarray:
     return arr
 
 
+def check_strength(strength: float, name: str = "strength") -> None:
+    """ConfigError unless 0 <= strength <= 1 (0: the content's own embedding, 1: the style's)."""
+    if not 0.0 <= float(strength) <= 1.0:
+        raise ConfigError(f"{name} must be between 0 and 1, got {strength}")
+
+
 def mix_style_embeddings(model: "StyleTransferModel", styles: list[tuple[np.ndarray, float]]) -> np.ndarray:
     """Weighted average (weights normalised to sum 1) of the styles' embeddings -> (1, D)."""
     if not styles:
@@ -101,8 +107,7 @@ def stylize_with_model(
         embedding = np.asarray(embedding, np.float32).reshape(1, -1)
         if embedding.shape[1] != model.embedding_dim or not np.isfinite(embedding).all():
             raise ConfigError(f"embedding must be {model.embedding_dim} finite values, got shape {embedding.shape[1:]}")
-    if not 0.0 <= float(strength) <= 1.0:
-        raise ConfigError(f"strength must be between 0 and 1, got {strength}")
+    check_strength(strength)
     from imfuse import tiling
 
     h, w = content.shape[:2]

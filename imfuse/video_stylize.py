@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from imfuse.errors import ConfigError
+from imfuse.stylize import check_strength
 from imfuse.video_stability import StabilityConfig, TemporalStabilizer
 
 
@@ -35,8 +36,7 @@ class VideoOptions:
     stability: StabilityConfig = field(default_factory=StabilityConfig)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= float(self.strength) <= 1.0:
-            raise ConfigError(f"strength must be between 0 and 1, got {self.strength}")
+        check_strength(self.strength)
         if self.style_scale is not None and not float(self.style_scale) > 0:
             raise ConfigError(f"style scale must be positive, got {self.style_scale}")
 
