@@ -55,6 +55,8 @@ class PipelineParams:
 
     def validate(self) -> None:
         """ConfigError naming the first bad value (before anything starts)."""
+        from imfuse.data.demo import demo_sources
+
         if self.variant is not None and self.variant not in VARIANTS:
             raise ConfigError(f"--variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         for name, low in (("steps", 1), ("batch_size", 1), ("image_size", 32), ("gatys_steps", 0), ("eval_max_pairs", 2)):
@@ -63,8 +65,7 @@ class PipelineParams:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
         if self.gate_tolerance is not None and not self.gate_tolerance >= 0:
             raise ConfigError(f"--gate-tolerance must be >= 0, got {self.gate_tolerance}")
-        if bool(self.content_source) != bool(self.styles_source):
-            raise ConfigError("give both --content-source and --styles-source, or neither (demo data)")
+        demo_sources(self.content_source, self.styles_source)  # both or neither
         if self.model_name is not None and not re.fullmatch(r"[A-Za-z0-9._-]+", self.model_name):
             raise ConfigError(f"--model-name must be letters, digits, '.', '_' or '-', got {self.model_name!r}")
 

@@ -21,19 +21,12 @@ def prepared_sizes(image_size: int) -> dict[str, int]:
 
 def prepare_stage(out_dir: str, content_source: str, styles_source: str, image_size: int, progress: bool = False) -> dict:
     """Ingest the sources (or fresh demo images) into `out_dir`; returns the manifest."""
+    from imfuse.data.demo import demo_sources, write_demo_data
     from imfuse.data.prepare import PrepareConfig, prepare_dataset
-    from imfuse.errors import ConfigError
 
     content_source, styles_source = content_source.strip(), styles_source.strip()
-    if bool(content_source) != bool(styles_source):
-        raise ConfigError(
-            "give both content_source and styles_source, or neither (then demo images are generated); "
-            f"got content_source={content_source!r}, styles_source={styles_source!r}"
-        )
     with tempfile.TemporaryDirectory(prefix="imfuse-demo-") as tmp:
-        if not content_source:
-            from imfuse.data.demo import write_demo_data
-
+        if demo_sources(content_source, styles_source):
             # demo landscapes need >= 66 px (imfuse.data.demo draws features of h // 6 > 10 px)
             demo_size = min(max(128, 2 * int(image_size)), 512)
             write_demo_data(tmp, n_content=DEMO_IMAGES, n_styles=DEMO_IMAGES, size=demo_size)

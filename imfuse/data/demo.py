@@ -486,6 +486,14 @@ def _save_jpeg(im: Image.Image, path: Path) -> Path:
     return path
 
 
+def demo_sources(content: str | None, styles: str | None) -> bool:
+    """True when neither source is given (demo images stand in); ConfigError when only one is."""
+    if bool(content) != bool(styles):
+        raise ConfigError("give both content_source and styles_source, or neither (then demo images are generated); "
+                          f"got content_source={content!r}, styles_source={styles!r}")
+    return not content
+
+
 def write_demo_data(
     out_dir: str | Path, n_content: int = 12, n_styles: int = 12, size: int = 320
 ) -> dict[str, list[Path]]:
