@@ -117,9 +117,10 @@ def test_train_args_match_the_train_cli():
     assert "--init-from" not in train_args("D", "R", "reduced", 1, 32, 1, "")
 
 
-@pytest.mark.parametrize("extra", [(), ("base", 1e-4, "lite", True), ("", 3e-4, "", False)])
+@pytest.mark.parametrize("extra", [(), ("base", 1e-4, "lite", True), ("", 3e-4, "", False), ("", 1e-3, "", False)])
 def test_train_config_is_what_the_cli_builds_from_train_args(extra):
-    """The in-pod step (library call) and the TFJob pods (`imfuse train` argv) train alike."""
+    """The in-pod step (library call) and the TFJob pods (`imfuse train` argv, derived from
+    the config's fields; a default left out) train alike."""
     from components.steps.train import train_config
     from imfuse.cli import build_parser
     from imfuse.cli.train import config_from_args

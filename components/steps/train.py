@@ -15,42 +15,30 @@ import tempfile
 from pathlib import Path
 
 
-def train_args(
-    data_dir: str, run_dir: str, variant: str, steps: int, image_size: int, batch_size: int, mlflow_uri: str,
-    init_from: str = "", learning_rate: float = 0.0, teacher: str = "", distill_only: bool = False,
-) -> list[str]:
-    """The `imfuse train` command line of one pipeline training (empty/0: imfuse's defaults).
-
-    distill_only: the teacher's L1 term alone (Gatys weights 0), which skips the loss network."""
-    args = [
-        "train", "--data", data_dir, "--out", run_dir, "--variant", variant, "--steps", str(steps),
-        "--image-size", str(image_size), "--style-size", str(image_size), "--batch-size", str(batch_size),
-    ]
-    if init_from:
-        args += ["--init-from", init_from]
-    if learning_rate > 0:
-        args += ["--learning-rate", repr(float(learning_rate))]
-    if teacher:
-        args += ["--teacher", teacher]
-    if distill_only:
-        args += ["--content-weight", "0", "--style-weight", "0", "--tv-weight", "0"]
-    if mlflow_uri:
-        args += ["--mlflow-uri", mlflow_uri]
-    return args
+# TrainConfig fields a pipeline training sets and their `imfuse train` flags, in argv order;
+# the first seven are always passed, the rest where they differ from TrainConfig's defaults.
+TRAIN_FLAGS = {"data_dir": "--data", "out_dir": "--out", "variant": "--variant", "steps": "--steps",
+               "image_size": "--image-size", "style_size": "--style-size", "batch_size": "--batch-size",
+               "init_from": "--init-from", "learning_rate": "--learning-rate", "teacher": "--teacher",
+               "content_weight": "--content-weight", "style_weight": "--style-weight", "tv_weight": "--tv-weight"}
 
 
 def train_config(
     data_dir: str, run_dir: str, variant: str, steps: int, image_size: int, batch_size: int, mlflow_uri: str,
     init_from: str = "", learning_rate: float = 0.0, teacher: str = "", distill_only: bool = False,
+    *, resolve: bool = True,
 ):
-    """The TrainConfig of one pipeline training: what `imfuse train train_args(...)` builds (a test checks)."""
+    """The TrainConfig of one pipeline training (empty/0: TrainConfig's defaults); `resolve`
+    turns init_from (auto, base, models:/...) into its .keras path as `imfuse train` does.
+
+    distill_only: the teacher's L1 term alone (Gatys weights 0), which skips the loss network."""
     from imfuse.training.config import TrainConfig
     from imfuse.training.warm_start import resolve_init
 
     options = dict(data_dir=data_dir, out_dir=run_dir, variant=variant, steps=int(steps), image_size=int(image_size),
                    style_size=int(image_size), batch_size=int(batch_size))
     if init_from:
-        options["init_from"] = resolve_init(init_from, variant, mlflow_uri or None)
+        options["init_from"] = resolve_init(init_from, variant, mlflow_uri or None) if resolve else init_from
     if learning_rate > 0:
         options["learning_rate"] = float(learning_rate)
     if teacher:
@@ -58,6 +46,22 @@ def train_config(
     if distill_only:
         options.update(content_weight=0.0, style_weight=0.0, tv_weight=0.0)
     return TrainConfig(**options)
+
+
+def train_args(data_dir: str, run_dir: str, variant: str, steps: int, image_size: int, batch_size: int,
+               mlflow_uri: str, *extra) -> list[str]:
+    """The `imfuse train` command line of train_config(...) (a test parses it back), for the
+    distributed step's pods; init_from stays as given, each pod resolves it."""
+    import dataclasses
+
+    config = train_config(data_dir, run_dir, variant, steps, image_size, batch_size, mlflow_uri, *extra, resolve=False)
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    argv = ["train"]
+    for i, (name, flag) in enumerate(TRAIN_FLAGS.items()):
+        value = getattr(config, name)
+        if i < 7 or value != defaults[name]:
+            argv += [flag, str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)]
+    return argv + (["--mlflow-uri", mlflow_uri] if mlflow_uri else [])
 
 
 def last_metrics(run_dir: str | Path) -> dict[str, float]:

@@ -215,14 +215,11 @@ def render_tfjob(
     }
 
 
-def job_args(data_dir: str, run_dir: str, variant: str, steps: int, image_size: int, batch_size: int,
-             mlflow_uri: str, init_from: str = "", learning_rate: float = 0.0, teacher: str = "",
-             distill_only: bool = False) -> list[str]:
-    """The in-pod step's `imfuse train` arguments plus `--strategy multiworker`."""
+def job_args(*args) -> list[str]:
+    """The in-pod step's `imfuse train` arguments (train_args(*args)) plus `--strategy multiworker`."""
     from components.steps.train import train_args
 
-    return train_args(data_dir, run_dir, variant, steps, image_size, batch_size, mlflow_uri, init_from,
-                      learning_rate, teacher, distill_only) + ["--strategy", "multiworker"]
+    return train_args(*args) + ["--strategy", "multiworker"]
 
 
 def forwarded_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
