@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -44,24 +45,35 @@ def gatys_baseline(cfg, lossnet, scorer, contents, styles, pairs, rows, progress
     return {"pairs": entries, "steps": cfg.gatys_steps, "seconds_per_image": seconds / len(entries), **summary}
 
 
-def baseline_model(champion_info, reg_name: str, uri: str | None, run_dir: Path) -> tuple[str, str] | None:
-    """(label, .keras path) of the model the candidate must not be worse than, or None.
+@dataclass
+class BaselineModel:
+    label: str  # "champion v3", "init model x.keras"
+    path: str  # its .keras file
+    champion_version: int | None = None  # the registry version, when it is the champion
 
-    The registry's champion when there is one (TFX Evaluator's baseline model), else the
-    model this run was warm-started from (train_config.json `init_from`): a fine-tune is
-    never blessed for being worse than where it began.
+
+def baseline_model(reg_name: str, gate_metric: str, uri: str | None, run_dir: Path) -> BaselineModel | None:
+    """The model the candidate must not be worse than, or None.
+
+    The registry's champion when there is one (TFX Evaluator's baseline model; looked up
+    only with a tracking `uri`), else the model this run was warm-started from
+    (train_config.json `init_from`): a fine-tune is never blessed for being worse than where it began.
     """
-    if champion_info is not None:
+    if uri is not None:
         from imfuse.errors import ModelError
+        from imfuse.tracking.registry import champion_metric
         from imfuse.training.warm_start import registered_keras
 
+        champion, _ = champion_metric(reg_name, gate_metric, uri)
         with contextlib.suppress(ModelError):  # a champion without a .keras model: the init model
-            return f"champion v{champion_info.version}", str(registered_keras(reg_name, str(champion_info.version), uri))
+            if champion is not None:
+                keras = registered_keras(reg_name, str(champion.version), uri)
+                return BaselineModel(f"champion v{champion.version}", str(keras), champion.version)
     from imfuse.training.checkpoints import read_run_config
 
     init = ((read_run_config(str(run_dir)) or {}).get("config") or {}).get("init_from")
     if init and Path(init).is_file():
-        return f"init model {Path(init).name}", init
+        return BaselineModel(f"init model {Path(init).name}", init)
     return None
 
 
@@ -69,6 +81,6 @@ def score_baseline(baseline, scorer, contents, styles, pairs, cfg) -> dict[str, 
     """The baseline model's gate metrics on exactly the candidate's pairs and size."""
     from imfuse.networks import load_model
 
-    rows, _ = score_model(load_model(baseline[1]), scorer, contents, styles, pairs, cfg.progress)
+    rows, _ = score_model(load_model(baseline.path), scorer, contents, styles, pairs, cfg.progress)
     skip = ("eval/identity", "eval/images_per_second", "eval/pairs")  # the candidate's own
     return {k: v for k, v in metrics_from_rows(rows, 0.0, {}).items() if not k.startswith(skip)}

@@ -25,44 +25,36 @@ def last_step(history: Path) -> int:
     return max((step for step, _ in records), default=0)
 
 
-def log_evaluation(cfg, uri, run_id, report, metrics, blessing, out_dir, manifest, history, loss_network, variant) -> str:
-    from imfuse.tracking import (
-        TAG_BLESSED,
-        TAG_DATASET_HASH,
-        TAG_EVAL_DATASET_HASH,
-        TAG_EVAL_GATE_METRIC,
-        TAG_EVAL_IMAGE_SIZE,
-        TAG_EVAL_LOSS_NETWORK,
-        TAG_GIT_COMMIT,
-        TAG_LOSS_NETWORK,
-        TAG_VARIANT,
-    )
-    from imfuse.tracking.runs import git_commit, log_to_run, start_run
+def evaluation_run(cfg, uri: str, run_id: str | None, report: dict) -> str:
+    """The run the evaluation logs into: the training's, else a new `evaluate-<model>` run."""
+    if run_id is not None:
+        return run_id
+    from imfuse.tracking import TAG_DATASET_HASH, TAG_GIT_COMMIT, TAG_LOSS_NETWORK, TAG_VARIANT
+    from imfuse.tracking.runs import git_commit, start_run
 
-    if run_id is None:
-        run_id = start_run(
-            uri,
-            run_name=f"evaluate-{Path(cfg.model_path).stem}",
-            tags={TAG_VARIANT: variant, TAG_LOSS_NETWORK: loss_network,
-                  TAG_DATASET_HASH: report["dataset_hash"] or "unknown", TAG_GIT_COMMIT: git_commit()},
-        )
-    artifacts = [(out_dir / "blessing.json", "eval"), (out_dir / "sample_grid.png", "eval")]
+    return start_run(
+        uri,
+        run_name=f"evaluate-{Path(cfg.model_path).stem}",
+        tags={TAG_VARIANT: report["variant"], TAG_LOSS_NETWORK: report["loss_network"],
+              TAG_DATASET_HASH: report["dataset_hash"] or "unknown", TAG_GIT_COMMIT: git_commit()},
+    )
+
+
+def log_evaluation(cfg, uri: str, run_id: str, report: dict, out_dir: Path, history: Path) -> None:
+    """Metrics, the gate's tags and the evaluation's files (report, blessing, grid, curves,
+    the dataset manifest) into run `run_id`."""
+    from imfuse.data.manifest import MANIFEST
+    from imfuse.tracking import (TAG_BLESSED, TAG_EVAL_DATASET_HASH, TAG_EVAL_GATE_METRIC, TAG_EVAL_IMAGE_SIZE,
+                                 TAG_EVAL_LOSS_NETWORK)
+    from imfuse.tracking.runs import log_to_run
+
+    artifacts = [(out_dir / name, "eval") for name in ("blessing.json", "sample_grid.png", "eval_report.json")]
     if (out_dir / "curves").is_dir():
         artifacts.append((out_dir / "curves", "eval/curves"))
+    manifest = Path(cfg.data_dir) / MANIFEST
     if manifest.is_file():
         artifacts.append((manifest, "dataset"))
-    log_to_run(
-        uri,
-        run_id,
-        metrics=metrics,
-        step=last_step(history),
-        artifacts=artifacts,
-        tags={
-            TAG_BLESSED: str(blessing.blessed).lower(),
-            TAG_EVAL_GATE_METRIC: cfg.gate_metric,
-            TAG_EVAL_LOSS_NETWORK: loss_network,
-            TAG_EVAL_IMAGE_SIZE: cfg.image_size,
-            TAG_EVAL_DATASET_HASH: report["dataset_hash"] or "unknown",
-        },
-    )
-    return run_id
+    tags = {TAG_BLESSED: str(report["blessing"]["blessed"]).lower(), TAG_EVAL_GATE_METRIC: cfg.gate_metric,
+            TAG_EVAL_LOSS_NETWORK: report["loss_network"], TAG_EVAL_IMAGE_SIZE: cfg.image_size,
+            TAG_EVAL_DATASET_HASH: report["dataset_hash"] or "unknown"}
+    log_to_run(uri, run_id, metrics=report["metrics"], step=last_step(history), artifacts=artifacts, tags=tags)

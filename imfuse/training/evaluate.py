@@ -18,16 +18,7 @@ from imfuse.errors import ConfigError, DataError
 from imfuse.losses import LossWeights
 from imfuse.tracking import GATE_METRIC, baseline_metric
 from imfuse.training.report import Blessing, decide_blessing, write_json
-from imfuse.training.scoring import (
-    SEEN,
-    SPLIT_OF,
-    TERMS,
-    UNSEEN,
-    PairScorer,
-    read_split,
-    select_pairs,
-    stylize_batch,
-)
+from imfuse.training.scoring import SEEN, UNSEEN, PairScorer, stylize_batch
 
 
 @dataclass
@@ -103,8 +94,11 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     from imfuse.networks import load_model
     from imfuse.tracking import registered_model_name
     from imfuse.training.baselines import baseline_model, gatys_baseline, score_baseline
-    from imfuse.training.eval_logging import log_evaluation, tracking_target
-    from imfuse.training.scoring import metrics_from_rows, score_model
+    from imfuse.training.checkpoints import HISTORY_FILE
+    from imfuse.training.eval_logging import evaluation_run, log_evaluation, tracking_target
+    from imfuse.training.plots import loss_curves
+    from imfuse.training.report import eval_report
+    from imfuse.training.scoring import metrics_from_rows, read_eval_images, score_model
 
     model_path = Path(cfg.model_path).resolve()
     run_dir = model_path.parent
@@ -112,89 +106,38 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     model = load_model(model_path)
     variant = getattr(getattr(model, "variant", None), "name", "reduced")
     reg_name = cfg.registered_model or registered_model_name(variant)
-    loss_network = cfg.loss_network or DEFAULT_LOSS_NETWORK
+    # the tracking server and the champion before the slow part: an unreachable server fails in seconds
+    uri, run_id = tracking_target(cfg, run_dir) if cfg.log_mlflow else (None, None)
+    baseline = baseline_model(reg_name, cfg.gate_metric, uri, run_dir)
+    contents, styles, pairs = read_eval_images(cfg.data_dir, cfg.image_size, cfg.max_pairs)
 
-    uri = run_id = None
-    champion_info = None
-    if cfg.log_mlflow:  # before the slow part: an unreachable server fails in seconds
-        from imfuse.tracking.registry import champion_metric
-
-        uri, run_id = tracking_target(cfg, run_dir)
-        champion_info, _ = champion_metric(reg_name, cfg.gate_metric, uri)
-    baseline = baseline_model(champion_info, reg_name, uri, run_dir)
-
-    limit = cfg.max_pairs
-    contents = read_split(cfg.data_dir, "content", "eval", cfg.image_size, limit)
-    styles = {g: read_split(cfg.data_dir, "style", SPLIT_OF[g], cfg.image_size, limit) for g in (SEEN, UNSEEN)}
-    for name, items in (("content/eval", contents), ("style/train", styles[SEEN]), ("style/unseen", styles[UNSEEN])):
-        if not items:
-            raise DataError(f"{Path(cfg.data_dir) / name}: no images; evaluation needs eval content, train and unseen styles")
-    pairs = select_pairs(len(contents), len(styles[SEEN]), len(styles[UNSEEN]), cfg.max_pairs)
-
-    lossnet = build_loss_network(loss_network)
+    lossnet = build_loss_network(cfg.loss_network or DEFAULT_LOSS_NETWORK)
     scorer = PairScorer(lossnet, cfg.weights)
     rows, images_per_second = score_model(model, scorer, contents, styles, pairs, cfg.progress)
     gatys = gatys_baseline(cfg, lossnet, scorer, contents, styles, pairs, rows, cfg.progress) if cfg.gatys_subset else {}
     metrics = metrics_from_rows(rows, images_per_second, gatys)
     if cfg.gate_metric not in metrics:
         raise ConfigError(f"unknown --gate-metric '{cfg.gate_metric}'; known: {', '.join(sorted(metrics))}")
-
     baseline_metrics = score_baseline(baseline, scorer, contents, styles, pairs, cfg) if baseline else {}
     metrics.update({baseline_metric(k): v for k, v in baseline_metrics.items()})
     blessing = decide_blessing(
-        cfg.gate_metric,
-        metrics[cfg.gate_metric],
-        baseline_metrics.get(cfg.gate_metric),
-        candidate_style_loss=metrics["eval/style_loss"],
-        identity_style_loss=metrics["eval/identity_style_loss"],
-        tolerance=cfg.gate_tolerance,
-        champion_version=champion_info.version if baseline and baseline[0].startswith("champion") else None,
-        baseline=baseline[0] if baseline else None,
+        cfg.gate_metric, metrics[cfg.gate_metric], baseline_metrics.get(cfg.gate_metric),
+        candidate_style_loss=metrics["eval/style_loss"], identity_style_loss=metrics["eval/identity_style_loss"],
+        tolerance=cfg.gate_tolerance, champion_version=baseline and baseline.champion_version,
+        baseline=baseline and baseline.label,
     )
 
-    grid = _grid(cfg, model, contents, styles, out_dir)
-    from imfuse.training.checkpoints import HISTORY_FILE
-
     history = run_dir / HISTORY_FILE
-    from imfuse.training.plots import loss_curves
-
-    curves = loss_curves(history, out_dir / "curves")
-    from imfuse.data.manifest import MANIFEST, peek_dataset_hash
-
-    manifest = Path(cfg.data_dir) / MANIFEST
-    report = {
-        "model": str(model_path),
-        "variant": variant,
-        "registered_model": reg_name,
-        "data_dir": str(Path(cfg.data_dir).resolve()),
-        "dataset_hash": peek_dataset_hash(cfg.data_dir),
-        "loss_network": loss_network,
-        "loss_configuration": lossnet.describe(),
-        "image_size": cfg.image_size,
-        "weights": {"content": cfg.weights.content, "style": cfg.weights.style, "tv": cfg.weights.tv},
-        "counts": {"contents": len(contents), "seen_styles": len(styles[SEEN]), "unseen_styles": len(styles[UNSEEN]), "pairs": len(pairs)},
-        "metrics": metrics,
-        "pairs": rows,
-        "baselines": {
-            "identity": {t: metrics[f"eval/identity_{t}"] for t in TERMS},
-            "gatys": gatys or {"pairs": [], "skipped": "gatys_subset is 0"},
-        },
-        "blessing": blessing.to_dict(),
-        "baseline_model": {"label": baseline[0], "path": baseline[1]} if baseline else None,
-        "tracking_uri": uri,
-        "run_id": run_id,
-        "artifacts": {"grid": grid.name, "curves": [f"curves/{p.name}" for p in curves]},
-    }
-    if not curves:
-        report["artifacts"]["curves_note"] = f"no loss history at {history}"
-    write_json(out_dir / "blessing.json", blessing.to_dict())
-
+    report = eval_report(
+        cfg, model_path=model_path, variant=variant, registered_model=reg_name, lossnet=lossnet, contents=contents,
+        styles=styles, pairs=pairs, metrics=metrics, rows=rows, gatys=gatys, blessing=blessing, baseline=baseline,
+        tracking_uri=uri, run_id=run_id, grid=_grid(cfg, model, contents, styles, out_dir),
+        curves=loss_curves(history, out_dir / "curves"), history=history,
+    )
     if cfg.log_mlflow:
-        run_id = log_evaluation(cfg, uri, run_id, report, metrics, blessing, out_dir, manifest, history, loss_network, variant)
-        report["run_id"] = run_id
+        report["run_id"] = run_id = evaluation_run(cfg, uri, run_id, report)
+    write_json(out_dir / "blessing.json", blessing.to_dict())
     write_json(out_dir / "eval_report.json", report)
     if cfg.log_mlflow:
-        from imfuse.tracking.runs import log_to_run
-
-        log_to_run(uri, run_id, artifacts=[(out_dir / "eval_report.json", "eval")])
+        log_evaluation(cfg, uri, run_id, report, out_dir, history)
     return EvalResult(report=report, blessing=blessing, out_dir=out_dir, run_id=run_id)

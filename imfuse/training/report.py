@@ -79,6 +79,42 @@ def decide_blessing(
     return Blessing(blessed=gate_ok and beats_identity, reason=f"{gate_text}; {identity_text}", **common)
 
 
+def eval_report(cfg, *, model_path: Path, variant: str, registered_model: str, lossnet, contents, styles, pairs,
+                metrics: dict, rows: list, gatys: dict, blessing: Blessing, baseline, tracking_uri: str | None,
+                run_id: str | None, grid: Path, curves: list[Path], history: Path) -> dict:
+    """eval_report.json: what was scored (model, data, sizes, weights), every pair's and the
+    averaged metrics, the baselines, the verdict and the artefacts' names."""
+    from imfuse.data.manifest import peek_dataset_hash
+    from imfuse.training.scoring import SEEN, TERMS, UNSEEN
+
+    report = {
+        "model": str(model_path),
+        "variant": variant,
+        "registered_model": registered_model,
+        "data_dir": str(Path(cfg.data_dir).resolve()),
+        "dataset_hash": peek_dataset_hash(cfg.data_dir),
+        "loss_network": lossnet.name,
+        "loss_configuration": lossnet.describe(),
+        "image_size": cfg.image_size,
+        "weights": {"content": cfg.weights.content, "style": cfg.weights.style, "tv": cfg.weights.tv},
+        "counts": {"contents": len(contents), "seen_styles": len(styles[SEEN]), "unseen_styles": len(styles[UNSEEN]), "pairs": len(pairs)},
+        "metrics": metrics,
+        "pairs": rows,
+        "baselines": {
+            "identity": {t: metrics[f"eval/identity_{t}"] for t in TERMS},
+            "gatys": gatys or {"pairs": [], "skipped": "gatys_subset is 0"},
+        },
+        "blessing": blessing.to_dict(),
+        "baseline_model": {"label": baseline.label, "path": baseline.path} if baseline else None,
+        "tracking_uri": tracking_uri,
+        "run_id": run_id,
+        "artifacts": {"grid": grid.name, "curves": [f"curves/{p.name}" for p in curves]},
+    }
+    if not curves:
+        report["artifacts"]["curves_note"] = f"no loss history at {history}"
+    return report
+
+
 def write_json(path: str | os.PathLike, data: dict) -> Path:
     """Atomic JSON write (a reader never sees half a report)."""
     path = Path(path)

@@ -44,6 +44,19 @@ def read_split(data_dir: str | os.PathLike, kind: str, split: str, size: int, li
             for source, data in read_examples(data_dir, kind, split, limit)]
 
 
+def read_eval_images(data_dir: str | os.PathLike, size: int, max_pairs: int | None):
+    """(eval contents, {seen: train styles, unseen: unseen styles}, pairs) at `size`;
+    DataError naming an empty split."""
+    from imfuse.errors import DataError
+
+    contents = read_split(data_dir, "content", "eval", size, max_pairs)
+    styles = {g: read_split(data_dir, "style", SPLIT_OF[g], size, max_pairs) for g in (SEEN, UNSEEN)}
+    for name, items in (("content/eval", contents), ("style/train", styles[SEEN]), ("style/unseen", styles[UNSEEN])):
+        if not items:
+            raise DataError(f"{os.path.join(data_dir, name)}: no images; evaluation needs eval content, train and unseen styles")
+    return contents, styles, select_pairs(len(contents), len(styles[SEEN]), len(styles[UNSEEN]), max_pairs)
+
+
 def _diagonal(n_content: int, n_style: int) -> list[tuple[int, int]]:
     """All (content, style) index pairs ordered so any prefix spreads over contents and styles."""
     order = []
