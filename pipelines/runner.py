@@ -220,11 +220,13 @@ def _serve_base_model(result: LocalRunResult, params: PipelineParams) -> None:
     """A refused candidate leaves serving as it was; on a first run that is nothing, so
     export the shipped base model the candidate was gated against (when the run started
     from it), rather than leave the user without a model to call."""
-    from imfuse.base_model import base_model_path
-    from imfuse.training.warm_start import AUTO, starts_from_base
+    from imfuse.base_model import BASE, base_model_path, shipped_variants
+    from imfuse.training.warm_start import AUTO, auto_spec
 
-    # auto starts from (and is gated against) a champion if any; unset is the pipeline's auto
-    if not starts_from_base(params.init_from or AUTO, params.variant, result.tracking_uri):
+    spec = params.init_from or AUTO  # unset: the pipeline's auto
+    if spec == AUTO:  # auto starts from (and is gated against) the champion if there is one
+        spec = auto_spec(params.variant, result.tracking_uri)
+    if spec != BASE or params.variant not in shipped_variants():
         return
     from imfuse.networks import load_model
     from imfuse.publish import publish_model

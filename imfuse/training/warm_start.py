@@ -34,34 +34,18 @@ def _registered(spec: str, tracking_uri: str | None) -> str:
     return str(registered_keras(name, which, tracking_uri))
 
 
-def _champion(variant: str, tracking_uri: str | None):
-    """The registry's champion of `variant` (its best version by the gate metric), or None."""
+def auto_spec(variant: str, tracking_uri: str | None = None) -> str | None:
+    """What 'auto' stands for, decided without downloading anything: the registry's champion
+    (models:/NAME/VERSION), else 'base' for a shipped variant, else None."""
+    from imfuse.base_model import BASE, shipped_variants
     from imfuse.tracking import GATE_METRIC, registered_model_name
     from imfuse.tracking.registry import champion_metric
 
-    return champion_metric(registered_model_name(variant), GATE_METRIC, tracking_uri)[0]
-
-
-def _auto(variant: str, tracking_uri: str | None) -> str | None:
-    from imfuse.base_model import base_model_path, shipped_variants
-    from imfuse.tracking import registered_model_name
-
-    champion = _champion(variant, tracking_uri)
+    name = registered_model_name(variant)
+    champion, _ = champion_metric(name, GATE_METRIC, tracking_uri)
     if champion is not None:
-        return str(registered_keras(registered_model_name(variant), str(champion.version), tracking_uri))
-    if variant in shipped_variants():
-        return str(base_model_path(variant))
-    return None
-
-
-def starts_from_base(spec: str, variant: str, tracking_uri: str | None = None) -> bool:
-    """Whether --init-from `spec` begins at the shipped base model: 'base', or 'auto' while no
-    champion is registered (decided without downloading anything)."""
-    from imfuse.base_model import BASE, shipped_variants
-
-    if variant not in shipped_variants() or spec not in (AUTO, BASE):
-        return False
-    return spec == BASE or _champion(variant, tracking_uri) is None
+        return f"{MODELS_SCHEME}{name}/{champion.version}"
+    return BASE if variant in shipped_variants() else None
 
 
 def resolve_init(spec: str, variant: str, tracking_uri: str | None = None) -> str | None:
@@ -70,7 +54,9 @@ def resolve_init(spec: str, variant: str, tracking_uri: str | None = None) -> st
     from imfuse.base_model import BASE, base_model_path
 
     if spec == AUTO:
-        return _auto(variant, tracking_uri)
+        spec = auto_spec(variant, tracking_uri)
+        if spec is None:
+            return None
     if spec == BASE:
         return str(base_model_path(variant))
     if spec.startswith(MODELS_SCHEME):
