@@ -78,7 +78,7 @@ def export_to_s3(model, base_uri: str, name: str, client=None, saved_model: Path
     """Export `model` (or take the registered `saved_model` folder) into a scratch folder,
     then publish it as the next version under s3://.../<name>/."""
     from imfuse.errors import ModelError
-    from imfuse.export import export_saved_model, publish_saved_model, s3_version_claim
+    from imfuse.export import s3_version_claim
 
     bucket, prefix = split_s3(base_uri)
     client = client or s3_client()
@@ -91,10 +91,7 @@ def export_to_s3(model, base_uri: str, name: str, client=None, saved_model: Path
     # The claim keeps a concurrent exporter off this number; a failed upload is removed.
     with s3_version_claim(client, bucket, model_prefix, first) as version, \
             tempfile.TemporaryDirectory(prefix="imfuse-export-") as scratch:
-        if saved_model is not None:
-            local = publish_saved_model(saved_model, scratch, name=name, version=version)
-        else:
-            local = export_saved_model(model, scratch, name=name, version=version)
+        _, local = publish_model(scratch, name, model=model, saved_model=saved_model, version=version)
         try:
             upload_version(client, local, bucket, f"{model_prefix}{version}/")
         except Exception as exc:  # noqa: BLE001
