@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imfuse.errors import ConfigError, ModelError
+from imfuse.serving.defaults import MODEL_NAME
 from imfuse.versions import is_saved_model, version_dirs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -480,7 +481,7 @@ def s3_version_claim(client, bucket: str, model_prefix: str, first: int) -> Iter
 def export_saved_model(
     model: "StyleTransferModel",
     base_path: str | os.PathLike,
-    name: str = "imfuse",
+    name: str = MODEL_NAME,
     version: int | None = None,
 ) -> Path:
     """Write BASE/<name>/<version>/ atomically; returns the version folder.
@@ -503,7 +504,7 @@ def export_saved_model(
 def publish_saved_model(
     src: str | os.PathLike,
     base_path: str | os.PathLike,
-    name: str = "imfuse",
+    name: str = MODEL_NAME,
     version: int | None = None,
 ) -> Path:
     """Publish an already exported SavedModel folder (e.g. the registered one) as a new
@@ -540,7 +541,7 @@ def package_model(keras_path: str | os.PathLike, dst: str | os.PathLike) -> Path
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copy2(keras_path, dst / keras_path.name)
     with tempfile.TemporaryDirectory(prefix="imfuse-package-") as scratch:
-        version_dir = export_saved_model(load_model(keras_path), scratch, name="imfuse", version=1)
+        version_dir = export_saved_model(load_model(keras_path), scratch, name=MODEL_NAME, version=1)
         shutil.move(str(version_dir), str(dst / REGISTRY_SAVED_MODEL))
     return dst
 

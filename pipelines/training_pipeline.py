@@ -42,6 +42,7 @@ from components.prepare import prepare_data
 from components.register import register_model
 from components.train import train_model
 from components.train_distributed import train_distributed_model
+from imfuse.serving.defaults import MODEL_NAME
 
 PIPELINE_NAME = "imfuse-training"
 
@@ -149,7 +150,7 @@ def imfuse_pipeline(
     styles_source: str = "",
     mlflow_uri: str = "",
     serving_base_path: str = "",
-    model_name: str = "imfuse",
+    model_name: str = MODEL_NAME,
     eval_max_pairs: int = 8,
     gatys_steps: int = 50,
     gate_tolerance: float = 0.0,

@@ -73,6 +73,9 @@ def test_components_and_the_pipeline_declare_the_same_defaults():
                 assert inp.default == pipeline[name], (component.name, name)
                 checked += 1
     assert checked >= 10
+    from imfuse.serving.defaults import MODEL_NAME  # a component's default is a literal: the constant's value
+
+    assert components.export_deploy_model.component_spec.inputs["model_name"].default == MODEL_NAME == pipeline["model_name"]
     evaluate = components.evaluate_model.component_spec.inputs
     library = {f.name: f.default for f in dataclasses.fields(EvalConfig)}
     for name in ("gatys_steps", "gate_tolerance"):  # the CLI's `imfuse evaluate` scores the same way

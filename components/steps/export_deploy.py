@@ -30,9 +30,10 @@ def export_stage(
     """
     from imfuse.errors import ConfigError
     from imfuse.publish import check_base_path, publish_model, publish_registered
+    from imfuse.serving.defaults import MODEL_NAME
 
     base = (serving_base_path or os.environ.get("IMFUSE_SERVING_BASE_PATH", "")).strip()
-    name = (model_name or os.environ.get("IMFUSE_MODEL_NAME", "") or "imfuse").strip()
+    name = (model_name or os.environ.get("IMFUSE_MODEL_NAME", "") or MODEL_NAME).strip()
     if not base:
         raise ConfigError("no serving base path: set the pipeline parameter serving_base_path or IMFUSE_SERVING_BASE_PATH")
     check_base_path(base)  # a bad base path fails before the model is loaded

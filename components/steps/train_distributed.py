@@ -232,6 +232,7 @@ def example_tfjob() -> dict:
     """The TFJob the step creates for variant `full`, workers=2 and the default parameters
     with the cluster's settings (the committed k8s/training/tfjob-example.yaml)."""
     from components.image import image
+    from imfuse.serving.defaults import MODEL_NAME
 
     data, run = job_paths(SHARED_MOUNT, EXAMPLE_NAME)
     args = job_args(data, run, "full", 1000, 256, 4, "", "auto", 1e-4, "lite", True)
@@ -240,7 +241,7 @@ def example_tfjob() -> dict:
         "MLFLOW_S3_ENDPOINT_URL": "http://minio.imfuse.svc.cluster.local:9000",
         "AWS_ENDPOINT_URL": "http://minio.imfuse.svc.cluster.local:9000",
         "IMFUSE_SERVING_BASE_PATH": "s3://models",
-        "IMFUSE_MODEL_NAME": "imfuse",
+        "IMFUSE_MODEL_NAME": MODEL_NAME,
     }
     return render_tfjob(EXAMPLE_NAME, EXAMPLE_NAMESPACE, workers=2, args=args, image=image(gpu=True, registry=""),
                         gpu=True, env=env)

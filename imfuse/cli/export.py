@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from imfuse.errors import ConfigError
+from imfuse.serving.defaults import MODEL_NAME
 
 
 def register(subparsers) -> None:
@@ -24,7 +25,7 @@ def register(subparsers) -> None:
                      "(its version is tagged with the serving version and path)")
     p.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI for --from-registry (default: MLFLOW_TRACKING_URI)")
     p.add_argument("--base-path", required=True, help="serving base path (TF Serving's --model_base_path parent): a folder or s3://BUCKET[/PREFIX]")
-    p.add_argument("--name", default="imfuse", help="model name (folder under the base path)")
+    p.add_argument("--name", default=MODEL_NAME, help="model name (folder under the base path)")
     p.add_argument("--version", type=int, default=None, help="version number (default: highest existing + 1)")
     p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                    help="compute precision of the served graph: bfloat16 for serving CPUs with AVX512-BF16/AMX "
