@@ -1,4 +1,5 @@
-"""Folder moves that plain `os.rename` cannot make atomic, and names nobody else picks.
+"""Folder moves that plain `os.rename` cannot make atomic, names nobody else picks, and
+the one atomic file write (temp file, fsync, rename).
 
 Linux's renameat2 can swap two paths in one step (RENAME_EXCHANGE) or refuse to replace
 an existing one (RENAME_NOREPLACE); `os.rename` silently replaces an empty folder. Where
@@ -12,7 +13,9 @@ import ctypes
 import errno
 import os
 import socket
+import tempfile
 import uuid
+from pathlib import Path
 
 AT_FDCWD = -100
 RENAME_NOREPLACE = 1
@@ -23,6 +26,24 @@ _UNSUPPORTED = {errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
 def unique_token() -> str:
     """12 hex digits from uuid4: unique across hosts and containers (where PIDs are not)."""
     return uuid.uuid4().hex[:12]
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over `path`: a reader (or a
+    kill -9) never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def owner() -> str:

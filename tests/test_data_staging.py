@@ -254,3 +254,17 @@ def test_merge_changing_a_shard_in_place_is_never_read_as_a_mix(tmp_path, monkey
     stage, new_files = _merge_stage(out, monkeypatch, changed)
     staging.commit(stage, new_files, list(OLD), [])
     assert _read(out) == changed
+
+
+def test_atomic_write_text_replaces_the_whole_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "run" / "mlflow_run.json"
+    fsutil.atomic_write_text(target, "one")
+    fsutil.atomic_write_text(target, "two")
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fsutil.os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        fsutil.atomic_write_text(target, "three")
+    assert target.read_text() == "two" and os.listdir(target.parent) == ["mlflow_run.json"]

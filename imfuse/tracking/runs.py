@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from imfuse.data.manifest import peek_dataset_hash
 from imfuse.errors import TrackingError
+from imfuse.fsutil import atomic_write_text
 from imfuse.tracking import (
     EXPERIMENT,
     TAG_DATASET_HASH,
@@ -100,13 +101,6 @@ def read_run_file(run_dir: str | os.PathLike) -> dict | None:
     if not isinstance(data, dict) or not data.get("run_id"):
         raise TrackingError(f"{path} has no run_id")
     return data
-
-
-def _write_run_file(run_dir: Path, data: dict) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{RUN_FILE}.tmp"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, run_dir / RUN_FILE)
 
 
 def _metric_entities(metrics: Mapping[str, float], step: int):
@@ -195,10 +189,8 @@ class TrainingRun:
                 self.run_id = run.info.run_id
                 params = self.params
         _log_batch(self._client, self.tracking_uri, self.run_id, params=params, tags=tags)
-        _write_run_file(
-            self.run_dir,
-            {"run_id": self.run_id, "tracking_uri": self.tracking_uri, "experiment_id": experiment_id},
-        )
+        record = {"run_id": self.run_id, "tracking_uri": self.tracking_uri, "experiment_id": experiment_id}
+        atomic_write_text(Path(self.run_dir) / RUN_FILE, json.dumps(record, indent=2, sort_keys=True))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

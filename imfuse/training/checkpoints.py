@@ -2,42 +2,25 @@
 
 tf.train.CheckpointManager writes each checkpoint under a temporary name and only then
 points the `checkpoint` state file (itself replaced atomically) at it; everything else in
-the run directory goes through `atomic_write_text` / `save_model_atomic` (tmp + os.replace).
+the run directory goes through `imfuse.fsutil.atomic_write_text` / `save_model_atomic`
+(tmp + os.replace).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import tensorflow as tf
 
 from imfuse.errors import ConfigError, TrainingError
-from imfuse.fsutil import unique_token
+from imfuse.fsutil import atomic_write_text, unique_token
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "train_config.json"
 HISTORY_FILE = "history.jsonl"
 MODEL_FILE = "model.keras"
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_model_atomic(model, path: str | os.PathLike) -> str:

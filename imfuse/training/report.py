@@ -11,6 +11,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from imfuse.fsutil import atomic_write_text
+
 
 @dataclass
 class Blessing:
@@ -117,12 +119,8 @@ def eval_report(cfg, *, model_path: Path, variant: str, registered_model: str, l
 
 def write_json(path: str | os.PathLike, data: dict) -> Path:
     """Atomic JSON write (a reader never sees half a report)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    return Path(path)
 
 
 def _jsonable(value):
