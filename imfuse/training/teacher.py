@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from imfuse.errors import ConfigError
-from imfuse.images import to_uint8 as _to_uint8
+from imfuse.images import encode_png, to_uint8 as _to_uint8
 from imfuse.versions import is_saved_model
 
 Teacher = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -70,15 +70,10 @@ def saved_model_teacher(path: str) -> Teacher:
         raise ConfigError(f"teacher SavedModel {path} has no serving_default signature")
     serve = loaded.signatures["serving_default"]
 
-    def png(rgb: np.ndarray) -> bytes:
-        buf = io.BytesIO()
-        Image.fromarray(_to_uint8(rgb)).save(buf, format="PNG")
-        return buf.getvalue()
-
     def teach(contents: np.ndarray, styles: np.ndarray) -> np.ndarray:
         result = serve(
-            content_image=tf.constant([png(c) for c in contents]),
-            style_image=tf.constant([png(s) for s in styles]),
+            content_image=tf.constant([encode_png(c) for c in contents]),
+            style_image=tf.constant([encode_png(s) for s in styles]),
             strength=tf.constant([1.0]),
             preserve_color=tf.constant([False]),
             mask_image=tf.constant([b""]),
