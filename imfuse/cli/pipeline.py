@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from imfuse.serving.defaults import MODEL_NAME
+
 
 # The pipeline's own defaults (a cluster run) for the flags' help; pipelines/training_pipeline.py
 # holds them (KFP reads literals from its signature) and tests/test_cli_defaults.py checks these.
-CLUSTER_DEFAULTS = {"variant": "reduced", "steps": 1000, "image_size": 256, "batch_size": 4, "model_name": "imfuse",
+CLUSTER_DEFAULTS = {"variant": "reduced", "steps": 1000, "image_size": 256, "batch_size": 4, "model_name": MODEL_NAME,
                     "eval_max_pairs": 8, "gatys_steps": 50}
 
 

@@ -17,6 +17,7 @@ from imfuse.serving.defaults import ADMIN_PORT as DEFAULT_ADMIN_PORT
 from imfuse.serving.defaults import MAX_IMAGES_PER_REQUEST as DEFAULT_MAX_IMAGES
 from imfuse.serving.defaults import MAX_PIXELS_PER_REQUEST as DEFAULT_MAX_PIXELS
 from imfuse.serving.defaults import METRICS_PATH as DEFAULT_METRICS_PATH
+from imfuse.serving.defaults import MODEL_NAME
 
 
 def _flag(parser: argparse.ArgumentParser, *names: str, **kwargs) -> None:
@@ -36,7 +37,7 @@ def register(subparsers) -> None:
         description="Local stand-in for TF Serving: PredictionService/ModelService over gRPC and "
         "TF Serving's REST API, polling the versioned base path. Production runs tensorflow/serving.",
     )
-    _flag(serve, "model-name", default="imfuse", help="model name (default: imfuse)")
+    _flag(serve, "model-name", default=MODEL_NAME, help=f"model name (default: {MODEL_NAME})")
     _flag(serve, "model-base-path", help="folder holding integer version folders, e.g. models/imfuse")
     serve.add_argument("--base-model", action="store_true",
                        help="serve the shipped base model (exported as version 1 to a temporary base path)")
@@ -83,7 +84,7 @@ def register(subparsers) -> None:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--target", default="localhost:8500", help="HOST:PORT (gRPC; the REST port with --rest)")
-        p.add_argument("--model-name", default="imfuse")
+        p.add_argument("--model-name", default=MODEL_NAME)
         choice = p.add_mutually_exclusive_group()
         choice.add_argument("--version", type=int, help="serve a specific version")
         choice.add_argument("--label", help="serve the version behind a label (stable, canary)")
@@ -202,8 +203,10 @@ def _read(path: str, what: str) -> bytes:
 
 
 def run_client_stylize(args: argparse.Namespace) -> int:
-    if args.strength is not None and not 0.0 <= args.strength <= 1.0:
-        raise ConfigError(f"--strength must be in [0, 1], got {args.strength}")
+    from imfuse.stylize import check_strength
+
+    if args.strength is not None:
+        check_strength(args.strength, "--strength")
     if bool(args.style) == bool(args.embedding):
         raise ConfigError("give either STYLE or --embedding")
     content = _read(args.content, "content")

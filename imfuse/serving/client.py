@@ -21,6 +21,7 @@ import grpc
 import numpy as np
 
 from imfuse.errors import ConfigError
+from imfuse.serving.defaults import MODEL_NAME
 from imfuse.serving.status import StatusError, code_from_http
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -111,7 +112,7 @@ class _Base:
 class PredictionClient(_Base):
     """gRPC client using tensorflow-serving-api's PredictionService/ModelService stubs."""
 
-    def __init__(self, target: str, model_name: str = "imfuse", version: int | None = None,
+    def __init__(self, target: str, model_name: str = MODEL_NAME, version: int | None = None,
                  version_label: str | None = None, timeout_s: float = 30.0, retries: int = 3,
                  backoff_s: float = 0.2, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
         super().__init__(target, model_name, version, version_label, timeout_s, retries, backoff_s)
@@ -216,7 +217,7 @@ def summarize_metadata(name: str, version: int, sig_map) -> dict:
 class RestClient(_Base):
     """Same API over TF Serving's REST JSON (binary inputs as {"b64": ...})."""
 
-    def __init__(self, target: str, model_name: str = "imfuse", version: int | None = None,
+    def __init__(self, target: str, model_name: str = MODEL_NAME, version: int | None = None,
                  version_label: str | None = None, timeout_s: float = 30.0, retries: int = 3,
                  backoff_s: float = 0.2):
         super().__init__(target, model_name, version, version_label, timeout_s, retries, backoff_s)

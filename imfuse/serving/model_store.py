@@ -19,9 +19,9 @@ import grpc
 
 from imfuse.errors import ImfuseError
 from imfuse.serving.config import ModelConfig
-from imfuse.serving.servable import Servable, is_complete_version_dir, load_servable
+from imfuse.serving.servable import Servable, load_servable
 from imfuse.serving.status import StatusError, error_id
-from imfuse.versions import version_dirs
+from imfuse.versions import is_saved_model, version_dirs
 
 log = logging.getLogger("imfuse.serving")
 
@@ -62,7 +62,7 @@ def _fingerprint(path: Path) -> tuple:
 
 def scan_versions(base_path: str | Path) -> dict[int, Path]:
     """Complete integer version folders under a base path (others are ignored, like TF Serving)."""
-    return {v: path for v, path in version_dirs(base_path).items() if is_complete_version_dir(path)}
+    return {v: path for v, path in version_dirs(base_path).items() if is_saved_model(path)}
 
 
 class ModelStore:

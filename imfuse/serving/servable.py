@@ -19,7 +19,6 @@ from tensorflow.core.protobuf import saved_model_pb2
 from imfuse.errors import ModelError
 from imfuse.serving.status import StatusError, code_from_value
 from imfuse.serving.tensors import check_inputs
-from imfuse.versions import is_saved_model as is_complete_version_dir  # noqa: F401 - model_store's name
 
 DEFAULT_SIGNATURE = "serving_default"
 INIT_OP_SIGNATURE = "__saved_model_init_op"  # listed in metadata (as TF Serving does), not callable

@@ -28,6 +28,7 @@ from imfuse.serving.config import (
     VersionPolicy,
     load_model_config_file,
 )
+from imfuse.serving.defaults import MODEL_NAME
 from imfuse.serving.grpc_server import ModelServicer, PredictionServicer
 from imfuse.serving.limits import RequestLimits
 from imfuse.serving.metrics import ServingMetrics, store_gauges
@@ -44,7 +45,7 @@ DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 class ServerOptions:
     """`imfuse serve` flags (names mirror tensorflow_model_server's)."""
 
-    model_name: str = "imfuse"
+    model_name: str = MODEL_NAME
     model_base_path: str | None = None
     model_config_file: str | None = None
     version_labels: dict[str, int] = field(default_factory=dict)

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from imfuse.serving.defaults import MODEL_NAME
 from imfuse.studio.inputs import StylizeRequest
 
 
@@ -109,7 +110,7 @@ class _RemoteEmbedder:
 class ServingBackend:
     """One model version (or label, or the latest) of a serving endpoint."""
 
-    def __init__(self, target: str, model_name: str = "imfuse", *, rest: bool = False,
+    def __init__(self, target: str, model_name: str = MODEL_NAME, *, rest: bool = False,
                  version: int | None = None, label: str | None = None, timeout_s: float = 60.0):
         self.target, self.model_name, self.rest = target, model_name, rest
         self.version, self.label, self.timeout_s = version, label, timeout_s

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from imfuse.errors import ConfigError
+from imfuse.serving.defaults import MODEL_NAME
 from imfuse.tracking import registered_model_name
 
 DEFAULT_PORT = 8765
@@ -24,7 +25,7 @@ class StudioConfig:
 
     target: str | None = None
     rest: bool = False
-    model_name: str = "imfuse"
+    model_name: str = MODEL_NAME
     model: str | None = None
     mlflow_uri: str | None = None
     mlflow_ui_url: str | None = None

@@ -11,6 +11,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from imfuse.images import resize_to
+from imfuse.tracking import EVAL_IMAGES_PER_SECOND, eval_metric
 from imfuse.training.scoring import SEEN, TERMS, UNSEEN, mean, metrics_from_rows, score_model
 
 
@@ -82,5 +83,5 @@ def score_baseline(baseline, scorer, contents, styles, pairs, cfg) -> dict[str, 
     from imfuse.networks import load_model
 
     rows, _ = score_model(load_model(baseline.path), scorer, contents, styles, pairs, cfg.progress)
-    skip = ("eval/identity", "eval/images_per_second", "eval/pairs")  # the candidate's own
+    skip = (eval_metric("identity"), EVAL_IMAGES_PER_SECOND, eval_metric("pairs"))  # the candidate's own
     return {k: v for k, v in metrics_from_rows(rows, 0.0, {}).items() if not k.startswith(skip)}

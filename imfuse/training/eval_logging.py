@@ -44,16 +44,16 @@ def log_evaluation(cfg, uri: str, run_id: str, report: dict, out_dir: Path, hist
     """Metrics, the gate's tags and the evaluation's files (report, blessing, grid, curves,
     the dataset manifest) into run `run_id`."""
     from imfuse.data.manifest import MANIFEST
-    from imfuse.tracking import (TAG_BLESSED, TAG_EVAL_DATASET_HASH, TAG_EVAL_GATE_METRIC, TAG_EVAL_IMAGE_SIZE,
-                                 TAG_EVAL_LOSS_NETWORK)
+    from imfuse.tracking import (DATASET_ARTIFACT, EVAL_ARTIFACT, EVAL_CURVES_ARTIFACT, TAG_BLESSED,
+                                 TAG_EVAL_DATASET_HASH, TAG_EVAL_GATE_METRIC, TAG_EVAL_IMAGE_SIZE, TAG_EVAL_LOSS_NETWORK)
     from imfuse.tracking.runs import log_to_run
 
-    artifacts = [(out_dir / name, "eval") for name in ("blessing.json", "sample_grid.png", "eval_report.json")]
+    artifacts = [(out_dir / name, EVAL_ARTIFACT) for name in ("blessing.json", "sample_grid.png", "eval_report.json")]
     if (out_dir / "curves").is_dir():
-        artifacts.append((out_dir / "curves", "eval/curves"))
+        artifacts.append((out_dir / "curves", EVAL_CURVES_ARTIFACT))
     manifest = Path(cfg.data_dir) / MANIFEST
     if manifest.is_file():
-        artifacts.append((manifest, "dataset"))
+        artifacts.append((manifest, DATASET_ARTIFACT))
     tags = {TAG_BLESSED: str(report["blessing"]["blessed"]).lower(), TAG_EVAL_GATE_METRIC: cfg.gate_metric,
             TAG_EVAL_LOSS_NETWORK: report["loss_network"], TAG_EVAL_IMAGE_SIZE: cfg.image_size,
             TAG_EVAL_DATASET_HASH: report["dataset_hash"] or "unknown"}

@@ -16,7 +16,7 @@ import numpy as np
 
 from imfuse.errors import ConfigError, DataError
 from imfuse.losses import LossWeights
-from imfuse.tracking import GATE_METRIC, baseline_metric
+from imfuse.tracking import EVAL_IDENTITY_STYLE_LOSS, EVAL_STYLE_LOSS, GATE_METRIC, baseline_metric, eval_metric
 from imfuse.training.report import Blessing, decide_blessing, write_json
 from imfuse.training.scoring import SEEN, UNSEEN, PairScorer, stylize_batch
 
@@ -55,7 +55,7 @@ class EvalConfig:
             raise ConfigError(f"--gatys-steps must be >= 1, got {self.gatys_steps}")
         if not self.gate_tolerance >= 0:
             raise ConfigError(f"--gate-tolerance must be >= 0, got {self.gate_tolerance}")
-        if not self.gate_metric.startswith("eval/"):
+        if not self.gate_metric.startswith(eval_metric("")):
             raise ConfigError(f"--gate-metric must be an eval/ metric, got '{self.gate_metric}'")
         if not Path(self.model_path).is_file():
             raise ConfigError(f"model file not found: {self.model_path}")
@@ -122,7 +122,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     metrics.update({baseline_metric(k): v for k, v in baseline_metrics.items()})
     blessing = decide_blessing(
         cfg.gate_metric, metrics[cfg.gate_metric], baseline_metrics.get(cfg.gate_metric),
-        candidate_style_loss=metrics["eval/style_loss"], identity_style_loss=metrics["eval/identity_style_loss"],
+        candidate_style_loss=metrics[EVAL_STYLE_LOSS], identity_style_loss=metrics[EVAL_IDENTITY_STYLE_LOSS],
         tolerance=cfg.gate_tolerance, champion_version=baseline and baseline.champion_version,
         baseline=baseline and baseline.label,
     )

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from imfuse.fsutil import atomic_write_text
+from imfuse.tracking import eval_metric
 
 
 @dataclass
@@ -103,7 +104,7 @@ def eval_report(cfg, *, model_path: Path, variant: str, registered_model: str, l
         "metrics": metrics,
         "pairs": rows,
         "baselines": {
-            "identity": {t: metrics[f"eval/identity_{t}"] for t in TERMS},
+            "identity": {t: metrics[eval_metric(f"identity_{t}")] for t in TERMS},
             "gatys": gatys or {"pairs": [], "skipped": "gatys_subset is 0"},
         },
         "blessing": blessing.to_dict(),

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from imfuse.images import decode_image, resize_to
 from imfuse.losses import LossWeights
+from imfuse.tracking import EVAL_IMAGES_PER_SECOND, eval_metric
 
 TERMS = ("loss", "content_loss", "style_loss", "tv_loss")
 SEEN, UNSEEN = "seen", "unseen"
@@ -167,19 +168,18 @@ def metrics_from_rows(rows: list[dict], images_per_second: float, gatys: dict) -
     model = [r["model"] for r in rows]
     ident = [r["identity"] for r in rows]
     by_group = {g: [r for r in rows if r["style_group"] == g] for g in (SEEN, UNSEEN)}
-    m = {f"eval/{t}": mean(model, t) for t in TERMS}
-    m.update({f"eval/identity_{t}": mean(ident, t) for t in TERMS})
+    m = {eval_metric(t): mean(model, t) for t in TERMS}
+    m.update({eval_metric(f"identity_{t}"): mean(ident, t) for t in TERMS})
     for group, members in by_group.items():
-        m[f"eval/style_loss_{group}"] = mean([r["model"] for r in members], "style_loss")
-        m[f"eval/style_ratio_{group}"] = style_ratio(members)
-        m[f"eval/content_loss_{group}"] = mean([r["model"] for r in members], "content_loss")
-        m[f"eval/identity_style_loss_{group}"] = mean([r["identity"] for r in members], "style_loss")
-    m["eval/images_per_second"] = float(images_per_second)
-    m["eval/pairs"] = float(len(rows))
+        m[eval_metric(f"style_loss_{group}")] = mean([r["model"] for r in members], "style_loss")
+        m[eval_metric(f"style_ratio_{group}")] = style_ratio(members)
+        m[eval_metric(f"content_loss_{group}")] = mean([r["model"] for r in members], "content_loss")
+        m[eval_metric(f"identity_style_loss_{group}")] = mean([r["identity"] for r in members], "style_loss")
+    m[EVAL_IMAGES_PER_SECOND] = float(images_per_second)
+    m[eval_metric("pairs")] = float(len(rows))
     if gatys.get("pairs"):
         for term in TERMS:
-            m[f"eval/gatys_{term}"] = gatys[f"gatys_{term}"]
-        m["eval/gatys_model_style_loss"] = gatys["model_style_loss"]
-        m["eval/gatys_identity_style_loss"] = gatys["identity_style_loss"]
-        m["eval/gatys_seconds_per_image"] = gatys["seconds_per_image"]
+            m[eval_metric(f"gatys_{term}")] = gatys[f"gatys_{term}"]
+        for key in ("model_style_loss", "identity_style_loss", "seconds_per_image"):
+            m[eval_metric(f"gatys_{key}")] = gatys[key]
     return m
