@@ -181,3 +181,23 @@ def test_ui_store_and_server_command_point_at_the_same_store(tmp_path, monkeypat
         store_for_uri("http://127.0.0.1:5000")
     assert main(["ui", "--mlflow-uri", "http://127.0.0.1:5999"]) == 0
     assert "already a server: open http://127.0.0.1:5999" in capsys.readouterr().out
+
+
+def test_metric_names_are_spelled_only_in_the_names_module():
+    """train/* and eval/* metric names are built by imfuse.tracking (train_metric,
+    eval_metric and its constants), so a renamed metric cannot drift between the code that
+    logs it and the code that reads it back (gate, registry compare, studio, pipeline lines)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    literal = re.compile(r"""["'](?:train|eval)/""")
+    found = [
+        f"{path.relative_to(root)}:{n}"
+        for folder in ("imfuse", "components", "pipelines")
+        for path in sorted((root / folder).rglob("*.py"))
+        if path != root / "imfuse" / "tracking" / "__init__.py"
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if literal.search(line)
+    ]
+    assert found == []

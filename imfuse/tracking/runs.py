@@ -22,6 +22,7 @@ from imfuse.tracking import (
     TAG_DATASET_HASH,
     TAG_GIT_COMMIT,
     TAG_LOSS_NETWORK,
+    TAG_RESUMED_PARAM_PREFIX,
     TAG_VARIANT,
 )
 from imfuse.tracking.client import (
@@ -235,7 +236,7 @@ class TrainingRun:
             if key not in logged:
                 fresh[key] = value
             elif logged[key] != value:
-                tags[f"imfuse.resumed_param.{key}"] = value
+                tags[TAG_RESUMED_PARAM_PREFIX + key] = value
         return fresh
 
     # ------------------------------------------------------------------ logging
