@@ -112,40 +112,12 @@ def register(subparsers) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
+    from imfuse.config_io import config_from_args as build
     from imfuse.training.config import TrainConfig
     from imfuse.training.warm_start import resolve_init
 
-    return TrainConfig(
-        data_dir=args.data,
-        out_dir=args.out,
-        variant=args.variant,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        style_size=args.style_size,
-        style_zoom=args.style_zoom,
-        learning_rate=args.learning_rate,
-        lr_schedule=args.lr_schedule,
-        warmup_steps=args.warmup_steps,
-        content_weight=args.content_weight,
-        style_weight=args.style_weight,
-        tv_weight=args.tv_weight,
-        loss_network=args.loss_network,
-        loss_precision=args.loss_precision,
-        predictor=args.predictor,
-        predictor_weights=args.predictor_weights,
-        teacher=args.teacher,
-        teacher_weight=args.teacher_weight,
-        balance_styles=args.balance_styles,
-        train_only=args.train_only,
-        init_from=resolve_init(args.init_from, args.variant, args.mlflow_uri) if args.init_from else None,
-        checkpoint_every=args.checkpoint_every,
-        log_every=args.log_every,
-        seed=args.seed,
-        mixed_precision=args.mixed_precision,
-        strategy=args.strategy,
-        jit=args.jit,
-    )
+    init_from = resolve_init(args.init_from, args.variant, args.mlflow_uri) if args.init_from else None
+    return build(TrainConfig, args, data_dir=args.data, out_dir=args.out, init_from=init_from)
 
 
 def _one_line_warnings() -> None:
