@@ -40,25 +40,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from imfuse.config_io import config_from_args
     from imfuse.training.evaluate import EvalConfig, evaluate
 
-    cfg = EvalConfig(
-        model_path=args.model,
-        data_dir=args.data,
-        out_dir=args.out,
-        tracking_uri=args.mlflow_uri,
-        run_id=args.run_id,
-        loss_network=args.loss_network,
-        image_size=args.image_size,
-        max_pairs=args.max_pairs,
-        gatys_subset=args.gatys_subset,
-        gatys_steps=args.gatys_steps,
-        gate_metric=args.gate_metric,
-        gate_tolerance=args.gate_tolerance,
-        registered_model=args.registered_model,
-        log_mlflow=not args.no_mlflow,
-        progress=not args.no_progress,
-    )
+    cfg = config_from_args(EvalConfig, args, model_path=args.model, data_dir=args.data, out_dir=args.out,
+                           tracking_uri=args.mlflow_uri, log_mlflow=not args.no_mlflow,
+                           progress=not args.no_progress)
     result = evaluate(cfg)
     print(format_summary(result.report))
     print(f"blessing: {result.blessing.summary()}")

@@ -30,6 +30,7 @@ def _photo_sources(specs: list[str]) -> list[str]:
 
 def _run(args: argparse.Namespace) -> int:
     from imfuse.base_model import resolve_model_path
+    from imfuse.config_io import config_from_args
     from imfuse.images import load_image
     from imfuse.lossnet import build_loss_network
     from imfuse.networks import load_model
@@ -41,8 +42,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if not args.output.endswith(".json"):
         raise ConfigError(f"-o/--output must end in .json, got {args.output}")
-    config = StyleFitConfig(steps=args.steps, learning_rate=args.learning_rate, size=args.size,
-                            precision=args.precision, seed=args.seed)
+    config = config_from_args(StyleFitConfig, args)
     config.validate()
     style = load_image(args.style).rgb
     if args.photos:

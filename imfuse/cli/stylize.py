@@ -112,7 +112,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _load_styles(args) -> list[tuple]:
+def load_styles(args) -> list[tuple]:
+    """The positional STYLE and every --style PATH[:WEIGHT], as (rgb, weight) pairs."""
     from imfuse.images import load_image
 
     specs = ([args.style] if args.style else []) + list(args.styles)
@@ -141,27 +142,16 @@ def run(args) -> int:
     if args.embedding and (args.method != "model" or args.style or args.styles):
         raise ConfigError("--embedding replaces the style image and needs --method model")
     content = _load_content_uint8(args.content) if args.method == "model" else load_image(args.content).rgb
-    styles = [] if args.embedding else _load_styles(args)
+    styles = [] if args.embedding else load_styles(args)
     mask = load_mask(args.mask, content.shape[:2]) if args.mask else None
     started = time.perf_counter()
     if args.method == "optimize":
-        from imfuse.lossnet import build_loss_network
+        from imfuse.config_io import config_from_args
         from imfuse.gatys import OptimizeConfig, run_optimization
+        from imfuse.lossnet import build_loss_network
         from imfuse.precision import dtype_policy_for
 
-        config = OptimizeConfig(
-            steps=args.steps,
-            size=args.size,
-            optimizer=args.optimizer,
-            learning_rate=args.learning_rate,
-            weights=_weights(args),
-            init=args.init,
-            preserve_color=args.preserve_color,
-            jit_compile=args.xla,
-            precision=args.precision,
-            levels=args.levels,
-            coarse_steps=args.coarse_steps,
-        )
+        config = config_from_args(OptimizeConfig, args, weights=_weights(args), jit_compile=args.xla)
         config.validate()
         lossnet = build_loss_network(args.loss_network, dtype_policy=dtype_policy_for(args.precision))
         print(f"loss network: {lossnet.name} ({lossnet.weights_source})", file=sys.stderr)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from imfuse.cli.stylize import _tile_arg, parse_style_spec
-from imfuse.errors import ConfigError
+from imfuse.cli.stylize import _tile_arg, load_styles
 from imfuse.precision import PRECISIONS
 
 
@@ -55,15 +54,6 @@ def stability_config(args):
     from imfuse.video_stability import StabilityConfig
 
     return StabilityConfig(weight=args.temporal_weight, flow_size=args.flow_size)
-
-
-def load_styles(args) -> list[tuple]:
-    from imfuse.images import load_image
-
-    specs = ([args.style] if args.style else []) + list(args.styles)
-    if not specs:
-        raise ConfigError("give a style image: positional STYLE or --style PATH[:WEIGHT]")
-    return [(load_image(path).rgb, weight) for path, weight in map(parse_style_spec, specs)]
 
 
 def _progress_bar(enabled: bool, total: int):
@@ -141,14 +131,12 @@ def _register_batch(subparsers) -> None:
 def run_batch(args) -> int:
     import json
 
+    from imfuse.config_io import config_from_args
     from imfuse.video_batch import VideoBatchConfig, run_video_batch
 
-    config = VideoBatchConfig(
-        input_glob=args.input, style=args.style, output=args.output, model=args.model,
-        out_format=args.format, strength=args.strength, preserve_color=args.preserve_color,
-        precision=args.precision, tile=args.tile, style_scale=args.style_scale,
-        stability=stability_config(args), chunk_frames=args.chunk_frames, warmup=args.warmup,
-        runner=args.runner, beam_args=[a for a in args.beam_args if a != "--"], progress=not args.no_progress,
+    config = config_from_args(
+        VideoBatchConfig, args, input_glob=args.input, out_format=args.format, stability=stability_config(args),
+        beam_args=[a for a in args.beam_args if a != "--"], progress=not args.no_progress,
     )
     print(json.dumps(run_video_batch(config), indent=2))
     return 0
