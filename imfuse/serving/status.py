@@ -37,7 +37,6 @@ HTTP_STATUS = {
 
 log = logging.getLogger("imfuse.serving")
 
-_BY_NAME = {code.name: code for code in grpc.StatusCode}
 _BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -52,11 +51,6 @@ class StatusError(ServingError):
     @property
     def http_status(self) -> int:
         return HTTP_STATUS.get(self.code, 500)
-
-
-def code_from_name(name: str) -> grpc.StatusCode:
-    """'NOT_FOUND' -> grpc.StatusCode.NOT_FOUND (UNKNOWN for anything else)."""
-    return _BY_NAME.get(name, grpc.StatusCode.UNKNOWN)
 
 
 def code_from_value(value: int) -> grpc.StatusCode:
