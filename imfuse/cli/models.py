@@ -34,13 +34,10 @@ def _describe(args: argparse.Namespace) -> int:
 def _distill_predictor(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from imfuse.config_io import config_from_args
     from imfuse.training.predictor_distill import PredictorDistillConfig, distill_predictor, save_distilled
 
-    cfg = PredictorDistillConfig(
-        data_dir=args.data, out=args.out, init_from=args.model, predictor_layers=args.predictor_layers,
-        predictor_pool=args.predictor_pool, crops=args.crops, epochs=args.epochs, seed=args.seed,
-        fitted=args.fitted, learning_rate=args.learning_rate,
-    )
+    cfg = config_from_args(PredictorDistillConfig, args, data_dir=args.data, init_from=args.model)
     progress = None if args.no_progress else (lambda total, desc: tqdm(total=total, desc=desc, unit="it"))
     student, metrics = distill_predictor(cfg, progress)
     path = save_distilled(student, cfg, metrics)

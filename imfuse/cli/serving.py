@@ -131,6 +131,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from imfuse.config_io import config_from_args
     from imfuse.serving.config import BatchingOptions, load_batching_file, load_monitoring_file, parse_version_labels
     from imfuse.serving.limits import RequestLimits
     from imfuse.serving.rest import RestOptions
@@ -150,18 +151,13 @@ def run_serve(args: argparse.Namespace) -> int:
         if base_path or args.model_config_file:
             raise ConfigError("--base-model replaces --model-base-path and --model-config-file; give only one")
         base_path = _export_base_model(args.model_name)
-    options = ServerOptions(
-        model_name=args.model_name,
+    options = config_from_args(  # model_name, model_config_file, ports, host, ... under their flags' names
+        ServerOptions, args,
         model_base_path=base_path,
-        model_config_file=args.model_config_file,
         version_labels=parse_version_labels(args.version_labels),
-        port=args.port,
         rest_port=args.rest_port or None,
-        host=args.host,
         batching=batching,
         poll_wait_s=args.file_system_poll_wait_seconds,
-        max_request_bytes=args.max_request_bytes,
-        max_concurrent_rpcs=args.max_concurrent_rpcs,
         limits=RequestLimits(max_images=args.max_images_per_request, max_pixels=args.max_pixels_per_request),
         rest=RestOptions(
             timeout_keep_alive_s=args.rest_keep_alive_seconds,
@@ -170,8 +166,6 @@ def run_serve(args: argparse.Namespace) -> int:
             metrics_path=load_monitoring_file(args.monitoring_config_file) if args.monitoring_config_file
             else DEFAULT_METRICS_PATH,
         ),
-        enable_model_management=args.enable_model_management,
-        admin_port=args.admin_port,
         model_roots=tuple(args.model_root),
     )
     serve(options)

@@ -74,17 +74,14 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from imfuse.config_io import config_from_args
     from imfuse.studio.config import StudioConfig
 
     mlflow_uri = _tracking_uri(args.mlflow_uri)
     ui = args.mlflow_ui_url
     if not ui and mlflow_uri and not mlflow_uri.startswith(("http://", "https://")):
         ui = "http://127.0.0.1:5000"
-    config = StudioConfig(
-        target=args.target, rest=args.rest, model_name=args.model_name, model=args.model,
-        mlflow_uri=mlflow_uri, mlflow_ui_url=ui, registered_model=args.registered_model,
-        host=args.host, port=args.port, timeout_s=args.timeout,
-    )
+    config = config_from_args(StudioConfig, args, mlflow_uri=mlflow_uri, mlflow_ui_url=ui, timeout_s=args.timeout)
     config.validate()
     if args.model not in (None, "", "base") and not os.path.exists(args.model):
         raise ConfigError(f"--model {args.model}: no such file")
