@@ -77,6 +77,15 @@ def _read_text(path: str | Path, what: str) -> str:
     return p.read_text(encoding="utf-8")
 
 
+def _parse_text(text: str, proto, source: str):
+    """`proto` filled from a text proto; a syntax error is a ConfigError naming the source and message."""
+    try:
+        text_format.Parse(text, proto)
+    except text_format.ParseError as exc:
+        raise ConfigError(f"{source}: not a valid {proto.DESCRIPTOR.name} text proto: {exc}") from None
+    return proto
+
+
 def _policy_from_proto(name: str, proto) -> VersionPolicy:
     which = proto.WhichOneof("policy_choice")
     if which is None or which == "latest":
@@ -94,12 +103,7 @@ def parse_model_config_text(text: str, source: str = "<model config>") -> list[M
     """Parse a TF Serving `model_config_list` text proto into ModelConfigs."""
     from tensorflow_serving.config import model_server_config_pb2
 
-    proto = model_server_config_pb2.ModelServerConfig()
-    try:
-        text_format.Parse(text, proto)
-    except text_format.ParseError as exc:
-        raise ConfigError(f"{source}: not a valid ModelServerConfig text proto: {exc}") from None
-    return models_from_proto(proto, source)
+    return models_from_proto(_parse_text(text, model_server_config_pb2.ModelServerConfig(), source), source)
 
 
 def models_from_proto(proto, source: str = "<model config>") -> list[ModelConfig]:
@@ -168,11 +172,7 @@ def batching_parameters_class():
 
 def parse_batching_text(text: str, source: str = "<batching parameters>") -> BatchingOptions:
     """Parse a TF Serving batching parameters text proto; unset fields keep our defaults."""
-    proto = batching_parameters_class()()
-    try:
-        text_format.Parse(text, proto)
-    except text_format.ParseError as exc:
-        raise ConfigError(f"{source}: not a valid BatchingParameters text proto: {exc}") from None
+    proto = _parse_text(text, batching_parameters_class()(), source)
     defaults = BatchingOptions()
     values = {}
     for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"):
@@ -227,12 +227,7 @@ def parse_monitoring_text(text: str, source: str = "<monitoring config>") -> str
 
     As in TF Serving, an enabled config without a path uses /monitoring/prometheus/metrics.
     """
-    proto = monitoring_config_class()()
-    try:
-        text_format.Parse(text, proto)
-    except text_format.ParseError as exc:
-        raise ConfigError(f"{source}: not a valid MonitoringConfig text proto: {exc}") from None
-    prometheus = proto.prometheus_config
+    prometheus = _parse_text(text, monitoring_config_class()(), source).prometheus_config
     if not prometheus.enable:
         return None
     path = prometheus.path or DEFAULT_METRICS_PATH

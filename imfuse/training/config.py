@@ -97,20 +97,14 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raises ConfigError naming the first bad value."""
-        if self.variant not in VARIANT_NAMES:
-            raise ConfigError(f"--variant must be one of {', '.join(VARIANT_NAMES)}, got {self.variant!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        if self.loss_precision not in LOSS_PRECISIONS:
-            raise ConfigError(
-                f"--loss-precision must be one of {', '.join(LOSS_PRECISIONS)}, got {self.loss_precision!r}"
-            )
-        if self.train_only not in TRAIN_ONLY:
-            raise ConfigError(f"--train-only must be one of {', '.join(TRAIN_ONLY)}, got {self.train_only!r}")
+        choices = (("variant", VARIANT_NAMES), ("lr_schedule", LR_SCHEDULES), ("loss_precision", LOSS_PRECISIONS),
+                   ("train_only", TRAIN_ONLY), ("strategy", STRATEGIES))
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
+                                  f"got {getattr(self, name)!r}")
         if self.train_only != "all" and not self.init_from:
             raise ConfigError("--train-only predictor needs --init-from: the frozen transformer must come from a trained model")
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         positive = ("steps", "batch_size", "image_size", "style_size", "checkpoint_every", "log_every", "keep_checkpoints")
         for name in positive:
             if int(getattr(self, name)) < 1:
