@@ -117,16 +117,9 @@ class PrepareConfig:
 
     def hashed_options(self) -> dict:
         """Options that change the dataset's content (part of the dataset hash)."""
-        return {
-            "eval_fraction": self.eval_fraction,
-            "unseen_fraction": self.unseen_fraction,
-            "max_pixels": self.max_pixels,
-            "min_side": self.min_side,
-            "max_bytes": self.max_bytes,
-            "image_format": self.image_format,
-            "images_per_shard": self.images_per_shard,
-            "split_salt": SPLIT_SALT,
-        }
+        names = ("eval_fraction", "unseen_fraction", "max_pixels", "min_side", "max_bytes", "image_format",
+                 "images_per_shard")
+        return {**{name: getattr(self, name) for name in names}, "split_salt": SPLIT_SALT}
 
 
 # ------------------------------------------------------------------------- the driver
