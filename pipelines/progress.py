@@ -160,8 +160,7 @@ def key_metric(task: str, outputs: TaskOutputs) -> str:
             return ", ".join(parts)
         if kind == "evaluate-model":
             report, metrics = outputs.meta("report"), outputs.meta("metrics")
-            blessed = report.get("blessed", outputs.parameters.get("Output"))
-            verdict = "blessed" if blessed else "NOT blessed"
+            verdict = "blessed" if is_blessed(outputs) else "NOT blessed"
             reason = report.get("reason")
             if not reason and GATE_METRIC in metrics:
                 reason = f"{GATE_METRIC} {_number(metrics[GATE_METRIC])}"
@@ -204,9 +203,7 @@ class _Terminal:
 
     def line(self, text: str) -> None:
         with self.lock:
-            if self._live:
-                self.stream.write("\r\x1b[K")
-                self._live = False
+            self.clear_live()
             self.stream.write(text + "\n")
             self.stream.flush()
 

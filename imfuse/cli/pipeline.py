@@ -98,10 +98,10 @@ def register(subparsers) -> None:
 
 
 def _collect(args):
+    from imfuse.config_io import config_from_args
     from pipelines.runner import PipelineParams
 
-    names = [f.name for f in __import__("dataclasses").fields(PipelineParams)]
-    return PipelineParams(**{n: getattr(args, n, None) for n in names})
+    return config_from_args(PipelineParams, args)
 
 
 def run_compile(args) -> int:
