@@ -380,7 +380,8 @@ class VideoWriter:
     """Encode RGB uint8 frames to `path` (format from its extension), with the audio of
     `audio_source` (a video path) kept when the format has audio.
 
-    `write(rgb, time)` per frame, times in seconds (increasing); `close()` flushes.
+    `write(rgb, time)` per frame, times in seconds (increasing); `close()` flushes. As a
+    context manager it closes after the block, or aborts when the block raises.
     """
 
     @classmethod
@@ -472,6 +473,15 @@ class VideoWriter:
             self.container.close()
         except Exception:  # noqa: BLE001 - closing a half-written file after an error
             pass
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 @contextmanager

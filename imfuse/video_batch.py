@@ -156,16 +156,11 @@ def _stylize_chunk_dofn():
             part = os.path.join(parts, f"{index:06d}.mkv")
             first = max(0, start - cfg.warmup)
             with atomic_output(part) as tmp:
-                writer = VideoWriter(tmp, info.width, info.height, info.fps)
-                try:
+                with VideoWriter(tmp, info.width, info.height, info.fps) as writer:
                     for frame in iter_frames(info, first, stop):
                         out = processor(frame.rgb)  # warm-up frames are blended, not written
                         if frame.index >= start:
                             writer.write(out, frame.time)
-                    writer.close()
-                except BaseException:
-                    writer.abort()
-                    raise
             if writer.frames != stop - start:
                 raise DataError(f"{path}: chunk {index} decoded {writer.frames} of {stop - start} frames")
             return {"index": index, "part": part, "frames": writer.frames, "count": count}
@@ -191,8 +186,7 @@ def join_clip(item, config: VideoBatchConfig, colliding: frozenset[str]):
             return ("bad", path, f"only {len(parts)} of {results[0]['count']} chunks were stylised")
         info = probe(path)
         with atomic_output(target) as tmp:
-            writer = VideoWriter.like(tmp, info)
-            try:
+            with VideoWriter.like(tmp, info) as writer:
                 n = 0
                 for part in parts:
                     for frame in iter_frames(probe(part)):
@@ -200,10 +194,6 @@ def join_clip(item, config: VideoBatchConfig, colliding: frozenset[str]):
                         t = (info.frame_pts[n] - info.frame_pts[0]) * info.time_base
                         writer.write(frame.rgb, t)
                         n += 1
-                writer.close()
-            except BaseException:
-                writer.abort()
-                raise
         return ("written", path, writer.frames, writer.audio_note)
     except ImfuseError as exc:
         return ("bad", path, str(exc))

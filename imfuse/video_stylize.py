@@ -163,18 +163,13 @@ def transcode(src: str, dst: str, process: Callable[[np.ndarray], np.ndarray], i
     info = info or probe(src)
     started = time.perf_counter()
     with atomic_output(dst) as tmp:
-        writer = VideoWriter.like(tmp, info)
-        try:
+        with VideoWriter.like(tmp, info) as writer:
             done = 0
             for frame in iter_frames(info):
                 writer.write(process(frame.rgb), frame.time)
                 done += 1
                 if progress is not None:
                     progress(done, info.frames)
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
     return VideoResult(os.fspath(dst), writer.frames, info.width, info.height, float(info.fps),
                        time.perf_counter() - started, writer.audio_note)
 
