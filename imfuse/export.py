@@ -136,57 +136,40 @@ def build_serving_module(model: "StyleTransferModel"):
         )
         return tf.cond(same_size, batched, looped)
 
-    strings = tf.TensorSpec([None], tf.string)
-    strength_spec = tf.TensorSpec([None], tf.float32, name="strength")
-    preserve_spec = tf.TensorSpec([None], tf.bool, name="preserve_color")
-    mask_spec = tf.TensorSpec([None], tf.string, name="mask_image")
+    options = [  # optional inputs of the stylising signatures, defaults below
+        tf.TensorSpec([None], tf.float32, name="strength"),
+        tf.TensorSpec([None], tf.bool, name="preserve_color"),
+        tf.TensorSpec([None], tf.string, name="mask_image"),
+    ]
     default_strength = tf.constant([1.0], tf.float32)
     default_preserve = tf.constant([False])
     default_mask = tf.constant([b""])
+    content_spec = tf.TensorSpec([None], tf.string, name="content_image")
+    style_spec = tf.TensorSpec([None], tf.string, name="style_image")
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name="content_image"),
-            tf.TensorSpec([None], tf.string, name="style_image"),
-            strength_spec,
-            preserve_spec,
-            mask_spec,
-        ]
-    )
-    def serving_default(
-        content_image,
-        style_image,
-        strength=default_strength,
-        preserve_color=default_preserve,
-        mask_image=default_mask,
-    ):
-        embedding = embed(style_image)
-        return {"stylized_image": stylize(content_image, embedding, strength, preserve_color, mask_image)}
+    def from_style_image(output: str):
+        """serving_default and stylize_rest: the same stylisation, its output under another name."""
 
-    @tf.function(input_signature=serving_default.input_signature)
-    def stylize_rest(
-        content_image,
-        style_image,
-        strength=default_strength,
-        preserve_color=default_preserve,
-        mask_image=default_mask,
-    ):
-        embedding = embed(style_image)
-        return {REST_OUTPUT: stylize(content_image, embedding, strength, preserve_color, mask_image)}
+        @tf.function(input_signature=[content_spec, style_spec, *options])
+        def stylize_style_image(
+            content_image,
+            style_image,
+            strength=default_strength,
+            preserve_color=default_preserve,
+            mask_image=default_mask,
+        ):
+            return {output: stylize(content_image, embed(style_image), strength, preserve_color, mask_image)}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="style_image")])
+        return stylize_style_image
+
+    serving_default = from_style_image("stylized_image")
+    stylize_rest = from_style_image(REST_OUTPUT)
+
+    @tf.function(input_signature=[style_spec])
     def style_embedding(style_image):
         return {"embedding": embed(style_image)}
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name="content_image"),
-            tf.TensorSpec([None, dim], tf.float32, name="embedding"),
-            strength_spec,
-            preserve_spec,
-            mask_spec,
-        ]
-    )
+    @tf.function(input_signature=[content_spec, tf.TensorSpec([None, dim], tf.float32, name="embedding"), *options])
     def stylize_with_embedding(
         content_image,
         embedding,
