@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from imfuse.errors import ConfigError, ImfuseError
 from imfuse.studio.backends import Backend, LocalBackend, ServingBackend
