@@ -227,24 +227,34 @@ def iter_frames(info: VideoInfo, start: int = 0, stop: int | None = None) -> Ite
     video decode only their own part); frames are identified by their presentation time
     from the probe, with a plain decode from the beginning when times are missing.
     """
-    import av
-
     stop = info.frames if stop is None else min(int(stop), info.frames)
     if start >= stop:
         return
-    tb = info.time_base
+    try:
+        yield from _decode(info, start, stop, seek=start > 0)
+    except _Reseek:  # raised before any frame was yielded
+        yield from _decode(info, start, stop, seek=False)
+
+
+class _Reseek(Exception):
+    pass
+
+
+def _decode(info: VideoInfo, start: int, stop: int, seek: bool) -> Iterator[Frame]:
+    """Frames [start, stop): from the keyframe before `start` when `seek` (else from the
+    beginning, counting frames); _Reseek when a frame after the seek cannot be placed."""
+    import av
+
     with open_input(info.path) as container:
         vs = container.streams.video[0]
         vs.thread_type = "AUTO"
-        target = info.frame_pts[start]
-        seeked = False
-        if start > 0:
+        index = 0
+        if seek:
             try:
-                container.seek(int(target), stream=vs, backward=True, any_frame=False)
-                seeked = True
+                container.seek(int(info.frame_pts[start]), stream=vs, backward=True, any_frame=False)
+                index = None
             except av.FFmpegError:
-                seeked = False
-        index = None if seeked else 0
+                pass
         try:
             for frame in container.decode(vs):
                 if index is None:  # after a seek: place the frame by its time
@@ -256,35 +266,6 @@ def iter_frames(info: VideoInfo, start: int = 0, stop: int | None = None) -> Ite
                     if i > start:  # seeking landed after the wanted frame
                         raise _Reseek()
                     index = i
-                if index >= stop:
-                    break
-                if index >= start:
-                    pts = frame.pts if frame.pts is not None else info.frame_pts[min(index, info.frames - 1)]
-                    yield Frame(index, Fraction(pts - info.frame_pts[0]) * tb, frame.to_ndarray(format="rgb24"))
-                index += 1
-        except _Reseek:
-            pass
-        except av.FFmpegError as exc:
-            raise VideoError(f"cannot decode {info.path} (frame {index}): {_av_message(exc)}") from None
-        else:
-            return
-    # Fallback: decode from the beginning, counting frames.
-    yield from _iter_from_start(info, start, stop)
-
-
-class _Reseek(Exception):
-    pass
-
-
-def _iter_from_start(info: VideoInfo, start: int, stop: int) -> Iterator[Frame]:
-    import av
-
-    with open_input(info.path) as container:
-        vs = container.streams.video[0]
-        vs.thread_type = "AUTO"
-        index = 0
-        try:
-            for frame in container.decode(vs):
                 if index >= stop:
                     break
                 if index >= start:
