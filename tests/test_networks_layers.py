@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from imfuse.networks.layers import (
     ConditionalInstanceNorm,
+    EdgePadUpsample2D,
     InstanceNorm,
     ReflectPad,
     SpaceToDepthConv2D,
@@ -50,6 +51,20 @@ def test_upsample_conv_equals_upsampling_reflect_pad_conv(shape):
     assert y.shape == (shape[0], 2 * shape[1], 2 * shape[2], 5)
     assert fast.compute_output_shape((None, 4, None, shape[-1])) == (None, 8, None, 5)
     np.testing.assert_allclose(y.numpy(), expected.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 7, 6), (2, 8, 3, 4), (1, 1, 1, 2)])
+def test_edge_pad_upsample_then_cropped_valid_conv_equals_upsampling_reflect_pad_conv(shape):
+    """The reduced transformer's separable expand convs pad the small image instead of the
+    upsampled one: the same numbers, bit for bit, whatever the size (1x1 included)."""
+    x = _random(shape, 1)
+    conv = keras.layers.SeparableConv2D(5, 3, padding="valid", use_bias=False)
+    up = EdgePadUpsample2D()(x)
+    got = keras.layers.Cropping2D(1)(conv(up))
+    expected = conv(ReflectPad(1)(keras.layers.UpSampling2D(2, interpolation="nearest")(x)))
+    assert up.shape == (shape[0], 2 * shape[1] + 4, 2 * shape[2] + 4, shape[-1])
+    assert EdgePadUpsample2D().compute_output_shape((None, 4, None, 3)) == (None, 12, None, 3)
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
 
 
 @pytest.mark.parametrize("kernel,size", [(9, (1, 24, 30)), (9, (2, 13, 16)), (3, (1, 7, 9)), (1, (1, 5, 4))])

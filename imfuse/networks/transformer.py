@@ -13,6 +13,7 @@ from imfuse.networks.config import VariantConfig
 from imfuse.networks.layers import (
     ConditionalInstanceNorm,
     CropLike,
+    EdgePadUpsample2D,
     InstanceNorm,
     PadToMultiple,
     ReflectPad,
@@ -50,6 +51,10 @@ def _upsample_conv(x, filters: int, separable: bool, fused: bool, name: str):
     """Nearest 2x upsampling + reflect-padded 3x3 conv (no transposed-conv checkerboard)."""
     if fused and not separable:
         return UpsampleConv2D(filters, name=name)(x)
+    if fused:  # the same function, with the padding done on the small image (EdgePadUpsample2D)
+        x = EdgePadUpsample2D(name=f"{name}_up")(x)
+        x = keras.layers.SeparableConv2D(filters, 3, padding="valid", use_bias=False, name=name)(x)
+        return keras.layers.Cropping2D(1, name=f"{name}_crop")(x)
     x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_up")(x)
     return _conv(x, filters, 3, 1, separable, name=name)
 
