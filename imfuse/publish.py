@@ -151,8 +151,9 @@ def publish_registered(base: str, name: str, registered_model: str, which: str |
     registry_version = get_version(registered_model, which, mlflow_uri).version
     downloaded = download_model(registered_model, str(registry_version), mlflow_uri)
     saved_model = packaged_saved_model(downloaded) if downloaded.is_dir() else None
-    if saved_model is not None and saved_model_precision(saved_model) != precision:
-        print(f"the registered SavedModel computes in {saved_model_precision(saved_model)}; "
+    registered_precision = saved_model_precision(saved_model) if saved_model is not None else None
+    if saved_model is not None and registered_precision != precision:
+        print(f"the registered SavedModel computes in {registered_precision}; "
               f"exporting the registered .keras model in {precision} instead", file=sys.stderr)
         saved_model = None
     model = None if saved_model is not None else load_model(packaged_keras(downloaded), precision=precision)

@@ -103,7 +103,7 @@ def fit_style_embeddings(
     stylises config.batch_size photos per style in one batch. Adam scales each embedding
     value by its own gradient history, so the rows fit as they would alone; one batch of
     many styles keeps two CPU cores busier than many batches of one (fitting a dataset's
-    styles for imfuse.training.predictor_fit). `on_step` gets the losses averaged over styles."""
+    styles for imfuse.training.style_targets). `on_step` gets the losses averaged over styles."""
     import tensorflow as tf
     from tqdm.auto import tqdm
 
@@ -181,7 +181,7 @@ def fit_style_embeddings(
 
 def save_style_embedding(path: str | os.PathLike, result: StyleFitResult, record: dict) -> Path:
     """A small JSON file: the embedding, the one it started from, and how it was made."""
-    from imfuse.training.checkpoints import atomic_write_text
+    from imfuse.fsutil import atomic_write_text
 
     path = Path(path)
     if path.suffix != ".json":

@@ -15,12 +15,12 @@ import tempfile
 from pathlib import Path
 
 
-# TrainConfig fields a pipeline training sets and their `imfuse train` flags, in argv order;
-# the first seven are always passed, the rest where they differ from TrainConfig's defaults.
-TRAIN_FLAGS = {"data_dir": "--data", "out_dir": "--out", "variant": "--variant", "steps": "--steps",
-               "image_size": "--image-size", "style_size": "--style-size", "batch_size": "--batch-size",
-               "init_from": "--init-from", "learning_rate": "--learning-rate", "teacher": "--teacher",
-               "content_weight": "--content-weight", "style_weight": "--style-weight", "tv_weight": "--tv-weight"}
+# TrainConfig fields a pipeline training sets and their `imfuse train` flags, in argv order:
+# the required ones always, the optional ones where they differ from TrainConfig's defaults.
+REQUIRED_FLAGS = {"data_dir": "--data", "out_dir": "--out", "variant": "--variant", "steps": "--steps",
+                  "image_size": "--image-size", "style_size": "--style-size", "batch_size": "--batch-size"}
+OPTIONAL_FLAGS = {"init_from": "--init-from", "learning_rate": "--learning-rate", "teacher": "--teacher",
+                  "content_weight": "--content-weight", "style_weight": "--style-weight", "tv_weight": "--tv-weight"}
 
 
 def train_config(
@@ -57,9 +57,9 @@ def train_args(data_dir: str, run_dir: str, variant: str, steps: int, image_size
     config = train_config(data_dir, run_dir, variant, steps, image_size, batch_size, mlflow_uri, *extra, resolve=False)
     defaults = {f.name: f.default for f in dataclasses.fields(config)}
     argv = ["train"]
-    for i, (name, flag) in enumerate(TRAIN_FLAGS.items()):
+    for name, flag in {**REQUIRED_FLAGS, **OPTIONAL_FLAGS}.items():
         value = getattr(config, name)
-        if i < 7 or value != defaults[name]:
+        if name in REQUIRED_FLAGS or value != defaults[name]:
             argv += [flag, str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)]
     return argv + (["--mlflow-uri", mlflow_uri] if mlflow_uri else [])
 

@@ -54,6 +54,7 @@ def _distill_predictor(args: argparse.Namespace) -> int:
 
 
 def _fit_styles(args: argparse.Namespace) -> int:
+    from imfuse.config_io import config_from_args
     from imfuse.data.examples import SPLITS
     from imfuse.style_fit import StyleFitConfig
     from imfuse.training.style_targets import fit_dataset_styles
@@ -61,7 +62,7 @@ def _fit_styles(args: argparse.Namespace) -> int:
     splits = tuple(part.strip() for part in args.splits.split(",") if part.strip())
     if not splits or any(s not in SPLITS["style"] for s in splits):
         raise ConfigError(f"--splits takes {', '.join(SPLITS['style'])}, comma-separated; got {args.splits!r}")
-    config = StyleFitConfig(steps=args.steps, learning_rate=args.learning_rate, batch_size=args.batch_size)
+    config = config_from_args(StyleFitConfig, args)  # steps, learning_rate, batch_size
     counts = fit_dataset_styles(args.data, args.out, args.model, splits, config, args.styles_per_batch,
                                 progress=not args.no_progress)
     print(f"{args.out}: {counts['styles']} styles ({counts['fitted']} fitted now, {counts['skipped']} already there)")
@@ -101,6 +102,7 @@ def register(subparsers) -> None:
     distill.add_argument("--no-progress", action="store_true", help="no progress bars")
     distill.set_defaults(func=_distill_predictor)
     from imfuse.style_fit import StyleFitConfig as F
+    from imfuse.training import style_targets
 
     fit = sub.add_parser(
         "fit-styles",
@@ -111,10 +113,10 @@ def register(subparsers) -> None:
     fit.add_argument("--model", default="base", help="a .keras path or 'base' (default %(default)s)")
     fit.add_argument("--data", required=True, metavar="DIR", help="prepared dataset")
     fit.add_argument("--out", required=True, metavar="DIR", help="one fitted-style JSON per style")
-    fit.add_argument("--splits", default="train,eval", help="style splits to fit (default %(default)s)")
+    fit.add_argument("--splits", default=",".join(style_targets.SPLITS), help="style splits to fit (default %(default)s)")
     fit.add_argument("--steps", type=int, default=F.steps, help="Adam steps per style (default %(default)s)")
     fit.add_argument("--learning-rate", type=float, default=F.learning_rate, help="(default %(default)s)")
     fit.add_argument("--batch-size", type=int, default=F.batch_size, help="photos per style per step (default %(default)s)")
-    fit.add_argument("--styles-per-batch", type=int, default=8, help="styles fitted together (default %(default)s)")
+    fit.add_argument("--styles-per-batch", type=int, default=style_targets.STYLES_PER_BATCH, help="styles fitted together (default %(default)s)")
     fit.add_argument("--no-progress", action="store_true", help="no progress bars")
     fit.set_defaults(func=_fit_styles)

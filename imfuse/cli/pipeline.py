@@ -21,7 +21,7 @@ def _params(p: argparse.ArgumentParser) -> None:
         local = getattr(LOCAL_DEFAULTS, name)
         return f"(default: {local} locally, {CLUSTER_DEFAULTS[name]} on a cluster)"
 
-    DEFAULT = "(default: %s)"
+    fixed = "(default: %s)"  # the same locally and on a cluster, or said in words
     g = p.add_argument_group("pipeline parameters")
     g.add_argument("--variant", choices=VARIANTS, help=d("variant"))
     g.add_argument("--steps", type=int, help=d("steps"))
@@ -29,20 +29,20 @@ def _params(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, help=d("batch_size"))
     g.add_argument("--content-source", help="content images (folder, glob, list file, s3://...); empty: demo data")
     g.add_argument("--styles-source", help="style images; empty: demo data")
-    g.add_argument("--mlflow-uri", help=DEFAULT % ("WORKDIR/mlflow.db locally; the imfuse-settings ConfigMap's on a cluster"))
+    g.add_argument("--mlflow-uri", help=fixed % ("WORKDIR/mlflow.db locally; the imfuse-settings ConfigMap's on a cluster"))
     g.add_argument(
-        "--serving-base-path", help=DEFAULT % ("WORKDIR/serving locally; the ConfigMap's (s3://models) on a cluster")
+        "--serving-base-path", help=fixed % ("WORKDIR/serving locally; the ConfigMap's (s3://models) on a cluster")
     )
     g.add_argument("--model-name", help=d("model_name"))
     g.add_argument("--eval-max-pairs", type=int, help=f"content x style pairs scored by evaluation {d('eval_max_pairs')}")
     g.add_argument("--gatys-steps", type=int, help=f"Gatys baseline steps on one pair, 0 skips it {d('gatys_steps')}")
     g.add_argument("--gate-tolerance", type=float, help="blessed if <= champion x (1 + tolerance)")
     g.add_argument("--init-from", metavar="auto|base|PATH|models:/NAME@ALIAS",
-                   help=DEFAULT % ("auto: the registry's champion, else the shipped base model"))
-    g.add_argument("--learning-rate", type=float, help=DEFAULT % ("1e-4: a fine-tune"))
-    g.add_argument("--teacher", metavar="lite|init|PATH", help=DEFAULT % ("none: the Gatys losses alone"))
+                   help=fixed % ("auto: the registry's champion, else the shipped base model"))
+    g.add_argument("--learning-rate", type=float, help=fixed % ("1e-4: a fine-tune"))
+    g.add_argument("--teacher", metavar="lite|init|PATH", help=fixed % ("none: the Gatys losses alone"))
     g.add_argument("--distill-only", action=argparse.BooleanOptionalAction, default=None,
-                   help=DEFAULT % ("off; on: train on the teacher's L1 term alone, no Gatys terms"))
+                   help=fixed % ("off; on: train on the teacher's L1 term alone, no Gatys terms"))
     g.add_argument("--no-promote", dest="promote", action="store_const", const=False, default=None,
                    help="register blessed models as challenger only (default: also champion)")
 

@@ -66,8 +66,8 @@ def baseline_model(reg_name: str, gate_metric: str, uri: str | None, run_dir: Pa
         from imfuse.training.warm_start import registered_keras
 
         champion, _ = champion_metric(reg_name, gate_metric, uri)
-        with contextlib.suppress(ModelError):  # a champion without a .keras model: the init model
-            if champion is not None:
+        if champion is not None:
+            with contextlib.suppress(ModelError):  # a champion without a .keras model: the init model
                 keras = registered_keras(reg_name, str(champion.version), uri)
                 return BaselineModel(f"champion v{champion.version}", str(keras), champion.version)
     from imfuse.training.checkpoints import read_run_config

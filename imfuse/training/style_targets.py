@@ -23,6 +23,9 @@ import numpy as np
 from imfuse.errors import ConfigError
 from imfuse.style_fit import StyleFitConfig, fit_record, fit_style_embeddings, save_style_embedding
 
+SPLITS = ("train", "eval")  # the styles a predictor learns from and is checked on (never unseen)
+STYLES_PER_BATCH = 8
+
 
 def target_path(out_dir: str | Path, source: str) -> Path:
     """One file per style source: its stem (readable) plus a hash of the full URI (unique)."""
@@ -42,9 +45,9 @@ def fit_dataset_styles(
     data_dir: str,
     out_dir: str,
     model_name: str = "base",
-    splits: tuple[str, ...] = ("train", "eval"),
+    splits: tuple[str, ...] = SPLITS,
     config: StyleFitConfig | None = None,
-    styles_per_batch: int = 8,
+    styles_per_batch: int = STYLES_PER_BATCH,
     progress: bool = True,
 ) -> dict:
     """Fit the embedding of every style in `splits` of a prepared dataset, `styles_per_batch`
