@@ -25,9 +25,9 @@ from typing import Iterator
 
 from imfuse.errors import ConfigError, TrainingError
 from imfuse.serving.defaults import MODEL_NAME
+from imfuse.training.config import VARIANT_NAMES as VARIANTS
 from imfuse.versions import version_dirs
 
-VARIANTS = ("full", "reduced")
 DEFAULT_WORKDIR = "imfuse-work"
 HEALTHZ = "/apis/v2beta1/healthz"
 

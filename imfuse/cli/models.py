@@ -24,7 +24,7 @@ def _describe(args: argparse.Namespace) -> int:
     sizes = _parse_sizes(args.sizes)
     from imfuse.networks.describe import describe_variants, format_base_models, format_summaries
 
-    variants = ["full", "reduced"] if args.variant == "all" else [args.variant]
+    variants = list(VARIANTS) if args.variant == "all" else [args.variant]
     print(format_summaries(describe_variants(variants, sizes)))
     print()
     print(format_base_models())
