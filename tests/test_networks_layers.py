@@ -119,6 +119,46 @@ def test_instance_norm_gradients_flow_through_fused_path():
     assert np.abs(grads[1].numpy()).max() > 0 and np.abs(grads[0].numpy()).max() > 0
 
 
+@pytest.mark.parametrize("shape", [(1, 8, 12, 3), (1, 6, 10, 6), (1, 1, 8, 3), (1, 5, 7, 3), (1, 1, 4, 3)])
+def test_channel_counts_off_a_multiple_of_4_are_normalised_exactly(shape):
+    """3 and 6 channels run on a grouped (W/k, C*k) view when W allows; other sizes use the plain op."""
+    x = _random(shape, 6).numpy() * 3 + 1
+    params = _random((1, 2 * shape[-1]), 7).numpy()
+    gamma, beta = params[:, : shape[-1]], params[:, shape[-1] :]
+    expected = _numpy_instance_norm(x, gamma, beta)
+    layer = ConditionalInstanceNorm(0, shape[-1])
+    fn = tf.function(lambda a, p: layer([a, p]), input_signature=[
+        tf.TensorSpec([None, None, None, shape[-1]]), tf.TensorSpec([None, 2 * shape[-1]])])
+    np.testing.assert_allclose(fn(x, params).numpy(), expected, atol=1e-4)
+    np.testing.assert_allclose(layer([x, params]).numpy(), expected, atol=1e-4)
+
+
+def test_grouped_norm_gradients_equal_the_plain_formulas():
+    """Style fitting differentiates through inference-mode norms: every input's gradient must be exact."""
+    x = tf.constant(_random((1, 8, 12, 3), 8).numpy() * 2 + 0.5)
+    params = tf.constant(_random((1, 6), 9).numpy())
+    weights = tf.constant(_random((1, 8, 12, 3), 10).numpy())
+    layer = ConditionalInstanceNorm(0, 3)
+
+    def grads(training):
+        with tf.GradientTape() as tape:
+            tape.watch([x, params])
+            loss = tf.reduce_sum(tf.square(layer([x, params], training=training)) * weights)
+        return tape.gradient(loss, [x, params])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3]), tf.TensorSpec([None, 6])])
+    def traced(images, style):  # unknown batch size: the single-image branch sits inside a tf.cond
+        with tf.GradientTape() as tape:
+            tape.watch([images, style])
+            loss = tf.reduce_sum(tf.square(layer([images, style])) * weights)
+        return tape.gradient(loss, [images, style])
+
+    for inference, plain, in_cond in zip(grads(None), grads(True), traced(x, params)):
+        assert np.abs(plain.numpy()).max() > 0
+        np.testing.assert_allclose(inference.numpy(), plain.numpy(), atol=1e-4)
+        np.testing.assert_allclose(in_cond.numpy(), plain.numpy(), atol=1e-4)
+
+
 @runs_bf16
 def test_fast_layers_run_in_mixed_bfloat16():
     policy = keras.mixed_precision.dtype_policy()
