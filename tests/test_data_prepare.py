@@ -365,3 +365,40 @@ def test_mount_point_output_is_merged_in_place_with_the_manifest_last(small, tmp
     assert {p for p in _tree(out) if p.endswith(".tfrecord")} == shards
     _assert_readable(out, second)
     assert first["dataset_hash"] != second["dataset_hash"]
+
+
+def test_merge_rerun_with_other_bytes_never_touches_the_listed_shards(small, tmp_path, monkeypatch):
+    """Same shard count, other bytes: shards are named by their digest, so the previous dataset
+    stays whole and readable up to the manifest's switch (object stores have no folder rename)."""
+    from imfuse.data import staging
+
+    out = tmp_path / "mnt"
+    monkeypatch.setattr(staging, "mode_for", lambda path: "merge")
+    cfg = dict(content=small["content"], styles=small["styles"], out=str(out), **SMALL)
+    first = prepare_dataset(PrepareConfig(**cfg))
+    changed = PrepareConfig(**dict(cfg, content_size=SMALL["content_size"] + 8, overwrite=True))
+    real_replace = os.replace
+
+    def killed_at_manifest(src, dst):
+        if dst.endswith("manifest.json"):
+            raise KeyboardInterrupt  # every new shard is in; the switch is next
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_at_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset(changed)
+    monkeypatch.setattr(os, "replace", real_replace)
+    _assert_readable(out, first)
+    listed = [s for k in first["shards"].values() for ss in k.values() for s in ss]
+    for shard in listed:  # not one byte of the previous dataset changed
+        assert hashlib.sha256((out / shard["path"]).read_bytes()).hexdigest() == shard["sha256"]
+        assert shard["path"].endswith(f"-{shard['sha256'][:16]}.tfrecord")
+
+    second = prepare_dataset(changed)
+    assert second["num_shards"] == first["num_shards"] and second["dataset_hash"] != first["dataset_hash"]
+    new = {s["path"] for k in second["shards"].values() for ss in k.values() for s in ss}
+    paths = {kind: {s["path"] for ss in first["shards"][kind].values() for s in ss} for kind in ("content", "style")}
+    assert new.isdisjoint(paths["content"])  # other content bytes: other names
+    assert paths["style"] <= new  # the styles did not change: the same shards, kept
+    assert {p for p in _tree(out) if p.endswith(".tfrecord")} == new  # the previous shards are gone
+    _assert_readable(out, second)

@@ -232,12 +232,13 @@ def test_merge_keeps_unchanged_shards_and_switches_by_the_manifest(tmp_path, mon
     assert os.stat(os.path.join(out, *next(iter(OLD)).split("/"))).st_ino == kept
 
 
-def test_merge_changing_a_shard_in_place_is_never_read_as_a_mix(tmp_path, monkeypatch):
-    """Same name, other bytes: the old manifest goes first, so a cut leaves 'no manifest', not a mix."""
+def test_merge_replaces_a_damaged_same_named_shard_without_dropping_the_manifest(tmp_path, monkeypatch):
+    """Shard names carry their digest, so same name, other bytes means the old copy is damaged:
+    it is replaced, and a cut there still leaves OUT with its manifest."""
     out = str(tmp_path / "mnt")
     _manifest_dataset(out, OLD)
-    changed = {"content/train/part-00000-of-00001.tfrecord": b"new-0"}
-    stage, new_files = _merge_stage(out, monkeypatch, changed)
+    repaired = {"content/train/part-00000-of-00001.tfrecord": b"old-0-whole"}
+    stage, new_files = _merge_stage(out, monkeypatch, repaired)
     real_replace = os.replace
 
     def killed_at_shard(src, dst):
@@ -249,11 +250,10 @@ def test_merge_changing_a_shard_in_place_is_never_read_as_a_mix(tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         staging.commit(stage, new_files, list(OLD), [])
     monkeypatch.setattr(os, "replace", real_replace)
-    with pytest.raises(DataError, match="no manifest"):
-        _read(out)
-    stage, new_files = _merge_stage(out, monkeypatch, changed)
+    assert _read(out) == OLD
+    stage, new_files = _merge_stage(out, monkeypatch, repaired)
     staging.commit(stage, new_files, list(OLD), [])
-    assert _read(out) == changed
+    assert _read(out) == repaired
 
 
 def test_atomic_write_text_replaces_the_whole_file_and_leaves_no_temp(tmp_path, monkeypatch):

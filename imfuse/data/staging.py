@@ -15,13 +15,11 @@ dataset is swapped in at the end. Two modes:
   At the end the new files that the previous manifest does not name are moved in first
   (the previous dataset stays readable: its manifest and shards are untouched), then
   the new manifest replaces the old one in one atomic step (os.replace; an object
-  overwrite on object stores), then the previous dataset's other shards are deleted. A
-  new shard with the same name as one of the previous manifest's shards is a problem
-  only if its bytes differ (same name, same bytes: kept as it is). Only then, because
-  the manifest names shards by fixed paths, the old manifest is deleted before those
-  shards are replaced: a run killed in that window leaves OUT without a manifest
-  (reported as incomplete, never read as a mix). Shard names carry the shard count
-  (`part-00000-of-00004`), so a rerun whose shard count changed never hits that case.
+  overwrite on object stores), then the previous dataset's other shards are deleted.
+  Shard names carry their content's digest (transforms.shard_name), so a shard the
+  previous manifest names is never given other bytes: a same-named shard is the same
+  shard and stays as it is. A cut at any step leaves the previous dataset or the new
+  one, whole.
 
 Concurrent runs: `output_lock` takes an flock on OUT.imfuse-prepare.lock beside OUT
 (OUT/.imfuse-prepare.lock in merge mode, where OUT itself is never renamed). The kernel
@@ -244,19 +242,15 @@ def _merge_in(stage: Staging, new_files: list[str], old_files: Iterable[str]) ->
     *data, manifest = new_files
     target = FileSystems.join(stage.out, manifest)
     listed = set(old_files) if FileSystems.exists(target) else set()  # what readers read now
-    clashing = []
     for rel in data:
         src, dst = FileSystems.join(stage.path, rel), FileSystems.join(stage.out, rel)
         if rel not in listed:
             _move(src, dst)  # the previous manifest does not name it: readers never look
         elif not _same_bytes(src, dst):
-            clashing.append(rel)
-    if clashing:
-        log.warning("ingest: %d shard(s) of %s change in place; it has no manifest until they are moved",
-                    len(clashing), stage.out)
-        FileSystems.delete([target])  # from here until the manifest is in, OUT is "incomplete"
-        for rel in clashing:
-            _move(FileSystems.join(stage.path, rel), FileSystems.join(stage.out, rel))
+            # Names carry the content's digest, so this copy is damaged (both manifests
+            # record the digest its name says): the right bytes can only help readers.
+            log.warning("ingest: %s did not match its name's digest; replaced", dst)
+            _move(src, dst)
     _move(FileSystems.join(stage.path, manifest), target)  # the atomic switch to the new dataset
     stale = [FileSystems.join(stage.out, p) for p in sorted(set(old_files) - set(new_files))]
     stale = [p for p in stale if FileSystems.exists(p)]

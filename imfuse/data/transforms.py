@@ -171,6 +171,16 @@ def decode_resize_dofn():
     return DecodeResize
 
 
+def shard_name(kind: str, split: str, shard: int, num_shards: int, sha256_hex: str) -> str:
+    """A shard's path in the dataset, named by its content's digest.
+
+    A rerun that changes a shard's bytes therefore writes it under a new name, so on an
+    object store (no atomic folder rename) the previous dataset's shards are never
+    overwritten while its manifest still names them (imfuse.data.staging, merge mode).
+    """
+    return f"{kind}/{split}/part-{shard:05d}-of-{num_shards:05d}-{sha256_hex[:16]}.tfrecord"
+
+
 def write_shards_dofn():
     import apache_beam as beam
     from apache_beam.io.filesystems import FileSystems
@@ -197,8 +207,9 @@ def write_shards_dofn():
                     )
                 per_split.setdefault(splits[kind][sha], []).append(group[0])
             for split, items in sorted(per_split.items()):
-                rel = f"{kind}/{split}/part-{shard:05d}-of-{self.num_shards[kind]:05d}.tfrecord"
                 payload = b"".join(tfrecord_frame(_example(r, split)) for r in items)
+                digest = hashlib.sha256(payload).hexdigest()
+                rel = shard_name(kind, split, shard, self.num_shards[kind], digest)
                 with FileSystems.create(FileSystems.join(self.out, rel)) as fh:
                     fh.write(payload)
                 yield {
@@ -207,7 +218,7 @@ def write_shards_dofn():
                     "path": rel,
                     "examples": len(items),
                     "bytes": len(payload),
-                    "sha256": hashlib.sha256(payload).hexdigest(),
+                    "sha256": digest,
                 }
 
     return WriteShards
