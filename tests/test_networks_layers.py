@@ -131,6 +131,8 @@ def test_channel_counts_off_a_multiple_of_4_are_normalised_exactly(shape):
         tf.TensorSpec([None, None, None, shape[-1]]), tf.TensorSpec([None, 2 * shape[-1]])])
     np.testing.assert_allclose(fn(x, params).numpy(), expected, atol=1e-4)
     np.testing.assert_allclose(layer([x, params]).numpy(), expected, atol=1e-4)
+    traced = tf.function(lambda a, p: layer([a, p]))  # shapes known at trace time: no branch that cannot run
+    np.testing.assert_allclose(traced(x, params).numpy(), expected, atol=1e-4)
 
 
 def test_grouped_norm_gradients_equal_the_plain_formulas():

@@ -136,7 +136,13 @@ def _lane_group(channels: int) -> int:
 
 
 def _groups_fit(x, group: int):
-    """Whole groups along W and at least two grouped pixels (Bessel's correction in _grouped_norm)."""
+    """Whole groups along W and at least two grouped pixels (Bessel's correction in _grouped_norm).
+
+    A Python bool when H and W are known at trace time (the grouped branch must then not be
+    traced at all: its reshape would fail there), else a boolean tensor."""
+    height, width = x.shape[1], x.shape[2]
+    if height is not None and width is not None:
+        return width % group == 0 and height * (width // group) > 1
     height, width = tf.shape(x)[1], tf.shape(x)[2]
     return tf.logical_and(tf.equal(width % group, 0), height * (width // group) > 1)
 
@@ -229,17 +235,18 @@ def _instance_norm(x, gamma, beta, training=None):
     if training or x.dtype != tf.float32 or gamma.dtype != tf.float32:
         return generic()  # the norm layers compute in float32 (NORM_DTYPE); this guards other uses
     group = _lane_group(x.shape[-1])
+    fits = group > 1 and _groups_fit(x, group)  # False, True, or a boolean tensor (H, W unknown)
     if x.shape[0] is not None and x.shape[0] > 1:
         return each()
     if (x.shape[0], gamma.shape[0]) == (1, 1):
-        return single() if group == 1 else tf.cond(_groups_fit(x, group), grouped, single)
+        return single() if fits is False else grouped() if fits is True else tf.cond(fits, grouped, single)
     is_single = tf.logical_and(tf.equal(tf.shape(x)[0], 1), tf.equal(tf.shape(gamma)[0], 1))
-    if group == 1:
+    if fits is False:
         return tf.cond(is_single, single, each)
     # One flat choice: the grouped norm's custom gradient fails to differentiate inside a
     # nested tf.cond (TensorFlow 2.21), so it never sits in one here.
     return tf.cond(
-        tf.logical_and(is_single, _groups_fit(x, group)),
+        tf.logical_and(is_single, fits),
         grouped,
         lambda: tf.cond(is_single, single, each),
     )
