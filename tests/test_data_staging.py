@@ -178,6 +178,24 @@ OLD = {"content/train/part-00000-of-00001.tfrecord": b"old-0"}
 RESHARDED = {"content/train/part-00000-of-00002.tfrecord": b"new-0", "content/train/part-00001-of-00002.tfrecord": b"new-1"}
 
 
+def _commit_killed_at(stage, new_files, monkeypatch, suffix: str) -> None:
+    """Commit over OLD, killed at the first move whose target ends with `suffix`
+    (KeyboardInterrupt stands in for SIGKILL); os.replace is real again afterwards."""
+    real_replace = os.replace
+
+    def killed(src, dst):
+        if dst.endswith(suffix):
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            staging.commit(stage, new_files, list(OLD), [])
+    finally:
+        monkeypatch.setattr(os, "replace", real_replace)
+
+
 @pytest.mark.parametrize("cut_at", [1, 2, 3, 4])
 def test_merge_killed_midway_leaves_the_previous_dataset_readable(tmp_path, monkeypatch, cut_at):
     """New shard names: each move before the manifest's leaves the old manifest and shards alone."""
@@ -214,18 +232,8 @@ def test_merge_keeps_unchanged_shards_and_switches_by_the_manifest(tmp_path, mon
     kept = os.stat(os.path.join(out, *next(iter(OLD)).split("/"))).st_ino
     grown = dict(OLD, **{"content/train/part-00000-of-00001.extra.tfrecord": b"new"})
     stage, new_files = _merge_stage(out, monkeypatch, grown)
-    real_replace = os.replace
-
-    def killed_at_manifest(src, dst):
-        if dst.endswith("manifest.json"):
-            raise KeyboardInterrupt
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", killed_at_manifest)
-    with pytest.raises(KeyboardInterrupt):
-        staging.commit(stage, new_files, list(OLD), [])
+    _commit_killed_at(stage, new_files, monkeypatch, "manifest.json")
     assert _read(out) == OLD
-    monkeypatch.setattr(os, "replace", real_replace)
     stage, new_files = _merge_stage(out, monkeypatch, grown)
     staging.commit(stage, new_files, list(OLD), [])
     assert _read(out) == grown
@@ -239,17 +247,7 @@ def test_merge_replaces_a_damaged_same_named_shard_without_dropping_the_manifest
     _manifest_dataset(out, OLD)
     repaired = {"content/train/part-00000-of-00001.tfrecord": b"old-0-whole"}
     stage, new_files = _merge_stage(out, monkeypatch, repaired)
-    real_replace = os.replace
-
-    def killed_at_shard(src, dst):
-        if dst.endswith(".tfrecord"):
-            raise KeyboardInterrupt
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", killed_at_shard)
-    with pytest.raises(KeyboardInterrupt):
-        staging.commit(stage, new_files, list(OLD), [])
-    monkeypatch.setattr(os, "replace", real_replace)
+    _commit_killed_at(stage, new_files, monkeypatch, ".tfrecord")
     assert _read(out) == OLD
     stage, new_files = _merge_stage(out, monkeypatch, repaired)
     staging.commit(stage, new_files, list(OLD), [])
