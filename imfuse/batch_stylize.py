@@ -15,23 +15,19 @@ remote runners pass a SavedModel on storage the workers can read.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
-import posixpath
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
+from imfuse.beam_jobs import Progress, colliding_stems, finish, last_line, output_stem, pipeline_failed, write_record
 from imfuse.errors import ConfigError, DataError, ModelError
 from imfuse.stylize import check_strength
 from imfuse.versions import is_saved_model, version_dirs
 
 SIGNATURE = "stylize_with_embedding"
-QUARANTINE_FILE = "quarantine.jsonl"
-SUMMARY_FILE = "summary.json"
 
 
 @dataclass
@@ -86,23 +82,6 @@ def resolve_saved_model(model: str, scratch: str) -> str:
 # ---------------------------------------------------------------- per-element steps
 
 
-def output_name(path: str, colliding: frozenset[str]) -> str:
-    """<stem>.png; stems shared by several inputs get a short hash of the path to stay unique."""
-    stem = posixpath.splitext(posixpath.basename(path.replace("\\", "/")))[0] or "image"
-    if stem in colliding:
-        stem = f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
-    return stem + ".png"
-
-
-def colliding_stems(paths: Iterable[str]) -> frozenset[str]:
-    seen: set[str] = set()
-    dup: set[str] = set()
-    for p in paths:
-        stem = posixpath.splitext(posixpath.basename(p.replace("\\", "/")))[0] or "image"
-        (dup if stem in seen else seen).add(stem)
-    return frozenset(dup)
-
-
 def validate_content(item: tuple[str, bytes], max_side: int | None):
     """(path, bytes) -> ("ok", path, png_bytes, alpha_png|None) or ("bad", path, reason).
 
@@ -150,7 +129,7 @@ def write_output(item, output: str, colliding: frozenset[str]):
         im = Image.open(io.BytesIO(png)).convert("RGB")
         im.putalpha(Image.open(io.BytesIO(alpha)))
         png = _png(im)
-    target = FileSystems.join(output, output_name(path, colliding))
+    target = FileSystems.join(output, output_stem(path, colliding) + ".png")
     with FileSystems.create(target) as fh:
         fh.write(png)
     return ("written", path)
@@ -214,7 +193,7 @@ def _model_handler_class():
                     try:
                         results.append({"png": self._call(model, [content])[0]})
                     except tf.errors.InvalidArgumentError as exc:
-                        results.append({"error": f"model rejected the image: {_last_line(exc.message)}"})
+                        results.append({"error": f"model rejected the image: {last_line(exc.message)}"})
             return [PredictionResult(example, inference) for example, inference in zip(batch, results)]
 
         def get_num_bytes(self, batch: Sequence[bytes]) -> int:
@@ -229,11 +208,6 @@ def _model_handler_class():
     return SavedModelStylizer
 
 
-def _last_line(message: str) -> str:
-    lines = [ln.strip() for ln in (message or "").splitlines() if ln.strip() and not ln.strip().startswith("[[")]
-    return lines[-1] if lines else "invalid image"
-
-
 def make_model_handler(model_dir: str, style_bytes: bytes, strength: float = 1.0,
                        preserve_color: bool = False, batch_size: int = 4):
     """A keyed RunInference handler over an exported SavedModel (keys: input paths)."""
@@ -244,30 +218,6 @@ def make_model_handler(model_dir: str, style_bytes: bytes, strength: float = 1.0
 
 
 # ------------------------------------------------------------------------ pipeline
-
-
-def _quarantine_line(record) -> str:
-    _, path, reason = record
-    return json.dumps({"source": path, "reason": reason}, ensure_ascii=False)
-
-
-class _Progress:
-    """A tqdm bar per process, advanced as outputs are finished (DirectRunner: one bar)."""
-
-    def __init__(self, total: int, enabled: bool, desc: str = "batch-stylize", unit: str = "img"):
-        self.total, self.enabled, self.desc, self.unit, self.bar = total, enabled, desc, unit, None
-
-    def __call__(self, record):
-        if self.enabled:
-            if self.bar is None:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=self.total, desc=self.desc, unit=self.unit)
-            self.bar.update(1)
-        return record
-
-    def __getstate__(self):  # the bar stays in its process; workers make their own
-        return {**self.__dict__, "bar": None}
 
 
 def _match(glob: str) -> list[str]:
@@ -305,31 +255,22 @@ def run_batch_stylize(config: BatchConfig) -> dict[str, Any]:
             raise DataError(f"cannot create output directory {output}: {exc}") from None
 
     start = time.perf_counter()
+    progress = Progress(len(paths), config.progress, desc="batch-stylize", unit="img")
     with tempfile.TemporaryDirectory(prefix="imfuse-batch-") as scratch:
         model_dir = resolve_saved_model(config.model, scratch)
         handler = make_model_handler(
             model_dir, style_bytes, config.strength, config.preserve_color, config.batch_size
         )
         options = PipelineOptions([f"--runner={config.runner}", *config.beam_args])
-        progress = _Progress(len(paths), config.progress)
-        summary_base = {
-            "input": config.input_glob,
-            "model": config.model,
-            "style": style_name,
-            "strength": float(config.strength),
-            "preserve_color": bool(config.preserve_color),
-            "max_side": config.max_side,
-            "output": output,
-        }
         try:
             with beam.Pipeline(options=options) as p:
-                files = (
+                checked = (
                     p
                     | "Match" >> fileio.MatchFiles(config.input_glob)
                     | "Read" >> fileio.ReadMatches()
                     | "Bytes" >> beam.Map(lambda f: (f.metadata.path, f.read()))
+                    | "Validate" >> beam.Map(validate_content, config.max_side)
                 )
-                checked = files | "Validate" >> beam.Map(validate_content, config.max_side)
                 bad = checked | "Rejected" >> beam.Filter(lambda r: r[0] == "bad")
                 good = checked | "Accepted" >> beam.Filter(lambda r: r[0] == "ok")
                 alphas = good | "Alpha" >> beam.Map(lambda r: (r[1], r[3]))
@@ -345,59 +286,26 @@ def run_batch_stylize(config: BatchConfig) -> dict[str, Any]:
                     | "Flatten" >> beam.Map(lambda kv: (kv[0], kv[1]["alpha"][0], kv[1]["result"][0]))
                     | "Write" >> beam.Map(write_output, output, colliding)
                 )
-                failed = written | "WriteFailed" >> beam.Filter(lambda r: r[0] == "bad")
-                ok = written | "Written" >> beam.Filter(lambda r: r[0] == "written")
-                quarantined = (bad, failed) | "AllBad" >> beam.Flatten()
                 _ = (
-                    (ok, quarantined)
+                    (bad, written)
                     | "Done" >> beam.Flatten()
                     | "Progress" >> beam.Map(progress)
-                )
-                _ = (
-                    quarantined
-                    | "QuarantineJson" >> beam.Map(_quarantine_line)
-                    | "QuarantineWrite"
-                    >> beam.io.WriteToText(
-                        FileSystems.join(output, "quarantine"),
-                        file_name_suffix=".jsonl",
-                        shard_name_template="",
-                        num_shards=1,
-                    )
-                )
-                counts = {
-                    name: pcoll | f"Count{name}" >> beam.combiners.Count.Globally()
-                    for name, pcoll in (("matched", files), ("written", ok), ("quarantined", quarantined))
-                }
-                _ = (
-                    p
-                    | "SummarySeed" >> beam.Create([None])
-                    | "Summary"
-                    >> beam.Map(
-                        _write_summary,
-                        output,
-                        summary_base,
-                        **{k: beam.pvalue.AsSingleton(v) for k, v in counts.items()},
-                    )
+                    | "Record" >> beam.Map(write_record, output)
                 )
         except ImageError:
             raise
         except Exception as exc:  # noqa: BLE001 - runner failures carry long, nested messages
-            raise ModelError(f"batch pipeline failed: {type(exc).__name__}: {_last_line(str(exc))[:500]}") from None
-    summary = json.loads(_read_text(FileSystems.join(output, SUMMARY_FILE)))
+            raise pipeline_failed("batch", exc) from None
+        finally:
+            progress.close()
+    summary = finish(output, {
+        "input": config.input_glob,
+        "model": config.model,
+        "style": style_name,
+        "strength": float(config.strength),
+        "preserve_color": bool(config.preserve_color),
+        "max_side": config.max_side,
+        "output": output,
+    }, matched=len(paths))
     summary["seconds"] = round(time.perf_counter() - start, 2)
     return summary
-
-
-def _write_summary(_, output: str, base: dict, matched: int, written: int, quarantined: int) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
-    summary = {**base, "matched": matched, "written": written, "quarantined": quarantined}
-    with FileSystems.create(FileSystems.join(output, SUMMARY_FILE)) as fh:
-        fh.write(json.dumps(summary, indent=2).encode())
-
-
-def _read_text(path: str) -> str:
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(path) as fh:
-        return fh.read().decode()

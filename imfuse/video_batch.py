@@ -23,7 +23,6 @@ workers see (gs:// and the like are not handled here).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -31,13 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imfuse.errors import ConfigError, DataError, ImfuseError, ModelError
+from imfuse.beam_jobs import Progress, colliding_stems, finish, output_stem, pipeline_failed, write_record
+from imfuse.errors import ConfigError, DataError, ImfuseError
 from imfuse.video_stability import StabilityConfig
 
 DEFAULT_WARMUP = 30
 PARTS_DIR = ".parts"
-QUARANTINE_FILE = "quarantine.jsonl"
-SUMMARY_FILE = "summary.json"
 
 
 @dataclass
@@ -80,11 +78,10 @@ def plan_chunks(frames: int, chunk_frames: int) -> list[tuple[int, int]]:
 
 
 def output_path(src: str, output: str, out_format: str | None, colliding: frozenset[str]) -> str:
-    from imfuse.batch_stylize import output_name
     from imfuse.video import FORMATS
 
     ext = out_format or (Path(src).suffix.lower() if Path(src).suffix.lower() in FORMATS else ".mp4")
-    return os.path.join(output, output_name(src, colliding)[: -len(".png")] + ext)
+    return os.path.join(output, output_stem(src, colliding) + ext)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -215,7 +212,6 @@ def _match(glob: str) -> list[str]:
 
 def run_video_batch(config: VideoBatchConfig) -> dict[str, Any]:
     """Run the pipeline to completion; returns the summary (also written to OUT/summary.json)."""
-    from imfuse.batch_stylize import _Progress, colliding_stems
     from imfuse.data.beamutil import import_beam
     from imfuse.data.prepare import make_runner, pipeline_options
     from imfuse.images import decode_image, read_source_bytes
@@ -229,11 +225,9 @@ def run_video_batch(config: VideoBatchConfig) -> dict[str, Any]:
     os.makedirs(config.output, exist_ok=True)
     colliding = colliding_stems(paths)
     options, runner_name = pipeline_options(config.runner, config.beam_args)
-    progress = _Progress(len(paths), config.progress, desc="batch-stylize-video", unit="clip")
+    progress = Progress(len(paths), config.progress, desc="batch-stylize-video", unit="clip")
     dofn = _stylize_chunk_dofn()(config, style_bytes, style_name, colliding)
     started = time.perf_counter()
-    records: list = []
-    quarantine = os.path.join(config.output, QUARANTINE_FILE)
     try:
         with beam.Pipeline(runner=make_runner(runner_name), options=options) as p:
             probed = (
@@ -257,58 +251,23 @@ def run_video_batch(config: VideoBatchConfig) -> dict[str, Any]:
                 (bad, joined)
                 | "All" >> beam.Flatten()
                 | "Progress" >> beam.Map(progress)
-                | "Record" >> beam.Map(_write_record, config.output)
+                | "Record" >> beam.Map(write_record, config.output, ("frames", "audio"))
             )
     except ImfuseError:
         raise
     except Exception as exc:  # noqa: BLE001 - runner failures carry long nested messages
-        from imfuse.batch_stylize import _last_line
-
-        raise ModelError(f"video batch pipeline failed: {type(exc).__name__}: {_last_line(str(exc))[:500]}") from None
+        raise pipeline_failed("video batch", exc) from None
     finally:
-        if progress.bar is not None:
-            progress.bar.close()
-    records = _read_records(config.output)
-    written = [r for r in records if r["status"] == "written"]
-    quarantined = [r for r in records if r["status"] == "bad"]
-    with open(quarantine, "w", encoding="utf-8") as fh:
-        for r in sorted(quarantined, key=lambda r: r["source"]):
-            fh.write(json.dumps({"source": r["source"], "reason": r["reason"]}, ensure_ascii=False) + "\n")
-    summary = {
+        progress.close()
+    summary = finish(config.output, {
         "input": config.input_glob, "style": style_name, "model": config.model or "base",
         "output": config.output, "chunk_frames": config.chunk_frames, "warmup": config.warmup,
         "temporal_weight": config.stability.weight,
-        "matched": len(paths), "written": len(written), "quarantined": len(quarantined),
+    }, matched=len(paths), totals=lambda written: {
         "frames": sum(r["frames"] for r in written),
         "outputs": {r["source"]: output_path(r["source"], config.output, config.out_format, colliding)
                     for r in written},
-    }
-    with open(os.path.join(config.output, SUMMARY_FILE), "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(summary, indent=2) + "\n")
+    })
     shutil.rmtree(os.path.join(config.output, PARTS_DIR), ignore_errors=True)
-    shutil.rmtree(os.path.join(config.output, ".records"), ignore_errors=True)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     return summary
-
-
-def _write_record(record, output: str) -> None:
-    """One small JSON file per clip (workers may be other processes: no shared driver state)."""
-    import hashlib
-
-    status, path = record[0], record[1]
-    entry = {"status": status, "source": path}
-    if status == "written":
-        entry.update(frames=record[2], audio=record[3])
-    else:
-        entry["reason"] = record[2]
-    folder = os.path.join(output, ".records")
-    os.makedirs(folder, exist_ok=True)
-    name = hashlib.sha1(path.encode()).hexdigest()[:16] + ".json"
-    with open(os.path.join(folder, name), "w", encoding="utf-8") as fh:
-        json.dump(entry, fh)
-
-
-def _read_records(output: str) -> list[dict]:
-    folder = Path(output) / ".records"
-    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
-    return records

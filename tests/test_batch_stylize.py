@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imfuse.batch_stylize import BatchConfig, colliding_stems, output_name, resolve_saved_model, validate_content
+from imfuse.batch_stylize import BatchConfig, resolve_saved_model, validate_content
 from imfuse.errors import ConfigError, DataError, ModelError
 
 
@@ -123,14 +123,6 @@ def test_keras_model_is_exported_first(tmp_path, monkeypatch):
     got = resolve_saved_model(str(tmp_path / "m.keras"), str(tmp_path / "scratch"))
     assert got == str(tmp_path / "scratch" / "batch" / "1")
     assert calls == [("load", str(tmp_path / "m.keras")), ("export", "MODEL", str(tmp_path / "scratch"), "batch")]
-
-
-def test_output_names_stay_unique():
-    paths = ["/a/x.jpg", "/b/x.png", "/a/y.jpg"]
-    colliding = colliding_stems(paths)
-    assert colliding == {"x"}
-    names = [output_name(p, colliding) for p in paths]
-    assert len(set(names)) == 3 and names[2] == "y.png" and names[0].startswith("x-")
 
 
 def test_validate_content_quarantines_and_downscales(tmp_path):

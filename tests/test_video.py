@@ -286,6 +286,8 @@ def test_beam_chunks_match_direct_path(model, style, tmp_path, shared_data):
         beam_args=["--direct_num_workers=1"],
     ))
     assert (summary["matched"], summary["written"], summary["quarantined"]) == (2, 1, 1)
+    assert summary["frames"] == 12 and summary["outputs"] == {str(src): str(out / "pan.mkv")}
+    assert json.loads((out / "summary.json").read_text())["frames"] == 12
     lines = [json.loads(ln) for ln in (out / "quarantine.jsonl").read_text().splitlines()]
     assert [Path(ln["source"]).name for ln in lines] == ["broken.mkv"]
     beam_frames, direct_frames = decoded(out / "pan.mkv"), decoded(direct)
@@ -294,7 +296,7 @@ def test_beam_chunks_match_direct_path(model, style, tmp_path, shared_data):
     assert all(np.array_equal(x, y) for x, y in zip(beam_frames[:5], direct_frames[:5]))  # first chunk: same run
     assert max(int(d.max()) for d in diffs) <= 1, [int(d.max()) for d in diffs]  # later chunks: warm-up, +-1/255
     assert probe(out / "pan.mkv").audio_codec == "opus"
-    assert not (out / ".parts").exists()
+    assert not (out / ".parts").exists() and not (out / ".records").exists()
 
 
 @pytest.mark.slow

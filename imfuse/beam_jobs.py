@@ -1,0 +1,111 @@
+"""What the Beam batch jobs (images: batch_stylize, videos: video_batch) share.
+
+Each input ends as one outcome record, ("written", path, ...) or ("bad", path, reason),
+which a worker writes as a small JSON file under OUT/.records (workers may be other
+processes or machines: no shared driver state). When the pipeline is done the driver turns
+them into OUT/quarantine.jsonl and OUT/summary.json (matched == written + quarantined).
+Paths go through Beam's FileSystems, so OUT may be on gs:// or s3:// where the job allows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from typing import Any, Callable, Iterable
+
+from imfuse.errors import ModelError
+
+QUARANTINE_FILE = "quarantine.jsonl"
+SUMMARY_FILE = "summary.json"
+RECORDS_DIR = ".records"
+
+
+def _stem(path: str) -> str:
+    return posixpath.splitext(posixpath.basename(path.replace("\\", "/")))[0] or "image"
+
+
+def colliding_stems(paths: Iterable[str]) -> frozenset[str]:
+    seen: set[str] = set()
+    dup: set[str] = set()
+    for p in paths:
+        (dup if _stem(p) in seen else seen).add(_stem(p))
+    return frozenset(dup)
+
+
+def output_stem(path: str, colliding: frozenset[str]) -> str:
+    """The input's stem; stems shared by several inputs get a short hash of the path to stay unique."""
+    stem = _stem(path)
+    return f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}" if stem in colliding else stem
+
+
+def last_line(message: str) -> str:
+    """The informative last line of a runner's or TensorFlow's long, nested message."""
+    lines = [ln.strip() for ln in (message or "").splitlines() if ln.strip() and not ln.strip().startswith("[[")]
+    return lines[-1] if lines else "invalid image"
+
+
+def pipeline_failed(what: str, exc: Exception) -> ModelError:
+    return ModelError(f"{what} pipeline failed: {type(exc).__name__}: {last_line(str(exc))[:500]}")
+
+
+class Progress:
+    """A tqdm bar per process, advanced as inputs are finished (DirectRunner: one bar)."""
+
+    def __init__(self, total: int, enabled: bool, desc: str, unit: str):
+        self.total, self.enabled, self.desc, self.unit, self.bar = total, enabled, desc, unit, None
+
+    def __call__(self, record):
+        if self.enabled:
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=self.total, desc=self.desc, unit=self.unit)
+            self.bar.update(1)
+        return record
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __getstate__(self):  # the bar stays in its process; workers make their own
+        return {**self.__dict__, "bar": None}
+
+
+def write_record(record: tuple, output: str, fields: tuple[str, ...] = ()) -> None:
+    """One input's outcome as OUT/.records/<hash of its path>.json; `fields` name what a
+    "written" record carries after its path."""
+    from apache_beam.io.filesystems import FileSystems
+
+    status, path = record[0], record[1]
+    entry: dict[str, Any] = {"status": status, "source": path}
+    entry.update(zip(fields, record[2:]) if status == "written" else {"reason": record[2]})
+    name = hashlib.sha1(path.encode()).hexdigest()[:16] + ".json"
+    with FileSystems.create(FileSystems.join(output, RECORDS_DIR, name)) as fh:
+        fh.write(json.dumps(entry).encode())
+
+
+def finish(output: str, summary: dict[str, Any], matched: int,
+           totals: Callable[[list[dict]], dict] | None = None) -> dict[str, Any]:
+    """Records -> OUT/quarantine.jsonl (sorted by source) and OUT/summary.json (with what
+    `totals` makes of the "written" records); returns the summary."""
+    from apache_beam.io.filesystems import FileSystems
+
+    folder = FileSystems.join(output, RECORDS_DIR)
+    records = []
+    if FileSystems.exists(folder):
+        found = FileSystems.match([FileSystems.join(folder, "*.json")])[0].metadata_list
+        for meta in found:
+            with FileSystems.open(meta.path) as fh:
+                records.append(json.loads(fh.read().decode()))
+    written = [r for r in records if r["status"] == "written"]
+    bad = sorted((r for r in records if r["status"] == "bad"), key=lambda r: r["source"])
+    lines = "".join(json.dumps({"source": r["source"], "reason": r["reason"]}, ensure_ascii=False) + "\n" for r in bad)
+    summary = {**summary, "matched": matched, "written": len(written), "quarantined": len(bad),
+               **(totals(written) if totals else {})}
+    for name, text in ((QUARANTINE_FILE, lines), (SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")):
+        with FileSystems.create(FileSystems.join(output, name)) as fh:
+            fh.write(text.encode("utf-8"))
+    if FileSystems.exists(folder):
+        FileSystems.delete([folder])
+    return summary

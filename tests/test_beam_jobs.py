@@ -1,0 +1,41 @@
+"""Tests for imfuse.beam_jobs: output names, outcome records, quarantine and summary files."""
+
+from __future__ import annotations
+
+import json
+
+from imfuse.beam_jobs import colliding_stems, finish, last_line, output_stem, pipeline_failed, write_record
+
+
+def test_output_names_stay_unique():
+    paths = ["/a/x.jpg", "/b/x.png", "/a/y.jpg"]
+    colliding = colliding_stems(paths)
+    assert colliding == {"x"}
+    names = [output_stem(p, colliding) for p in paths]
+    assert len(set(names)) == 3 and names[2] == "y" and names[0].startswith("x-")
+
+
+def test_records_become_quarantine_and_summary(tmp_path):
+    out = str(tmp_path)
+    write_record(("written", "/in/b.mp4", 12, "audio: opus"), out, ("frames", "audio"))
+    write_record(("bad", "/in/z.mp4", "truncated"), out)
+    write_record(("bad", "/in/a.mp4", "not a video"), out)
+    write_record(("written", "/in/c.mp4", 3, None), out, ("frames", "audio"))
+    summary = finish(out, {"input": "/in/*"}, matched=5, totals=lambda w: {"frames": sum(r["frames"] for r in w)})
+    assert summary == {"input": "/in/*", "matched": 5, "written": 2, "quarantined": 2, "frames": 15}
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    lines = [json.loads(ln) for ln in (tmp_path / "quarantine.jsonl").read_text().splitlines()]
+    assert lines == [{"source": "/in/a.mp4", "reason": "not a video"}, {"source": "/in/z.mp4", "reason": "truncated"}]
+    assert not (tmp_path / ".records").exists()
+
+
+def test_no_records_still_writes_both_files(tmp_path):
+    assert finish(str(tmp_path), {}, matched=0) == {"matched": 0, "written": 0, "quarantined": 0}
+    assert (tmp_path / "quarantine.jsonl").read_text() == ""
+
+
+def test_runner_failures_become_one_line():
+    message = "Traceback ...\n  File x\n[[node foo]]\nValueError: the real reason\n\n[[{{node bar}}]]"
+    assert last_line(message) == "ValueError: the real reason"
+    err = pipeline_failed("batch", RuntimeError(message))
+    assert str(err) == "batch pipeline failed: RuntimeError: ValueError: the real reason"
