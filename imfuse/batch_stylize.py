@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from imfuse.beam_jobs import Progress, colliding_stems, finish, last_line, output_stem, pipeline_failed, write_record
+from imfuse.beam_jobs import (
+    Progress, colliding_stems, finish, last_line, match_inputs, output_stem, pipeline_failed, write_record,
+)
 from imfuse.errors import ConfigError, DataError, ModelError
 from imfuse.stylize import check_strength
 from imfuse.versions import is_saved_model, version_dirs
@@ -220,32 +222,20 @@ def make_model_handler(model_dir: str, style_bytes: bytes, strength: float = 1.0
 # ------------------------------------------------------------------------ pipeline
 
 
-def _match(glob: str) -> list[str]:
-    from apache_beam.io.filesystems import FileSystems
-
-    try:
-        results = FileSystems.match([glob])
-    except Exception as exc:  # noqa: BLE001 - bad scheme, unreadable dir, ...
-        raise DataError(f"cannot list {glob}: {exc}") from None
-    return sorted(m.path for r in results for m in r.metadata_list)
-
-
 def run_batch_stylize(config: BatchConfig) -> dict[str, Any]:
     """Run the pipeline to completion; returns the summary (also written to OUT/summary.json)."""
     import apache_beam as beam
     from apache_beam.io import fileio
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.ml.inference.base import RunInference
-    from apache_beam.options.pipeline_options import PipelineOptions
 
+    from imfuse.data.prepare import make_runner, pipeline_options
     from imfuse.errors import ImageError
     from imfuse.images import read_source_bytes, decode_image
 
     style_bytes, style_name = read_source_bytes(config.style)
     decode_image(style_bytes, style_name)  # refuse a bad style before starting anything
-    paths = _match(config.input_glob)
-    if not paths:
-        raise DataError(f"no files match {config.input_glob}")
+    paths = match_inputs(config.input_glob)
     colliding = colliding_stems(paths)
     output = config.output
     if not FileSystems.exists(output):
@@ -261,9 +251,9 @@ def run_batch_stylize(config: BatchConfig) -> dict[str, Any]:
         handler = make_model_handler(
             model_dir, style_bytes, config.strength, config.preserve_color, config.batch_size
         )
-        options = PipelineOptions([f"--runner={config.runner}", *config.beam_args])
+        options, runner_name = pipeline_options(config.runner, config.beam_args)
         try:
-            with beam.Pipeline(options=options) as p:
+            with beam.Pipeline(runner=make_runner(runner_name), options=options) as p:
                 checked = (
                     p
                     | "Match" >> fileio.MatchFiles(config.input_glob)

@@ -14,7 +14,7 @@ import json
 import posixpath
 from typing import Any, Callable, Iterable
 
-from imfuse.errors import ModelError
+from imfuse.errors import DataError, ModelError
 
 QUARANTINE_FILE = "quarantine.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -37,6 +37,20 @@ def output_stem(path: str, colliding: frozenset[str]) -> str:
     """The input's stem; stems shared by several inputs get a short hash of the path to stay unique."""
     stem = _stem(path)
     return f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}" if stem in colliding else stem
+
+
+def match_inputs(glob: str) -> list[str]:
+    """The files `glob` matches (any Beam filesystem), sorted; none is a user error."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        results = FileSystems.match([glob])
+    except Exception as exc:  # noqa: BLE001 - bad scheme, unreadable dir, ...
+        raise DataError(f"cannot list {glob}: {exc}") from None
+    paths = sorted(m.path for r in results for m in r.metadata_list)
+    if not paths:
+        raise DataError(f"no files match {glob}")
+    return paths
 
 
 def last_line(message: str) -> str:

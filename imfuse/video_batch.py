@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imfuse.beam_jobs import Progress, colliding_stems, finish, output_stem, pipeline_failed, write_record
+from imfuse.beam_jobs import Progress, colliding_stems, finish, match_inputs, output_stem, pipeline_failed, write_record
 from imfuse.errors import ConfigError, DataError, ImfuseError
 from imfuse.video_stability import StabilityConfig
 
@@ -202,14 +202,6 @@ def join_clip(item, config: VideoBatchConfig, colliding: frozenset[str]):
             shutil.rmtree(os.path.dirname(parts[0]), ignore_errors=True)
 
 
-def _match(glob: str) -> list[str]:
-    import glob as globlib
-
-    if "://" in glob:
-        raise ConfigError(f"{glob}: videos are read with PyAV, which needs local paths (or a shared mount)")
-    return sorted(p for p in globlib.glob(glob) if os.path.isfile(p))
-
-
 def run_video_batch(config: VideoBatchConfig) -> dict[str, Any]:
     """Run the pipeline to completion; returns the summary (also written to OUT/summary.json)."""
     from imfuse.data.beamutil import import_beam
@@ -219,9 +211,9 @@ def run_video_batch(config: VideoBatchConfig) -> dict[str, Any]:
     beam = import_beam()
     style_bytes, style_name = read_source_bytes(config.style)
     decode_image(style_bytes, style_name)  # refuse a bad style before starting anything
-    paths = _match(config.input_glob)
-    if not paths:
-        raise DataError(f"no files match {config.input_glob}")
+    if "://" in config.input_glob:
+        raise ConfigError(f"{config.input_glob}: videos are read with PyAV, which needs local paths (or a shared mount)")
+    paths = match_inputs(config.input_glob)
     os.makedirs(config.output, exist_ok=True)
     colliding = colliding_stems(paths)
     options, runner_name = pipeline_options(config.runner, config.beam_args)
