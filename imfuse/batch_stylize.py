@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from imfuse.beam_jobs import (
-    Progress, colliding_stems, finish, last_line, match_inputs, output_stem, pipeline_failed, write_record,
+    Progress, colliding_stems, finish, import_beam, last_line, make_runner, match_inputs, output_stem,
+    pipeline_failed, pipeline_options, write_record,
 )
 from imfuse.errors import ConfigError, DataError, ModelError
 from imfuse.stylize import check_strength
@@ -224,12 +225,11 @@ def make_model_handler(model_dir: str, style_bytes: bytes, strength: float = 1.0
 
 def run_batch_stylize(config: BatchConfig) -> dict[str, Any]:
     """Run the pipeline to completion; returns the summary (also written to OUT/summary.json)."""
-    import apache_beam as beam
+    beam = import_beam()
     from apache_beam.io import fileio
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.ml.inference.base import RunInference
 
-    from imfuse.data.prepare import make_runner, pipeline_options
     from imfuse.errors import ImageError
     from imfuse.images import read_source_bytes, decode_image
 

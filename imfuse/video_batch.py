@@ -30,7 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imfuse.beam_jobs import Progress, colliding_stems, finish, match_inputs, output_stem, pipeline_failed, write_record
+from imfuse.beam_jobs import (
+    Progress, colliding_stems, finish, import_beam, make_runner, match_inputs, output_stem, pipeline_failed,
+    pipeline_options, write_record,
+)
 from imfuse.errors import ConfigError, DataError, ImfuseError
 from imfuse.video_stability import StabilityConfig
 
@@ -204,8 +207,6 @@ def join_clip(item, config: VideoBatchConfig, colliding: frozenset[str]):
 
 def run_video_batch(config: VideoBatchConfig) -> dict[str, Any]:
     """Run the pipeline to completion; returns the summary (also written to OUT/summary.json)."""
-    from imfuse.data.beamutil import import_beam
-    from imfuse.data.prepare import make_runner, pipeline_options
     from imfuse.images import decode_image, read_source_bytes
 
     beam = import_beam()

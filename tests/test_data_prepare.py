@@ -20,7 +20,8 @@ from PIL import Image
 from conftest import downscale_copies, make_bad_images, make_good_images
 from imfuse.data.examples import decode_example, read_tfrecords
 from imfuse.data.manifest import HASHED_KEYS, canonical_json, dataset_hash, read_manifest
-from imfuse.data.prepare import PrepareConfig, pipeline_options, prepare_dataset
+from imfuse.beam_jobs import pipeline_options
+from imfuse.data.prepare import PrepareConfig, prepare_dataset
 from imfuse.errors import ConfigError, DataError
 from imfuse.images import flatten_alpha, open_validated, resize_pil_shorter
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from imfuse import __version__
 from imfuse.data import manifest as mf
 from imfuse.data import staging
-from imfuse.data.beamutil import import_beam
+from imfuse.beam_jobs import import_beam, make_runner, pipeline_options
 from imfuse.data.examples import KINDS, SPLITS
 from imfuse.data.sources import is_utf8, match_sources, printable_uri
 from imfuse.data.split import SPLIT_SALT
@@ -123,50 +123,6 @@ class PrepareConfig:
 
 
 # ------------------------------------------------------------------------- the driver
-
-
-DIRECT_NAMES = ("DirectRunner", "direct", "FnApiRunner")
-
-
-def pipeline_options(runner: str, beam_args: list[str]):
-    """PipelineOptions with the runner set explicitly; DirectRunner gets local defaults."""
-    import_beam()
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    flags = list(beam_args)
-    if not any(a == "--runner" or a.startswith("--runner=") for a in flags):
-        flags += [f"--runner={runner}"]
-    effective = runner
-    for i, a in enumerate(flags):
-        if a.startswith("--runner="):
-            effective = a.split("=", 1)[1]
-        elif a == "--runner" and i + 1 < len(flags):
-            effective = flags[i + 1]
-    if effective in DIRECT_NAMES:
-        if not any(a.startswith("--direct_num_workers") for a in flags):
-            flags.append(f"--direct_num_workers={max(1, os.cpu_count() or 1)}")
-        if not any(a.startswith("--direct_running_mode") for a in flags):
-            # in_memory skips the local gRPC data plane that multi_threading pushes every
-            # encoded image through: 0.73x vs 0.65x of a bare Pillow pool on 400 files
-            # (bench/ingest.py); the per-image Pillow work releases the GIL either way.
-            flags.append("--direct_running_mode=in_memory")
-    try:
-        options = PipelineOptions(flags)
-        options.get_all_options()  # parse now: malformed flags fail here, not mid-run
-    except SystemExit:  # argparse inside Beam exits on malformed flags
-        raise ConfigError(f"invalid Beam pipeline options: {' '.join(beam_args)}") from None
-    return options, effective
-
-
-def make_runner(name: str):
-    """The runner object for `name`. DirectRunner means Beam's local FnApiRunner, chosen
-    directly: Beam's DirectRunner would first try to download the Prism binary, which
-    fails (or hangs) offline. Other names are resolved by Beam itself."""
-    if name in DIRECT_NAMES:
-        from apache_beam.runners.portability.fn_api_runner import fn_runner
-
-        return fn_runner.FnApiRunner()
-    return None
 
 
 def _fingerprint(items: list[tuple[str, str]], cfg: PrepareConfig) -> str:

@@ -18,7 +18,7 @@ _GLOB_CHARS = set("*?[")
 
 
 def _filesystems():
-    from imfuse.data.beamutil import import_beam
+    from imfuse.beam_jobs import import_beam
 
     import_beam()
     from apache_beam.io.filesystems import FileSystems
