@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from imfuse.beam_jobs import (
-    Progress, colliding_stems, finish, import_beam, last_line, make_runner, match_inputs, output_stem,
-    pipeline_failed, pipeline_options, write_record,
+    Progress, finish, import_beam, last_line, make_runner, open_job, output_stem, pipeline_failed, pipeline_options,
+    write_record,
 )
-from imfuse.errors import ConfigError, DataError, ModelError
+from imfuse.errors import ConfigError, ModelError
 from imfuse.stylize import check_strength
 from imfuse.versions import is_saved_model, version_dirs
 
@@ -227,22 +227,12 @@ def run_batch_stylize(config: BatchConfig) -> dict[str, Any]:
     """Run the pipeline to completion; returns the summary (also written to OUT/summary.json)."""
     beam = import_beam()
     from apache_beam.io import fileio
-    from apache_beam.io.filesystems import FileSystems
     from apache_beam.ml.inference.base import RunInference
 
     from imfuse.errors import ImageError
-    from imfuse.images import read_source_bytes, decode_image
 
-    style_bytes, style_name = read_source_bytes(config.style)
-    decode_image(style_bytes, style_name)  # refuse a bad style before starting anything
-    paths = match_inputs(config.input_glob)
-    colliding = colliding_stems(paths)
     output = config.output
-    if not FileSystems.exists(output):
-        try:
-            FileSystems.mkdirs(output)
-        except Exception as exc:  # noqa: BLE001
-            raise DataError(f"cannot create output directory {output}: {exc}") from None
+    style_bytes, style_name, paths, colliding = open_job(config.style, config.input_glob, output)
 
     start = time.perf_counter()
     progress = Progress(len(paths), config.progress, desc="batch-stylize", unit="img")

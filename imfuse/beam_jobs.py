@@ -114,6 +114,24 @@ def output_stem(path: str, colliding: frozenset[str]) -> str:
     return f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}" if stem in colliding else stem
 
 
+def open_job(style: str, input_glob: str, output: str) -> tuple[bytes, str, list[str], frozenset[str]]:
+    """A batch job's start: (style bytes, style name, input paths, colliding stems), with a bad
+    style, no matching input or an output that cannot be made refused before any work."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from imfuse.images import decode_image, read_source_bytes
+
+    style_bytes, style_name = read_source_bytes(style)
+    decode_image(style_bytes, style_name)
+    paths = match_inputs(input_glob)
+    try:
+        if not FileSystems.exists(output):
+            FileSystems.mkdirs(output)
+    except Exception as exc:  # noqa: BLE001 - any filesystem's own error
+        raise DataError(f"cannot create output directory {output}: {exc}") from None
+    return style_bytes, style_name, paths, colliding_stems(paths)
+
+
 def match_inputs(glob: str) -> list[str]:
     """The files `glob` matches (any Beam filesystem), sorted; none is a user error."""
     from apache_beam.io.filesystems import FileSystems

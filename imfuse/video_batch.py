@@ -31,8 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from imfuse.beam_jobs import (
-    Progress, colliding_stems, finish, import_beam, make_runner, match_inputs, output_stem, pipeline_failed,
-    pipeline_options, write_record,
+    Progress, finish, import_beam, make_runner, open_job, output_stem, pipeline_failed, pipeline_options, write_record,
 )
 from imfuse.errors import ConfigError, DataError, ImfuseError
 from imfuse.video_stability import StabilityConfig
@@ -207,16 +206,10 @@ def join_clip(item, config: VideoBatchConfig, colliding: frozenset[str]):
 
 def run_video_batch(config: VideoBatchConfig) -> dict[str, Any]:
     """Run the pipeline to completion; returns the summary (also written to OUT/summary.json)."""
-    from imfuse.images import decode_image, read_source_bytes
-
     beam = import_beam()
-    style_bytes, style_name = read_source_bytes(config.style)
-    decode_image(style_bytes, style_name)  # refuse a bad style before starting anything
     if "://" in config.input_glob:
         raise ConfigError(f"{config.input_glob}: videos are read with PyAV, which needs local paths (or a shared mount)")
-    paths = match_inputs(config.input_glob)
-    os.makedirs(config.output, exist_ok=True)
-    colliding = colliding_stems(paths)
+    style_bytes, style_name, paths, colliding = open_job(config.style, config.input_glob, config.output)
     options, runner_name = pipeline_options(config.runner, config.beam_args)
     progress = Progress(len(paths), config.progress, desc="batch-stylize-video", unit="clip")
     dofn = _stylize_chunk_dofn()(config, style_bytes, style_name, colliding)

@@ -39,3 +39,23 @@ def test_runner_failures_become_one_line():
     assert last_line(message) == "ValueError: the real reason"
     err = pipeline_failed("batch", RuntimeError(message))
     assert str(err) == "batch pipeline failed: RuntimeError: ValueError: the real reason"
+
+
+def test_open_job_refuses_bad_inputs_before_any_work(tmp_path, shared_data):
+    import pytest
+
+    from imfuse.beam_jobs import open_job
+    from imfuse.errors import DataError, ImageError
+
+    style = str(shared_data / "styles" / "pink_zigzag.jpg")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(ImageError):
+        open_job(str(tmp_path / "bad.jpg"), str(tmp_path / "in" / "*"), str(tmp_path / "out"))
+    with pytest.raises(DataError, match="no files match"):
+        open_job(style, str(tmp_path / "in" / "*.png"), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    style_bytes, name, paths, colliding = open_job(style, str(tmp_path / "in" / "*"), str(tmp_path / "out" / "x"))
+    assert len(style_bytes) > 1000 and name.endswith("pink_zigzag.jpg") and colliding == frozenset()
+    assert paths == [str(tmp_path / "in" / "a.jpg")] and (tmp_path / "out" / "x").is_dir()
