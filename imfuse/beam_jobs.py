@@ -16,6 +16,7 @@ import logging
 import os
 import posixpath
 import sys
+import threading
 from typing import Any, Callable, Iterable
 
 from imfuse.errors import ConfigError, DataError, ModelError
@@ -157,26 +158,32 @@ def pipeline_failed(what: str, exc: Exception) -> ModelError:
 
 
 class Progress:
-    """A tqdm bar per process, advanced as inputs are finished (DirectRunner: one bar)."""
+    """One tqdm bar per process, advanced as inputs are finished. Beam hands each worker
+    thread its own copy of this object, so the bar lives in the process, under a key."""
 
     def __init__(self, total: int, enabled: bool, desc: str, unit: str):
-        self.total, self.enabled, self.desc, self.unit, self.bar = total, enabled, desc, unit, None
+        self.total, self.enabled, self.desc, self.unit = total, enabled, desc, unit
+        self.key = os.urandom(8).hex()
 
     def __call__(self, record):
         if self.enabled:
-            if self.bar is None:
-                from tqdm import tqdm
+            with _BARS_LOCK:
+                if self.key not in _BARS:
+                    from tqdm import tqdm
 
-                self.bar = tqdm(total=self.total, desc=self.desc, unit=self.unit)
-            self.bar.update(1)
+                    _BARS[self.key] = tqdm(total=self.total, desc=self.desc, unit=self.unit)
+                _BARS[self.key].update(1)
         return record
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        with _BARS_LOCK:
+            bar = _BARS.pop(self.key, None)
+        if bar is not None:
+            bar.close()
 
-    def __getstate__(self):  # the bar stays in its process; workers make their own
-        return {**self.__dict__, "bar": None}
+
+_BARS: dict = {}
+_BARS_LOCK = threading.Lock()
 
 
 def write_record(record: tuple, output: str, fields: tuple[str, ...] = ()) -> None:

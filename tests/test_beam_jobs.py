@@ -59,3 +59,19 @@ def test_open_job_refuses_bad_inputs_before_any_work(tmp_path, shared_data):
     style_bytes, name, paths, colliding = open_job(style, str(tmp_path / "in" / "*"), str(tmp_path / "out" / "x"))
     assert len(style_bytes) > 1000 and name.endswith("pink_zigzag.jpg") and colliding == frozenset()
     assert paths == [str(tmp_path / "in" / "a.jpg")] and (tmp_path / "out" / "x").is_dir()
+
+
+def test_progress_copies_in_one_process_share_one_bar(capsys):
+    """Beam gives each worker thread a copy (pickled) of the Map's function: one bar still
+    counts every input, and closing it from the driver's object ends it."""
+    import pickle
+
+    from imfuse.beam_jobs import _BARS, Progress
+
+    progress = Progress(3, True, desc="test-job", unit="img")
+    copies = [pickle.loads(pickle.dumps(progress)) for _ in range(2)]
+    for fn, record in zip((copies[0], copies[1], progress), "abc"):
+        assert fn(record) == record
+    assert _BARS[progress.key].n == 3
+    progress.close()
+    assert progress.key not in _BARS and "test-job: 100%" in capsys.readouterr().err
