@@ -128,6 +128,8 @@ def open_job(style: str, input_glob: str, output: str) -> tuple[bytes, str, list
     try:
         if not FileSystems.exists(output):
             FileSystems.mkdirs(output)
+        if FileSystems.exists(FileSystems.join(output, RECORDS_DIR)):  # a killed run's: not this run's outcomes
+            FileSystems.delete([FileSystems.join(output, RECORDS_DIR)])
     except Exception as exc:  # noqa: BLE001 - any filesystem's own error
         raise DataError(f"cannot create output directory {output}: {exc}") from None
     return style_bytes, style_name, paths, colliding_stems(paths)

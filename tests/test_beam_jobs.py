@@ -59,6 +59,9 @@ def test_open_job_refuses_bad_inputs_before_any_work(tmp_path, shared_data):
     style_bytes, name, paths, colliding = open_job(style, str(tmp_path / "in" / "*"), str(tmp_path / "out" / "x"))
     assert len(style_bytes) > 1000 and name.endswith("pink_zigzag.jpg") and colliding == frozenset()
     assert paths == [str(tmp_path / "in" / "a.jpg")] and (tmp_path / "out" / "x").is_dir()
+    write_record(("bad", "/in/old.jpg", "from a killed run"), str(tmp_path / "out" / "x"))
+    open_job(style, str(tmp_path / "in" / "*"), str(tmp_path / "out" / "x"))  # a rerun starts clean
+    assert finish(str(tmp_path / "out" / "x"), {}, matched=1)["quarantined"] == 0
 
 
 def test_progress_copies_in_one_process_share_one_bar(capsys):
