@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import SHARED_DATA as DATA
 EMBED_DIM = 3
 
 
@@ -64,12 +64,23 @@ def rest_get(port: int, path: str):
         return exc.code, exc.headers, exc.read()
 
 
+def _shared_images(kind: str, n: int, size: int) -> list[bytes]:
+    """n real images of ../shared/data/<kind>; the test is skipped where they are absent
+    (as the shared_data fixture does), never run on an empty list."""
+    import pytest
+
+    paths = sorted((DATA / kind).glob("*.jpg"))[:n]
+    if len(paths) < n:
+        pytest.skip(f"shared test images not found at {DATA / kind}")
+    return [image_bytes(p, size) for p in paths]
+
+
 def content_images(n: int = 2, size: int = 48) -> list[bytes]:
-    return [image_bytes(p, size) for p in sorted((DATA / "content").glob("*.jpg"))[:n]]
+    return _shared_images("content", n, size)
 
 
 def style_images(n: int = 2, size: int = 32) -> list[bytes]:
-    return [image_bytes(p, size) for p in sorted((DATA / "styles").glob("*.jpg"))[:n]]
+    return _shared_images("styles", n, size)
 
 
 def _decode(data: tf.Tensor) -> tf.Tensor:

@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 from imfuse.cli import main
-from serving_fixtures import DATA, build_toy_model, free_port, image_bytes, listening_addresses, start_serve_process
+from serving_fixtures import (
+    build_toy_model, content_images, free_port, listening_addresses, start_serve_process, style_images,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +37,8 @@ def served(tmp_path_factory):
 
 def _write_inputs(root):
     content, style = root / "content.jpg", root / "style.jpg"
-    content.write_bytes(image_bytes(sorted((DATA / "content").glob("*.jpg"))[0], 40))
-    style.write_bytes(image_bytes(sorted((DATA / "styles").glob("*.jpg"))[0], 32))
+    content.write_bytes(content_images(1, 40)[0])
+    style.write_bytes(style_images(1, 32)[0])
     return content, style
 
 
