@@ -28,14 +28,15 @@ def test_every_malformed_kind_has_expected_statuses():
 
 def test_toy_run_passes_the_request_checks_and_fails_on_memory_when_told_to(shared_data, capsys):
     bench = _bench()
+    # a tolerance no run can meet: RSS may also end a few MB below its baseline (seen on a Zen 5)
     serving_log = logging.getLogger("imfuse.serving")
     level = serving_log.level
     try:
-        code = bench.main(["--model", "toy", "--requests", "32", "--clients", "4", "--rss-tolerance-mb", "-1"])
+        code = bench.main(["--model", "toy", "--requests", "32", "--clients", "4", "--rss-tolerance-mb", "-100000"])
     finally:
         serving_log.setLevel(level)  # main() silences it for the expected failures
     out = capsys.readouterr().out
     checks = out.split("checks:\n", 1)[1].splitlines()[:4]
     assert [line.split()[0] for line in checks] == ["PASS", "PASS", "PASS", "FAIL"], out
-    assert "memory back near baseline" in checks[3] and "tolerance -1 MB" in checks[3]
+    assert "memory back near baseline" in checks[3] and "tolerance -100000 MB" in checks[3]
     assert code == 1  # one failing check is enough
