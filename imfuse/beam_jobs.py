@@ -160,22 +160,33 @@ def pipeline_failed(what: str, exc: Exception) -> ModelError:
 
 
 class Progress:
-    """One tqdm bar per process, advanced as inputs are finished. Beam hands each worker
-    thread its own copy of this object, so the bar lives in the process, under a key."""
+    """One tqdm bar per process, advanced as inputs are finished, with the count of bad
+    ones beside it. Beam hands each worker thread its own copy of this object, so the bar
+    lives in the process, under a key."""
 
     def __init__(self, total: int, enabled: bool, desc: str, unit: str):
         self.total, self.enabled, self.desc, self.unit = total, enabled, desc, unit
         self.key = os.urandom(8).hex()
 
     def __call__(self, record):
-        if self.enabled:
-            with _BARS_LOCK:
-                if self.key not in _BARS:
-                    from tqdm import tqdm
-
-                    _BARS[self.key] = tqdm(total=self.total, desc=self.desc, unit=self.unit)
-                _BARS[self.key].update(1)
+        """For a Map over outcome records: ("bad", ...) counts as quarantined."""
+        self.tick(ok=record[0] != "bad")
         return record
+
+    def tick(self, ok: bool = True) -> None:
+        if not self.enabled:
+            return
+        with _BARS_LOCK:
+            bar = _BARS.get(self.key)
+            if bar is None:
+                from tqdm import tqdm
+
+                bar = _BARS[self.key] = tqdm(total=self.total, desc=self.desc, unit=self.unit, mininterval=0.5)
+                bar.bad = 0
+            if not ok:
+                bar.bad += 1
+                bar.set_postfix(quarantined=bar.bad, refresh=False)
+            bar.update(1)
 
     def close(self) -> None:
         with _BARS_LOCK:

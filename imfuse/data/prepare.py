@@ -38,12 +38,11 @@ from dataclasses import dataclass, field
 from imfuse import __version__
 from imfuse.data import manifest as mf
 from imfuse.data import staging
-from imfuse.beam_jobs import import_beam, make_runner, pipeline_options
+from imfuse.beam_jobs import Progress, import_beam, make_runner, pipeline_options
 from imfuse.data.examples import KINDS, SPLITS
 from imfuse.data.sources import is_utf8, match_sources, printable_uri
 from imfuse.data.split import SPLIT_SALT
 from imfuse.data.transforms import (
-    Progress,
     WorkerOptions,
     assign_all,
     bad_name_entry,
@@ -262,55 +261,55 @@ def _build(cfg: PrepareConfig, dest: str, content: list[str], styles: list[str],
 def _run_pipeline(cfg: PrepareConfig, items: list, dest: str, num_shards: dict, stash_path: str) -> str:
     """The Beam pipeline (module docstring); writes shards and the stash under `dest`."""
     beam = import_beam()
+    progress = Progress(len(items), cfg.progress, desc="ingest", unit="img")
     opts = WorkerOptions(
         sizes=_sizes(cfg),
         limits=cfg.limits(),
         image_format=cfg.image_format,
         num_shards=num_shards,
-        total=len(items),
-        progress=cfg.progress,
+        progress=progress,
     )
     fractions = {kind: cfg.fractions(kind) for kind in KINDS}
     options, runner_name = pipeline_options(cfg.runner, cfg.beam_args)
     counts = {kind: sum(1 for k, _ in items if k == kind) for kind in KINDS}
     log.info("ingest: %d content + %d style files matched; runner %s", counts["content"], counts["style"], runner_name)
-    Progress.reset()
-
     DecodeResize = decode_resize_dofn()
     WriteShards = write_shards_dofn()
-    with beam.Pipeline(runner=make_runner(runner_name), options=options) as p:
-        processed = (
-            p
-            | "Match" >> beam.Create(items)
-            | "Distribute" >> beam.Reshuffle()
-            | "DecodeResize" >> beam.ParDo(DecodeResize(opts)).with_outputs("quarantine", main="ok")
-        )
-        splits = (
-            processed.ok
-            | "KindSha" >> beam.Map(lambda kv: (kv[1]["kind"], kv[1]["sha256"]))
-            | "DistinctSha" >> beam.Distinct()
-            | "AllShas" >> beam.combiners.ToList()
-            | "AssignSplits" >> beam.Map(assign_all, fractions)
-        )
-        written = (
-            processed.ok
-            | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShards"
-            >> beam.ParDo(WriteShards(dest, num_shards), beam.pvalue.AsSingleton(splits)).with_outputs(
-                "duplicates", main="shards"
+    try:
+        with beam.Pipeline(runner=make_runner(runner_name), options=options) as p:
+            processed = (
+                p
+                | "Match" >> beam.Create(items)
+                | "Distribute" >> beam.Reshuffle()
+                | "DecodeResize" >> beam.ParDo(DecodeResize(opts)).with_outputs("quarantine", main="ok")
             )
-        )
-        _ = (
-            (
-                written.shards | "TagShards" >> beam.Map(lambda v: ("shard", v)),
-                written.duplicates | "TagDuplicates" >> beam.Map(lambda v: ("duplicate", v)),
-                processed.quarantine | "TagQuarantine" >> beam.Map(lambda v: ("quarantine", v)),
+            splits = (
+                processed.ok
+                | "KindSha" >> beam.Map(lambda kv: (kv[1]["kind"], kv[1]["sha256"]))
+                | "DistinctSha" >> beam.Distinct()
+                | "AllShas" >> beam.combiners.ToList()
+                | "AssignSplits" >> beam.Map(assign_all, fractions)
             )
-            | "Results" >> beam.Flatten()
-            | "CollectResults" >> beam.combiners.ToList()
-            | "WriteStash" >> beam.Map(write_stash, stash_path)
-        )
-    Progress.reset()
+            written = (
+                processed.ok
+                | "GroupByShard" >> beam.GroupByKey()
+                | "WriteShards"
+                >> beam.ParDo(WriteShards(dest, num_shards), beam.pvalue.AsSingleton(splits)).with_outputs(
+                    "duplicates", main="shards"
+                )
+            )
+            _ = (
+                (
+                    written.shards | "TagShards" >> beam.Map(lambda v: ("shard", v)),
+                    written.duplicates | "TagDuplicates" >> beam.Map(lambda v: ("duplicate", v)),
+                    processed.quarantine | "TagQuarantine" >> beam.Map(lambda v: ("quarantine", v)),
+                )
+                | "Results" >> beam.Flatten()
+                | "CollectResults" >> beam.combiners.ToList()
+                | "WriteStash" >> beam.Map(write_stash, stash_path)
+            )
+    finally:
+        progress.close()
     return runner_name
 
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import threading
 from dataclasses import dataclass
 
+from imfuse.beam_jobs import Progress
 from imfuse.data.examples import FEATURES, KINDS, LARGE_FEATURES, encode_example, tfrecord_frame
 from imfuse.data.sources import printable_uri, read_uri_bytes
 from imfuse.data.split import assign_splits
@@ -30,8 +29,7 @@ class WorkerOptions:
     limits: ImageLimits
     image_format: str
     num_shards: dict
-    total: int
-    progress: bool
+    progress: Progress  # the ingest bar (imfuse.beam_jobs), a no-op when disabled
 
 
 # --------------------------------------------------------------------- per-image work
@@ -101,35 +99,6 @@ def preprocess(data: bytes, uri: str, kind: str, opts: WorkerOptions) -> dict:
     return record
 
 
-class Progress:
-    """One tqdm bar per worker process, shared by its threads (Beam counters hold totals)."""
-
-    _lock = threading.Lock()
-    _bar = None
-
-    @classmethod
-    def tick(cls, total: int, ok: bool) -> None:
-        with cls._lock:
-            if cls._bar is None:
-                from tqdm import tqdm
-
-                cls._bar = tqdm(total=total, desc=f"ingest (pid {os.getpid()})", unit="img", mininterval=1.0)
-                cls._bar.bad = 0
-            cls._bar.bad += 0 if ok else 1
-            cls._bar.update(1)
-            cls._bar.set_postfix(quarantined=cls._bar.bad, refresh=False)
-            if cls._bar.n >= cls._bar.total:
-                cls._bar.close()
-                cls._bar = None
-
-    @classmethod
-    def reset(cls) -> None:
-        with cls._lock:
-            if cls._bar is not None:
-                cls._bar.close()
-            cls._bar = None
-
-
 def decode_resize_dofn():
     import apache_beam as beam
     from apache_beam.metrics import Metrics
@@ -156,16 +125,14 @@ def decode_resize_dofn():
                 message = str(exc) if isinstance(exc, ImageError) else f"{type(exc).__name__}: {exc}"
                 reason = message[len(uri) + 2 :] if message.startswith(f"{uri}: ") else message
                 self.counters["quarantined"].inc()
-                if self.opts.progress:
-                    Progress.tick(self.opts.total, ok=False)
+                self.opts.progress.tick(ok=False)
                 yield beam.pvalue.TaggedOutput(
                     "quarantine",
                     {"source": uri, "reason": reason, "code": reason_code(reason), "kind": kind},
                 )
                 return
             self.counters["accepted_before_dedupe"].inc()
-            if self.opts.progress:
-                Progress.tick(self.opts.total, ok=True)
+            self.opts.progress.tick()
             yield (kind, shard_of(record["sha256"], self.opts.num_shards[kind])), record
 
     return DecodeResize
