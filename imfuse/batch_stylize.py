@@ -94,7 +94,7 @@ def validate_content(item: tuple[str, bytes], max_side: int | None):
     from PIL import Image
 
     from imfuse.errors import ImageError
-    from imfuse.images import open_validated
+    from imfuse.images import encode_pil, open_validated
 
     path, data = item
     try:
@@ -107,15 +107,9 @@ def validate_content(item: tuple[str, bytes], max_side: int | None):
         im = im.resize(size, Image.Resampling.LANCZOS)
     alpha = None
     if im.mode == "RGBA":
-        alpha = _png(im.getchannel("A"))
+        alpha = encode_pil(im.getchannel("A"))
         im = im.convert("RGB")
-    return ("ok", path, _png(im), alpha)
-
-
-def _png(im) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    return ("ok", path, encode_pil(im), alpha)
 
 
 def write_output(item, output: str, colliding: frozenset[str]):
@@ -129,9 +123,11 @@ def write_output(item, output: str, colliding: frozenset[str]):
     if alpha is not None:
         from PIL import Image
 
+        from imfuse.images import encode_pil
+
         im = Image.open(io.BytesIO(png)).convert("RGB")
         im.putalpha(Image.open(io.BytesIO(alpha)))
-        png = _png(im)
+        png = encode_pil(im)
     target = FileSystems.join(output, output_stem(path, colliding) + ".png")
     with FileSystems.create(target) as fh:
         fh.write(png)

@@ -414,21 +414,25 @@ def _to_pil(rgb: np.ndarray) -> Image.Image:
     raise ImageError(f"cannot encode an array of shape {arr.shape} as an image")
 
 
+def encode_pil(im: Image.Image, image_format: str = "png", compress_level: int = 1, quality: int = 95) -> bytes:
+    """PNG (fast compression by default) or JPEG bytes of a PIL image."""
+    buf = io.BytesIO()
+    if image_format == "png":
+        im.save(buf, format="PNG", compress_level=compress_level)
+    else:
+        im.save(buf, format="JPEG", quality=int(quality))
+    return buf.getvalue()
+
+
 def encode_png(rgb: np.ndarray, compress_level: int = 6) -> bytes:
     """Lossless PNG bytes of a float [0, 1] image."""
-    buf = io.BytesIO()
-    _to_pil(rgb).save(buf, format="PNG", compress_level=compress_level)
-    return buf.getvalue()
+    return encode_pil(_to_pil(rgb), "png", compress_level)
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
     """JPEG bytes of a float [0, 1] RGB image (alpha is dropped)."""
     im = _to_pil(rgb)
-    if im.mode == "RGBA":
-        im = flatten_alpha(im)
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=int(quality))
-    return buf.getvalue()
+    return encode_pil(flatten_alpha(im) if im.mode == "RGBA" else im, "jpeg", quality=quality)
 
 
 def save_image(rgb: np.ndarray, path: str | os.PathLike) -> Path:

@@ -7,7 +7,6 @@ per-image step (`preprocess`) can be tested and benchmarked without Beam.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ from imfuse.data.examples import FEATURES, KINDS, LARGE_FEATURES, encode_example
 from imfuse.data.sources import printable_uri, read_uri_bytes
 from imfuse.data.split import assign_splits
 from imfuse.errors import ImageError
-from imfuse.images import ImageLimits, flatten_alpha, open_validated, resize_pil_shorter
+from imfuse.images import ImageLimits, encode_pil, flatten_alpha, open_validated, resize_pil_shorter
 
 METRICS_NAMESPACE = "imfuse.ingest"
 
@@ -62,15 +61,6 @@ def bad_name_entry(kind: str, uri: str) -> dict:
     `sources.is_utf8`); same shape as DecodeResize's, with the name \\x-escaped."""
     reason = BAD_NAME_REASON
     return {"source": printable_uri(uri), "reason": reason, "code": reason_code(reason), "kind": kind}
-
-
-def encode_pil(im, image_format: str) -> bytes:
-    buf = io.BytesIO()
-    if image_format == "png":
-        im.save(buf, format="PNG", compress_level=1)
-    else:
-        im.save(buf, format="JPEG", quality=95)
-    return buf.getvalue()
 
 
 def shard_of(sha256_hex: str, num_shards: int) -> int:
