@@ -1,5 +1,5 @@
 """Folder moves that plain `os.rename` cannot make atomic, names nobody else picks, and
-the one atomic file write (temp file, fsync, rename).
+the one atomic file write (a temp path beside the target, renamed onto it when complete).
 
 Linux's renameat2 can swap two paths in one step (RENAME_EXCHANGE) or refuse to replace
 an existing one (RENAME_NOREPLACE); `os.rename` silently replaces an empty folder. Where
@@ -13,8 +13,8 @@ import ctypes
 import errno
 import os
 import socket
-import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 AT_FDCWD = -100
@@ -28,22 +28,28 @@ def unique_token() -> str:
     return uuid.uuid4().hex[:12]
 
 
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """A unique temp path beside `path`, with its extension (writers that pick a format by it
+    still work), renamed onto `path` when the block succeeds and removed when it fails: a
+    reader, or a kill -9, never sees half a file."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.stem}.{unique_token()}.tmp{target.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`: a reader (or a
-    kill -9) never sees half a file."""
+    """Write `text` through atomic_path, fsynced before the rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def owner() -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import urllib.parse
 import warnings
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from imfuse.color import LUMA_WEIGHTS
 from imfuse.errors import ImageError
 from imfuse.fetch import fetch_url
+from imfuse.fsutil import atomic_path
 
 __all__ = [
     "ImageLimits",
@@ -448,14 +448,8 @@ def save_image(rgb: np.ndarray, path: str | os.PathLike) -> Path:
     options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                im.save(fh, format=fmt, **options)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(target) as tmp:
+            im.save(tmp, format=fmt, **options)
     except OSError as exc:
         raise ImageError(f"{target}: cannot write image ({exc.strerror or exc})") from None
     return target

@@ -35,6 +35,7 @@ from typing import Iterator
 import numpy as np
 
 from imfuse.errors import ConfigError, ImageError
+from imfuse.fsutil import atomic_path
 
 MAX_FRAME_PIXELS = 64_000_000  # 8K x 8K; bigger frames are refused before decoding
 # FFmpeg demuxers for still images: such a file is not a video.
@@ -465,18 +466,11 @@ class VideoWriter:
             self.abort()
 
 
-@contextmanager
 def atomic_output(path: str | os.PathLike):
-    """A temporary path beside `path` (same extension), renamed onto it on success, removed on failure."""
+    """fsutil.atomic_path for a video: the output must be a file in an existing folder."""
     target = Path(path)
     if target.is_dir():
         raise ConfigError(f"output {target} is a directory")
     if not target.parent.exists():
         raise ConfigError(f"output folder {target.parent} does not exist")
-    tmp = target.with_name(f".{target.stem}.partial-{os.getpid()}{target.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    return atomic_path(target)

@@ -15,7 +15,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from imfuse.errors import ConfigError, TrainingError
-from imfuse.fsutil import atomic_write_text, unique_token
+from imfuse.fsutil import atomic_path, atomic_write_text
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "train_config.json"
@@ -29,13 +29,8 @@ def save_model_atomic(model, path: str | os.PathLike) -> str:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.stem}.{unique_token()}.tmp.keras"  # PIDs repeat across containers
-    try:
+    with atomic_path(path) as tmp:
         save_model(model, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return str(path)
 
 
