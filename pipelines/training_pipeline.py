@@ -54,21 +54,26 @@ def _cluster_settings(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return task
 
 
+def _settings(task: dsl.PipelineTask, name: str, cache: bool, retry: tuple, resources: tuple) -> dsl.PipelineTask:
+    """Display name, caching, retries (count, backoff[, factor]) and (cpu, memory) requests and
+    limits of one task, plus the cluster's settings."""
+    retries, backoff, *factor = retry
+    task.set_display_name(name).set_caching_options(enable_caching=cache)
+    task.set_retry(num_retries=retries, backoff_duration=backoff, backoff_factor=factor[0] if factor else None)
+    cpu, memory, cpu_limit, memory_limit = resources
+    task.set_cpu_request(cpu).set_memory_request(memory).set_cpu_limit(cpu_limit).set_memory_limit(memory_limit)
+    return _cluster_settings(task)
+
+
 def _train(dataset, gpu: bool, **params) -> dsl.PipelineTask:
     task = train_model(dataset=dataset, **params)
-    task.set_caching_options(enable_caching=False).set_retry(num_retries=1, backoff_duration="60s")
     res = TRAIN_RESOURCES["gpu" if gpu else "cpu"]
     if gpu:
-        task.set_display_name("train (GPU)").set_container_image(GPU_IMAGE)
-        task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
-    else:
-        task.set_display_name("train (CPU)")
-    task.set_cpu_request(res["requests"]["cpu"]).set_memory_request(res["requests"]["memory"])
-    task.set_cpu_limit(res["limits"]["cpu"]).set_memory_limit(res["limits"]["memory"])
-    if gpu:
+        task.set_container_image(GPU_IMAGE).set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
         kubernetes.add_node_selector(task, *GPU_NODE_LABEL)
         kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
-    return _cluster_settings(task)
+    return _settings(task, f"train ({'GPU' if gpu else 'CPU'})", False, (1, "60s"),
+                     (res["requests"]["cpu"], res["requests"]["memory"], res["limits"]["cpu"], res["limits"]["memory"]))
 
 
 def _train_distributed(dataset, workers, **params) -> dsl.PipelineTask:
@@ -77,11 +82,8 @@ def _train_distributed(dataset, workers, **params) -> dsl.PipelineTask:
         dataset=dataset, workers=workers, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, cpu_image=IMAGE,
         gpu_image=GPU_IMAGE, **params,
     )
-    task.set_display_name("train (TFJob: chief + workers)")
-    task.set_caching_options(enable_caching=False).set_retry(num_retries=1, backoff_duration="60s")
-    task.set_cpu_request("500m").set_memory_request("1G").set_cpu_limit("1").set_memory_limit("2G")
     kubernetes.mount_pvc(task, pvc_name=SHARED_PVC, mount_path=SHARED_MOUNT)
-    return _cluster_settings(task)
+    return _settings(task, "train (TFJob: chief + workers)", False, (1, "60s"), ("500m", "1G", "1", "2G"))
 
 
 def _evaluate_and_publish(
@@ -111,17 +113,11 @@ def _evaluate_and_publish(
         gatys_steps=gatys_steps,
         gate_tolerance=gate_tolerance,
     )
-    evaluate.set_display_name("evaluate").set_caching_options(enable_caching=False)
-    evaluate.set_retry(num_retries=1, backoff_duration="30s")
-    evaluate.set_cpu_request("2").set_memory_request("4G").set_cpu_limit("4").set_memory_limit("8G")
-    _cluster_settings(evaluate)
+    _settings(evaluate, "evaluate", False, (1, "30s"), ("2", "4G", "4", "8G"))
 
     with dsl.If(evaluate.outputs["Output"] == True, name="blessed"):  # noqa: E712 - a KFP condition, not a Python test
         register = register_model(model=model, mlflow_uri=mlflow_uri, promote=promote)
-        register.set_display_name("register").set_caching_options(enable_caching=False)
-        register.set_retry(num_retries=3, backoff_duration="10s", backoff_factor=2.0)
-        register.set_cpu_request("500m").set_memory_request("1G").set_cpu_limit("1").set_memory_limit("2G")
-        _cluster_settings(register)
+        _settings(register, "register", False, (3, "10s", 2.0), ("500m", "1G", "1", "2G"))
 
         export = export_deploy_model(
             model=model,
@@ -131,10 +127,7 @@ def _evaluate_and_publish(
             registered_version=register.outputs["version"],
             mlflow_uri=mlflow_uri,
         )
-        export.set_display_name("export + deploy").set_caching_options(enable_caching=False)
-        export.set_retry(num_retries=2, backoff_duration="10s", backoff_factor=2.0)
-        export.set_cpu_request("1").set_memory_request("2G").set_cpu_limit("2").set_memory_limit("4G")
-        _cluster_settings(export)
+        _settings(export, "export + deploy", False, (2, "10s", 2.0), ("1", "2G", "2", "4G"))
 
 
 @dsl.pipeline(
@@ -172,10 +165,7 @@ def imfuse_pipeline(
     workers > 0 trains in a TFJob with a chief and that many workers (needs the Training
     Operator, claim imfuse-training and the RBAC of k8s/training; docs/kubernetes.md)."""
     prepare = prepare_data(content_source=content_source, styles_source=styles_source, image_size=image_size)
-    prepare.set_display_name("prepare data").set_caching_options(enable_caching=True)
-    prepare.set_retry(num_retries=2, backoff_duration="30s")
-    prepare.set_cpu_request("1").set_memory_request("2G").set_cpu_limit("2").set_memory_limit("4G")
-    _cluster_settings(prepare)
+    _settings(prepare, "prepare data", True, (2, "30s"), ("1", "2G", "2", "4G"))
     dataset = prepare.outputs["dataset"]
     after = dict(
         dataset=dataset,
