@@ -128,8 +128,9 @@ def open_job(style: str, input_glob: str, output: str) -> tuple[bytes, str, list
     try:
         if not FileSystems.exists(output):
             FileSystems.mkdirs(output)
-        if FileSystems.exists(FileSystems.join(output, RECORDS_DIR)):  # a killed run's: not this run's outcomes
-            FileSystems.delete([FileSystems.join(output, RECORDS_DIR)])
+        stale = _record_paths(output)  # a killed run's: not this run's outcomes
+        if stale:
+            FileSystems.delete(stale)
     except Exception as exc:  # noqa: BLE001 - any filesystem's own error
         raise DataError(f"cannot create output directory {output}: {exc}") from None
     return style_bytes, style_name, paths, colliding_stems(paths)
@@ -218,13 +219,11 @@ def finish(output: str, summary: dict[str, Any], matched: int,
     `totals` makes of the "written" records); returns the summary."""
     from apache_beam.io.filesystems import FileSystems
 
-    folder = FileSystems.join(output, RECORDS_DIR)
+    paths = _record_paths(output)
     records = []
-    if FileSystems.exists(folder):
-        found = FileSystems.match([FileSystems.join(folder, "*.json")])[0].metadata_list
-        for meta in found:
-            with FileSystems.open(meta.path) as fh:
-                records.append(json.loads(fh.read().decode()))
+    for path in paths:
+        with FileSystems.open(path) as fh:
+            records.append(json.loads(fh.read().decode()))
     written = [r for r in records if r["status"] == "written"]
     bad = sorted((r for r in records if r["status"] == "bad"), key=lambda r: r["source"])
     lines = "".join(json.dumps({"source": r["source"], "reason": r["reason"]}, ensure_ascii=False) + "\n" for r in bad)
@@ -233,6 +232,15 @@ def finish(output: str, summary: dict[str, Any], matched: int,
     for name, text in ((QUARANTINE_FILE, lines), (SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")):
         with FileSystems.create(FileSystems.join(output, name)) as fh:
             fh.write(text.encode("utf-8"))
-    if FileSystems.exists(folder):
-        FileSystems.delete([folder])
+    if paths:
+        FileSystems.delete(paths)
+    if FileSystems.exists(FileSystems.join(output, RECORDS_DIR)):  # local folders (object stores have none)
+        FileSystems.delete([FileSystems.join(output, RECORDS_DIR)])
     return summary
+
+
+def _record_paths(output: str) -> list[str]:
+    """The outcome records under OUT, by file (object stores have no folders to test or delete)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return [m.path for m in FileSystems.match([FileSystems.join(output, RECORDS_DIR, "*.json")])[0].metadata_list]
