@@ -36,7 +36,10 @@ class _InMemoryWorkersFilter(logging.Filter):
 
 
 def import_beam():
-    """Import and return `apache_beam` (with its filesystems), quietly, once."""
+    """Import and return `apache_beam` (with its filesystems), quietly, once. Some Beam modules
+    log warnings at import time when optional GCP libraries are missing, which also installs a
+    root stderr handler that would pass every later Beam log line to the user; a temporary
+    root handler swallows them and leaves the root logger as it was."""
     if "apache_beam.io.filesystems" in sys.modules:
         import apache_beam
 
