@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from imfuse.color import LUMA_WEIGHTS
 from imfuse.errors import ConfigError, ImageError
+from imfuse.fsutil import atomic_path
 from imfuse.images import resize_pil_shorter
 
 PALETTES = [
@@ -480,9 +481,8 @@ TEXTURES: list[tuple[str, Callable]] = [
 
 def _save_jpeg(im: Image.Image, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    im.convert("RGB").save(tmp, format="JPEG", quality=92)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        im.convert("RGB").save(tmp, format="JPEG", quality=92)
     return path
 
 
