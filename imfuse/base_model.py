@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from imfuse.errors import ConfigError
+from imfuse.fsutil import atomic_path
 
 BASE_DIR = Path(__file__).resolve().parent / "base_models"
 BASE = "base"
@@ -76,9 +77,8 @@ def _materialise(variant: str, weights: Path, path: Path) -> None:
         model.set_weights([arrays[f"arr_{i}"].astype(np.float32) for i in range(len(arrays.files))])
     model.predictor_init = f"shipped base model {variant}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # atomic: a reader never sees half a file
-        save_model(model, Path(tmp) / path.name)
-        os.replace(Path(tmp) / path.name, path)
+    with atomic_path(path) as tmp:
+        save_model(model, tmp)
 
 
 def resolve_model_path(spec: str | None, variant: str = "reduced") -> Path:
