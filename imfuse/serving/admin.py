@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 
 from imfuse.serving.config import ModelConfig
-from imfuse.serving.status import StatusError
+from imfuse.serving.status import StatusError, invalid_argument
 
 ADMIN_HOST = "127.0.0.1"
 from imfuse.serving.defaults import ADMIN_PORT as DEFAULT_ADMIN_PORT  # noqa: E402
@@ -43,8 +43,7 @@ class ModelRoots:
         confined = []
         for m in models:
             if "://" in m.base_path:
-                raise StatusError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
+                raise invalid_argument(
                     f"model {m.name!r}: base_path must be a local folder for imfuse serve, got a URL",
                 )
             resolved = Path(m.base_path).expanduser().resolve()

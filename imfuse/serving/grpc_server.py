@@ -26,7 +26,7 @@ from imfuse.serving.config import models_from_proto
 from imfuse.serving.metrics import ServingMetrics
 from imfuse.serving.model_store import ModelStore
 from imfuse.serving.predict import Predictor
-from imfuse.serving.status import StatusError, reply_error
+from imfuse.serving.status import StatusError, invalid_argument, reply_error
 from imfuse.serving.tensors import check_request_protos, to_numpy, to_proto
 
 log = logging.getLogger("imfuse.serving")
@@ -69,10 +69,10 @@ def _guarded(method: Callable) -> Callable:
 def metadata_response(store: ModelStore, spec, fields) -> get_model_metadata_pb2.GetModelMetadataResponse:
     """GetModelMetadata: only 'signature_def' is defined, as in TF Serving."""
     if not fields:
-        raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, "GetModelMetadataRequest must specify at least one metadata_field")
+        raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
     unsupported = sorted(set(fields) - {"signature_def"})
     if unsupported:
-        raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, f"metadata field(s) {unsupported} not supported; use 'signature_def'")
+        raise invalid_argument(f"metadata field(s) {unsupported} not supported; use 'signature_def'")
     version, label = spec_choice(spec)
     servable = store.resolve(spec.name, version, label)
     response = get_model_metadata_pb2.GetModelMetadataResponse()
@@ -168,7 +168,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         try:
             models = models_from_proto(request.config, "ReloadConfigRequest")
         except ImfuseError as exc:
-            raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+            raise invalid_argument(str(exc)) from None
         models = self.roots.confine(models)  # before anything is unloaded; resolved paths from here on
         log.info("reloading model config: %s", ", ".join(f"{m.name} <- {m.base_path}" for m in models))
         self.store.reload(models)

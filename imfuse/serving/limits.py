@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 
 from imfuse.errors import ConfigError
-from imfuse.serving.status import StatusError
+from imfuse.serving.status import StatusError, invalid_argument
 
 from imfuse.serving.defaults import MAX_IMAGES_PER_REQUEST as DEFAULT_MAX_IMAGES  # noqa: E402
 from imfuse.serving.defaults import MAX_PIXELS_PER_REQUEST as DEFAULT_MAX_PIXELS  # noqa: E402
@@ -48,10 +48,6 @@ class RequestLimits:
                 raise ConfigError(f"request limit {name} must be >= 1, got {getattr(self, name)}")
 
 
-def _bad(message: str) -> StatusError:
-    return StatusError(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
 def _jpeg_size(data: bytes) -> tuple[int, int]:
     i, n = 2, len(data)
     for _ in range(_MAX_JPEG_SEGMENTS):
@@ -75,7 +71,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
         if length < 2:
             break
         i += 2 + length
-    raise _bad("JPEG header declares no frame size (truncated or corrupt image)")
+    raise invalid_argument("JPEG header declares no frame size (truncated or corrupt image)")
 
 
 def _webp_size(data: bytes) -> tuple[int, int]:
@@ -90,18 +86,18 @@ def _webp_size(data: bytes) -> tuple[int, int]:
         width = int.from_bytes(data[24:27], "little") + 1
         height = int.from_bytes(data[27:30], "little") + 1
         return width, height
-    raise _bad("WebP header declares no canvas size (truncated or corrupt image)")
+    raise invalid_argument("WebP header declares no canvas size (truncated or corrupt image)")
 
 
 def _bmp_size(data: bytes) -> tuple[int, int]:
     if len(data) < 26:
-        raise _bad("BMP header is truncated")
+        raise invalid_argument("BMP header is truncated")
     (dib,) = struct.unpack_from("<I", data, 14)
     if dib == 12:  # BITMAPCOREHEADER: unsigned 16-bit sides
         return struct.unpack_from("<HH", data, 18)
     width, height = struct.unpack_from("<ii", data, 18)
     if width < 0:
-        raise _bad("BMP header declares a negative width")
+        raise invalid_argument("BMP header declares a negative width")
     return width, abs(height)  # negative height: rows stored top-down
 
 
@@ -113,14 +109,14 @@ def declared_size(data: bytes) -> tuple[str, int, int] | None:
     """
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         if len(data) < 24 or data[12:16] != b"IHDR":
-            raise _bad("PNG header is truncated or does not start with IHDR")
+            raise invalid_argument("PNG header is truncated or does not start with IHDR")
         width, height = struct.unpack_from(">II", data, 16)
         return "PNG", width, height
     if data[:3] == b"\xff\xd8\xff":
         return ("JPEG", *_jpeg_size(data))
     if data[:6] in (b"GIF87a", b"GIF89a"):
         if len(data) < 10:
-            raise _bad("GIF header is truncated")
+            raise invalid_argument("GIF header is truncated")
         return ("GIF", *struct.unpack_from("<HH", data, 6))
     if data[:2] == b"BM":
         return ("BMP", *_bmp_size(data))
@@ -153,7 +149,7 @@ def check_image_budget(inputs: dict[str, np.ndarray], limits: RequestLimits) -> 
             try:
                 size = declared_size(data)
             except StatusError as exc:
-                raise _bad(f"input '{name}': {exc.message}") from None
+                raise invalid_argument(f"input '{name}': {exc.message}") from None
             if size is None:
                 continue
             fmt, width, height = size

@@ -16,7 +16,7 @@ from imfuse.serving.batching import Batcher
 from imfuse.serving.limits import RequestLimits, check_image_budget
 from imfuse.serving.metrics import ServingMetrics
 from imfuse.serving.model_store import ModelStore
-from imfuse.serving.status import StatusError
+from imfuse.serving.status import StatusError, invalid_argument
 from imfuse.serving.tensors import batch_size_of
 
 
@@ -71,8 +71,7 @@ class Predictor:
         outputs_known = servable.signature_defs[sig_key].outputs
         unknown = sorted(set(output_filter) - set(outputs_known))
         if unknown:
-            raise StatusError(
-                grpc.StatusCode.INVALID_ARGUMENT,
+            raise invalid_argument(
                 f"output tensor alias(es) {unknown} not found in signature '{sig_key}'; it has {sorted(outputs_known)}",
             )
         size = batch_size_of(checked)

@@ -42,7 +42,7 @@ from imfuse.serving.metrics import CONTENT_TYPE, DEFAULT_PATH, ServingMetrics
 from imfuse.serving.predict import Predictor
 from imfuse.serving.rest_json import JsonLimits, parse_predict_body, write_predict_response
 from imfuse.serving.rest_protocol import with_header_timeout
-from imfuse.serving.status import StatusError, reply_error
+from imfuse.serving.status import StatusError, invalid_argument, reply_error
 
 log = logging.getLogger("imfuse.serving")
 
@@ -163,7 +163,7 @@ def build_app(predictor: Predictor, metrics: ServingMetrics, options: RestOption
             raise StatusError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {request.method} {request.url.path[:200]}")
         if request.method == "GET":
             if match["verb"]:
-                raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, f"use POST for :{match['verb']}")
+                raise invalid_argument(f"use POST for :{match['verb']}")
             return _json_response(200, await run_in_threadpool(get_doc, match))
         if request.method != "POST":
             raise HttpError(405, f"method {request.method} is not allowed; use GET or POST")

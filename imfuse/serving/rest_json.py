@@ -20,13 +20,9 @@ import grpc
 import numpy as np
 import tensorflow as tf
 
-from imfuse.serving.status import StatusError
+from imfuse.serving.status import StatusError, invalid_argument
 
 BYTES_SUFFIX = "_bytes"
-
-
-def _bad(message: str) -> StatusError:
-    return StatusError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 def is_b64_object(value) -> bool:
@@ -39,12 +35,12 @@ def _leaf(value, is_string: bool):
             try:
                 return base64.b64decode(value["b64"], validate=True)
             except (binascii.Error, ValueError):
-                raise _bad("Unable to base64 decode") from None
+                raise invalid_argument("Unable to base64 decode") from None
         if isinstance(value, str):
             return value.encode("utf-8")
-        raise _bad(f"JSON value {json.dumps(value)[:80]} is not of expected type DT_STRING")
+        raise invalid_argument(f"JSON value {json.dumps(value)[:80]} is not of expected type DT_STRING")
     if isinstance(value, dict):
-        raise _bad(f"JSON object {json.dumps(value)[:80]} is only allowed (as b64) for DT_STRING inputs")
+        raise invalid_argument(f"JSON object {json.dumps(value)[:80]} is only allowed (as b64) for DT_STRING inputs")
     return value
 
 
@@ -61,7 +57,7 @@ def json_to_array(value, dtype_enum: int, name: str) -> np.ndarray:
     try:
         converted = _convert(value, is_string)
     except StatusError as exc:
-        raise _bad(f"input '{name}': {exc.message}") from None
+        raise invalid_argument(f"input '{name}': {exc.message}") from None
     try:
         if is_string:
             arr = np.array(converted, dtype=object)
@@ -75,7 +71,7 @@ def json_to_array(value, dtype_enum: int, name: str) -> np.ndarray:
             raise ValueError(f"values of type {arr.dtype}")
         return arr.astype(dtype.as_numpy_dtype)
     except ValueError as exc:
-        raise _bad(f"input '{name}': cannot build a {dtype.name} tensor from the JSON value ({exc})") from None
+        raise invalid_argument(f"input '{name}': cannot build a {dtype.name} tensor from the JSON value ({exc})") from None
 
 
 def _single_input(signature_def, signature_name: str) -> str:
@@ -84,7 +80,7 @@ def _single_input(signature_def, signature_name: str) -> str:
         return next(iter(signature_def.inputs))
     if len(required) == 1:
         return required[0]
-    raise _bad(
+    raise invalid_argument(
         f"a plain value/list was sent, but signature '{signature_name}' takes several inputs "
         f"{sorted(signature_def.inputs)}: send a JSON object keyed by input name"
     )
@@ -105,23 +101,23 @@ class JsonLimits:
 def load_json(body: bytes, limits: JsonLimits = JsonLimits()):
     """json.loads with the element and depth limits; every violation is INVALID_ARGUMENT."""
     if not body:
-        raise _bad("JSON Parse error: The document is empty")
+        raise invalid_argument("JSON Parse error: The document is empty")
     if body.count(b",") + 1 > limits.max_elements:
-        raise _bad(f"JSON document has more than {limits.max_elements} values (the server's limit)")
+        raise invalid_argument(f"JSON document has more than {limits.max_elements} values (the server's limit)")
     try:
         doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _bad(f"JSON Parse error: {exc}") from None
+        raise invalid_argument(f"JSON Parse error: {exc}") from None
     except RecursionError:
-        raise _bad(f"JSON document is nested deeper than {limits.max_depth} levels (the server's limit)") from None
+        raise invalid_argument(f"JSON document is nested deeper than {limits.max_depth} levels (the server's limit)") from None
     count, stack = 0, [(doc, 1)]
     while stack:
         value, depth = stack.pop()
         count += 1
         if depth > limits.max_depth:
-            raise _bad(f"JSON document is nested deeper than {limits.max_depth} levels (the server's limit)")
+            raise invalid_argument(f"JSON document is nested deeper than {limits.max_depth} levels (the server's limit)")
         if count > limits.max_elements:
-            raise _bad(f"JSON document has more than {limits.max_elements} values (the server's limit)")
+            raise invalid_argument(f"JSON document has more than {limits.max_elements} values (the server's limit)")
         if isinstance(value, list):
             stack.extend((v, depth + 1) for v in value)
         elif isinstance(value, dict):
@@ -138,13 +134,13 @@ def parse_predict_body(
     """
     doc = load_json(body, limits)
     if not isinstance(doc, dict):
-        raise _bad("JSON Value: request body is not an object")
+        raise invalid_argument("JSON Value: request body is not an object")
     signature_name = doc.get("signature_name", "")
     if not isinstance(signature_name, str):
-        raise _bad("'signature_name' key must be a string value")
+        raise invalid_argument("'signature_name' key must be a string value")
     key, sig = signature_for(signature_name)
     if ("instances" in doc) == ("inputs" in doc):
-        raise _bad("expecting exactly one of 'instances' (row format) or 'inputs' (columnar format)")
+        raise invalid_argument("expecting exactly one of 'instances' (row format) or 'inputs' (columnar format)")
     if "instances" in doc:
         return key, _parse_instances(doc["instances"], sig, key), "row"
     return key, _parse_inputs(doc["inputs"], sig, key), "columnar"
@@ -152,25 +148,25 @@ def parse_predict_body(
 
 def _parse_instances(instances, sig, key: str) -> dict[str, np.ndarray]:
     if not isinstance(instances, list) or not instances:
-        raise _bad("'instances' must be a non-empty list")
+        raise invalid_argument("'instances' must be a non-empty list")
     named = isinstance(instances[0], dict) and not is_b64_object(instances[0])
     if not named:
         name = _single_input(sig, key)
         if any(isinstance(x, dict) and not is_b64_object(x) for x in instances):
-            raise _bad("'instances' mixes objects and plain values")
+            raise invalid_argument("'instances' mixes objects and plain values")
         return {name: json_to_array(instances, sig.inputs[name].dtype, name)}
     columns: dict[str, list] = {}
     keys = None
     for i, item in enumerate(instances):
         if not isinstance(item, dict) or is_b64_object(item):
-            raise _bad(f"expecting object but got value/list at item {i} of 'instances'")
+            raise invalid_argument(f"expecting object but got value/list at item {i} of 'instances'")
         if keys is None:
             keys = set(item)
         elif set(item) != keys:
-            raise _bad(f"item {i} of 'instances' has keys {sorted(item)}, item 0 has {sorted(keys)}")
+            raise invalid_argument(f"item {i} of 'instances' has keys {sorted(item)}, item 0 has {sorted(keys)}")
         for name, value in item.items():
             if name not in sig.inputs:
-                raise _bad(f"JSON object: does not have named input: {name} (signature '{key}')")
+                raise invalid_argument(f"JSON object: does not have named input: {name} (signature '{key}')")
             columns.setdefault(name, []).append(value)
     return {name: json_to_array(values, sig.inputs[name].dtype, name) for name, values in columns.items()}
 
@@ -181,7 +177,7 @@ def _parse_inputs(inputs, sig, key: str) -> dict[str, np.ndarray]:
         return {name: json_to_array(inputs, sig.inputs[name].dtype, name)}
     for name in inputs:
         if name not in sig.inputs:
-            raise _bad(f"JSON object: does not have named input: {name} (signature '{key}')")
+            raise invalid_argument(f"JSON object: does not have named input: {name} (signature '{key}')")
     return {name: json_to_array(value, sig.inputs[name].dtype, name) for name, value in inputs.items()}
 
 
@@ -246,7 +242,7 @@ def write_predict_response(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
         return b'{"outputs": {' + b", ".join(parts) + b"}}"
     sizes = {outputs[n].shape[0] if outputs[n].ndim else None for n in names}
     if len(sizes) != 1 or None in sizes:
-        raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, "outputs have inconsistent batch sizes; use the columnar 'inputs' format")
+        raise invalid_argument("outputs have inconsistent batch sizes; use the columnar 'inputs' format")
     rows = []
     for i in range(sizes.pop()):
         if len(names) == 1:

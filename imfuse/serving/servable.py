@@ -17,7 +17,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from imfuse.errors import ModelError
-from imfuse.serving.status import StatusError, code_from_value
+from imfuse.serving.status import StatusError, code_from_value, invalid_argument
 from imfuse.serving.tensors import check_inputs
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -106,7 +106,7 @@ def undecodable_error(exc: UnicodeDecodeError) -> StatusError:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("[[")]
     message = lines[0] if lines else "input rejected by the model"
     message = message.split("}}", 1)[-1].strip()  # drop the {{function_node ...}} prefix
-    return StatusError(grpc.StatusCode.INVALID_ARGUMENT, message[:500])
+    return invalid_argument(message[:500])
 
 
 def load_servable(name: str, version: int, path: Path) -> Servable:

@@ -53,6 +53,11 @@ class StatusError(ServingError):
         return HTTP_STATUS.get(self.code, 500)
 
 
+def invalid_argument(message: str) -> StatusError:
+    """What the client sent is wrong (gRPC INVALID_ARGUMENT, REST 400)."""
+    return StatusError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
 def code_from_value(value: int) -> grpc.StatusCode:
     """TensorFlow error codes share gRPC's numbering (tf.errors.*.error_code)."""
     return _BY_VALUE.get(int(value), grpc.StatusCode.UNKNOWN)
@@ -87,7 +92,7 @@ def reply_error(exc: BaseException, where: str) -> StatusError:
     if isinstance(exc, StatusError) and exc.code not in SERVER_FAULT_CODES:
         return exc
     if isinstance(exc, ImfuseError) and not isinstance(exc, (StatusError, ModelError)):
-        return StatusError(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return invalid_argument(str(exc))
     eid = error_id()
     log.error("internal error %s in %s: %s: %s", eid, where, type(exc).__name__, exc, exc_info=exc)
     return StatusError(grpc.StatusCode.INTERNAL, f"internal server error (error id {eid}; details are in the server log)")

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from imfuse.serving.status import StatusError
+from imfuse.serving.status import invalid_argument
 
 
 def dtype_name(enum_value: int) -> str:
@@ -45,10 +44,6 @@ _MAX_RANK = 32
 _INT64_MAX = (1 << 63) - 1
 
 
-def _bad(message: str) -> StatusError:
-    return StatusError(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
 def declared_elements(proto, name: str, limit: int) -> int:
     """Element count of a TensorProto's declared shape, refusing it before any allocation.
 
@@ -57,21 +52,21 @@ def declared_elements(proto, name: str, limit: int) -> int:
     """
     shape = proto.tensor_shape
     if shape.unknown_rank:
-        raise _bad(f"input '{name}': a TensorProto needs a known shape")
+        raise invalid_argument(f"input '{name}': a TensorProto needs a known shape")
     if len(shape.dim) > _MAX_RANK:
-        raise _bad(f"input '{name}': rank {len(shape.dim)} is over the limit of {_MAX_RANK}")
+        raise invalid_argument(f"input '{name}': rank {len(shape.dim)} is over the limit of {_MAX_RANK}")
     count = 1
     for dim in shape.dim:
         if dim.size < 0:
-            raise _bad(f"input '{name}': shape dimension {dim.size} is negative")
+            raise invalid_argument(f"input '{name}': shape dimension {dim.size} is negative")
     if any(dim.size == 0 for dim in shape.dim):
         return 0
     for dim in shape.dim:  # at most _MAX_RANK small multiplications, stopped at overflow
         count *= dim.size
         if count > _INT64_MAX:
-            raise _bad(f"input '{name}': shape {[d.size for d in shape.dim]} overflows int64")
+            raise invalid_argument(f"input '{name}': shape {[d.size for d in shape.dim]} overflows int64")
     if count > limit:
-        raise _bad(
+        raise invalid_argument(
             f"input '{name}': shape {[d.size for d in shape.dim]} declares {count} elements, more than "
             f"the server's per-request limit of {limit}"
         )
@@ -90,26 +85,26 @@ def check_tensor_proto(proto, name: str, numeric_limit: int, string_limit: int) 
     entry = _VALUE_FIELDS.get(proto.dtype)
     if entry is None:
         known = proto.dtype in types_pb2.DataType.values()
-        raise _bad(f"input '{name}': dtype {dtype_name(proto.dtype) if known else proto.dtype} is not supported")
+        raise invalid_argument(f"input '{name}': dtype {dtype_name(proto.dtype) if known else proto.dtype} is not supported")
     field, per_element = entry
     is_string = proto.dtype == types_pb2.DT_STRING
     count = declared_elements(proto, name, string_limit if is_string else numeric_limit)
     if proto.tensor_content and is_string:
-        raise _bad(f"input '{name}': DT_STRING values go in string_val, not tensor_content")
+        raise invalid_argument(f"input '{name}': DT_STRING values go in string_val, not tensor_content")
     if proto.tensor_content:
         itemsize = tf.dtypes.as_dtype(proto.dtype).size
         if len(proto.tensor_content) != count * itemsize:
-            raise _bad(
+            raise invalid_argument(
                 f"input '{name}': tensor_content has {len(proto.tensor_content)} bytes, shape "
                 f"{[d.size for d in proto.tensor_shape.dim]} of {dtype_name(proto.dtype)} needs {count * itemsize}"
             )
         return count, is_string
     supplied = len(getattr(proto, field))
     if supplied % per_element:
-        raise _bad(f"input '{name}': {field} has an odd number of entries for a complex tensor")
+        raise invalid_argument(f"input '{name}': {field} has an odd number of entries for a complex tensor")
     supplied //= per_element
     if supplied != count and not (supplied == 1 and count > 1):
-        raise _bad(
+        raise invalid_argument(
             f"input '{name}': shape {[d.size for d in proto.tensor_shape.dim]} declares {count} element(s), "
             f"the request carries {supplied}"
         )
@@ -125,7 +120,7 @@ def check_request_protos(protos: Mapping[str, object], numeric_limit: int, strin
     for is_string, limit in ((False, numeric_limit), (True, string_limit)):
         if totals[is_string] > limit:
             kind = "string" if is_string else "numeric"
-            raise _bad(f"the request's inputs declare {totals[is_string]} {kind} elements in total, over the limit of {limit}")
+            raise invalid_argument(f"the request's inputs declare {totals[is_string]} {kind} elements in total, over the limit of {limit}")
 
 
 def to_numpy(proto) -> np.ndarray:
@@ -136,7 +131,7 @@ def to_numpy(proto) -> np.ndarray:
     try:
         return tf.make_ndarray(proto)
     except Exception as exc:  # noqa: BLE001 - malformed protos come from clients
-        raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, f"malformed TensorProto: {exc}") from None
+        raise invalid_argument(f"malformed TensorProto: {exc}") from None
 
 
 def to_proto(array: np.ndarray):
@@ -172,16 +167,14 @@ def check_inputs(signature_name: str, signature_def, inputs: dict[str, np.ndarra
     known = dict(signature_def.inputs)
     unknown = sorted(set(inputs) - set(known))
     if unknown:
-        raise StatusError(
-            grpc.StatusCode.INVALID_ARGUMENT,
+        raise invalid_argument(
             f"input tensor alias(es) {unknown} not found in signature '{signature_name}'; "
             f"it takes {sorted(known)}",
         )
     defaults = dict(signature_def.defaults)
     missing = sorted(set(known) - set(inputs) - set(defaults))
     if missing:
-        raise StatusError(
-            grpc.StatusCode.INVALID_ARGUMENT,
+        raise invalid_argument(
             f"signature '{signature_name}' needs input(s) {missing}; request has {sorted(inputs)}",
         )
     checked: dict[str, np.ndarray] = {}
@@ -191,27 +184,23 @@ def check_inputs(signature_name: str, signature_def, inputs: dict[str, np.ndarra
         arr = np.asarray(value)
         if want == tf.string:
             if arr.dtype.kind not in ("O", "S", "U"):
-                raise StatusError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
+                raise invalid_argument(
                     f"input '{name}' must be {dtype_name(info.dtype)} (encoded bytes), got {arr.dtype}",
                 )
             arr = arr.astype(object)
         else:
             if arr.dtype.kind in ("O", "S", "U"):
-                raise StatusError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
+                raise invalid_argument(
                     f"input '{name}' must be {dtype_name(info.dtype)}, got strings/bytes",
                 )
             try:
                 arr = arr.astype(_np_dtype(info.dtype), casting="same_kind")
             except TypeError:
-                raise StatusError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
+                raise invalid_argument(
                     f"input '{name}' must be {dtype_name(info.dtype)}, got {arr.dtype}",
                 ) from None
         if not _shape_ok(info.tensor_shape, arr.shape):
-            raise StatusError(
-                grpc.StatusCode.INVALID_ARGUMENT,
+            raise invalid_argument(
                 f"input '{name}' has shape {list(arr.shape)}, signature '{signature_name}' "
                 f"expects {_shape_text(info)}",
             )
@@ -229,8 +218,7 @@ def batch_size_of(inputs: dict[str, np.ndarray]) -> int:
     """Leading dimension shared by every input (1 for scalars-only requests)."""
     sizes = {a.shape[0] for a in inputs.values() if a.ndim > 0}
     if len(sizes) > 1:
-        raise StatusError(
-            grpc.StatusCode.INVALID_ARGUMENT,
+        raise invalid_argument(
             f"inputs disagree on batch size: { {k: (a.shape[0] if a.ndim else None) for k, a in inputs.items()} }",
         )
     return sizes.pop() if sizes else 1
