@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from imfuse.errors import ConfigError
+from imfuse.images import to_uint8
 from imfuse.stylize import check_strength
 from imfuse.video_stability import StabilityConfig, TemporalStabilizer
 
@@ -122,10 +123,6 @@ class FrameStylizer:
 
             out = preserve_color(tiling._as_float_tile(frame), out)
         return out
-
-
-def to_uint8(rgb: np.ndarray) -> np.ndarray:
-    return (np.clip(rgb, 0.0, 1.0) * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
 
 
 class ClipProcessor:
