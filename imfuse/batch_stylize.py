@@ -1,6 +1,7 @@
 """Batch stylisation of many images with Beam RunInference (`imfuse batch-stylize`).
 
-Files are matched and read with Beam's fileio, validated with imfuse.images (bad inputs
+The files matched once (the summary's `matched`) are read with Beam's filesystems
+(imfuse.data.sources.read_uri_bytes), validated with imfuse.images (bad inputs
 go to OUT/quarantine.jsonl with the reason, as in the data step), stylised by the
 exported SavedModel's `stylize_with_embedding` signature, and written as OUT/<stem>.png;
 OUT/summary.json holds the counts (matched == written + quarantined).
@@ -83,6 +84,18 @@ def resolve_saved_model(model: str, scratch: str) -> str:
 
 
 # ---------------------------------------------------------------- per-element steps
+
+
+def load_content(path: str, max_side: int | None):
+    """path -> validate_content's verdict on its bytes; an unreadable file is a bad input too."""
+    from imfuse.data.sources import read_uri_bytes
+    from imfuse.errors import ImageError
+
+    try:
+        data = read_uri_bytes(path)
+    except ImageError as exc:
+        return ("bad", path, str(exc))
+    return validate_content((path, data), max_side)
 
 
 def validate_content(item: tuple[str, bytes], max_side: int | None):
@@ -222,7 +235,6 @@ def make_model_handler(model_dir: str, style_bytes: bytes, strength: float = 1.0
 def run_batch_stylize(config: BatchConfig) -> dict[str, Any]:
     """Run the pipeline to completion; returns the summary (also written to OUT/summary.json)."""
     beam = import_beam()
-    from apache_beam.io import fileio
     from apache_beam.ml.inference.base import RunInference
 
     from imfuse.errors import ImageError
@@ -242,10 +254,9 @@ def run_batch_stylize(config: BatchConfig) -> dict[str, Any]:
             with beam.Pipeline(runner=make_runner(runner_name), options=options) as p:
                 checked = (
                     p
-                    | "Match" >> fileio.MatchFiles(config.input_glob)
-                    | "Read" >> fileio.ReadMatches()
-                    | "Bytes" >> beam.Map(lambda f: (f.metadata.path, f.read()))
-                    | "Validate" >> beam.Map(validate_content, config.max_side)
+                    | "Paths" >> beam.Create(paths)
+                    | "Spread" >> beam.Reshuffle()
+                    | "ReadValidate" >> beam.Map(load_content, config.max_side)
                 )
                 bad = checked | "Rejected" >> beam.Filter(lambda r: r[0] == "bad")
                 good = checked | "Accepted" >> beam.Filter(lambda r: r[0] == "ok")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -138,3 +139,15 @@ def test_validate_content_quarantines_and_downscales(tmp_path):
     big.save(buf, format="JPEG")
     kind, _, png, alpha = validate_content(("big.jpg", buf.getvalue()), 50)
     assert kind == "ok" and alpha is None and Image.open(io.BytesIO(png)).size == (50, 25)
+
+
+def test_load_content_reads_the_matched_file_and_quarantines_an_unreadable_one(tmp_path):
+    from imfuse.batch_stylize import load_content
+
+    path = tmp_path / "a.png"
+    Image.fromarray(np.full((20, 30, 3), 120, np.uint8)).save(path)
+    kind, got, png, alpha = load_content(str(path), None)
+    assert (kind, got, alpha) == ("ok", str(path), None) and Image.open(io.BytesIO(png)).size == (30, 20)
+    gone = str(tmp_path / "deleted-after-matching.jpg")
+    verdict = load_content(gone, None)
+    assert verdict[:2] == ("bad", gone) and verdict[2]
