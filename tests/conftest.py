@@ -24,6 +24,23 @@ def _bf16_skip_reason() -> str:
 runs_bf16 = pytest.mark.skipif(not cpu_has_fast_bf16(), reason=_bf16_skip_reason())
 
 
+# The modules that take longest (`scripts/test.sh --durations=80` on a 2-core AVX2-only AMD EPYC,
+# 2026-12-07), slowest first. scripts/test.sh hands modules to the two workers in this order
+# (--no-loadscope-reorder); by default pytest-xdist orders them by their number of tests, which sent
+# the kfp.local pipeline run (one module, four tests, about 3 minutes) last, to run alone at the end.
+SLOWEST_MODULES = (
+    "test_pipeline_local", "test_training_warm_start", "test_training", "test_export", "test_style_fit",
+    "test_training_style_targets", "test_tiling", "test_evaluate", "test_studio_app", "test_batch_stylize",
+    "test_base_model", "test_publish", "test_training_predictor_distill",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slowest modules first; every other module, and the tests inside each, keep their order."""
+    rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real test images (../shared/data from the repo root); skip when absent."""
