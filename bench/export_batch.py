@@ -27,6 +27,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import imfuse  # noqa: E402,F401  (first: it switches TensorFlow's oneDNN kernels on, see imfuse/__init__)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
