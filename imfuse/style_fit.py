@@ -87,33 +87,14 @@ def fit_style_embedding(
     """Adam on the style's embedding, model weights frozen: each step stylises a batch of
     `photos` (square, config.size, flipped at random) and lowers their Gatys losses against
     the style's Gram matrices at config.size."""
-    return fit_style_embeddings(model, [style_rgb], photos, config, lossnet, progress, on_step)[0]
-
-
-def fit_style_embeddings(
-    model,
-    styles: list[np.ndarray],
-    photos: list[np.ndarray],
-    config: StyleFitConfig | None = None,
-    lossnet=None,
-    progress: bool = True,
-    on_step: Callable[[int, int, dict[str, float]], None] | None = None,
-) -> list[StyleFitResult]:
-    """fit_style_embedding for several styles at once, one embedding row each: every step
-    stylises config.batch_size photos per style in one batch. Adam scales each embedding
-    value by its own gradient history, so the rows fit as they would alone; one batch of
-    many styles keeps two CPU cores busier than many batches of one (fitting a dataset's
-    styles for imfuse.training.style_targets). `on_step` gets the losses averaged over styles."""
     import tensorflow as tf
     from tqdm.auto import tqdm
 
-    from imfuse.losses import LossWeights, perceptual_terms, style_grams
+    from imfuse.losses import LossWeights, batch_means, perceptual_terms, style_grams
     from imfuse.training.scoring import center_square
 
     config = config or StyleFitConfig()
     config.validate()
-    if not styles:
-        raise ConfigError("at least one style is needed to fit")
     if not photos:
         raise ConfigError("at least one photo is needed to fit a style")
     if len(photos) > MAX_FIT_PHOTOS:
@@ -127,56 +108,44 @@ def fit_style_embeddings(
 
         lossnet = build_loss_network(dtype_policy=dtype_policy_for(config.precision))
     weights = LossWeights(content=config.content_weight, style=config.style_weight, tv=config.tv_weight)
-    styles = [np.asarray(s, np.float32) for s in styles]
-    squares = tf.constant(np.stack([center_square(s, config.size) for s in styles]))
-    grams = style_grams(lossnet, squares)  # (K, C, C) per layer
-    # The start is what `imfuse stylize` would use: the predictor's embedding of each style as given.
-    predicted = np.concatenate([np.asarray(model.embed_style(s[None]), np.float32) for s in styles])
+    style_rgb = np.asarray(style_rgb, np.float32)
+    grams = style_grams(lossnet, tf.constant(center_square(style_rgb, config.size)[None]))  # (1, C, C) per layer
+    # The start is what `imfuse stylize` would use: the predictor's embedding of the style as given.
+    predicted = np.asarray(model.embed_style(style_rgb[None]), np.float32)
     embedding = tf.Variable(predicted)
     optimizer = tf.keras.optimizers.Adam(config.learning_rate)
     stack = np.stack(photos).astype(np.float32)
     batch = min(config.batch_size, len(stack))
-    n_styles = len(styles)
     # Every photo and its mirror image, with their content features computed once here
     # instead of at every step (the photos never change; only the embedding does).
     variants = tf.constant(np.concatenate([stack, stack[:, :, ::-1]]))
     chunks = [lossnet(variants[i : i + batch]) for i in range(0, len(variants), batch)]
     content_features = {k: tf.concat([c[k] for c in chunks], axis=0) for k in lossnet.content_layers}
-
-    target_grams = {k: tf.repeat(v, batch, axis=0) for k, v in grams.items()}  # each image's style's
+    target_grams = {k: tf.repeat(v, batch, axis=0) for k, v in grams.items()}
 
     @tf.function(reduce_retracing=True)
-    def step(index):  # index: (styles * batch,) rows of `variants`, style-major
+    def step(index):  # index: (batch,) rows of `variants`
         images = tf.gather(variants, index)
         targets = {k: tf.gather(v, index) for k, v in content_features.items()}
         with tf.GradientTape() as tape:
             out = model.stylize_with_embedding(images, tf.repeat(embedding, batch, axis=0))
-            per_image = perceptual_terms(lossnet, out, targets, target_grams, weights)
-            per_style = {k: tf.reduce_mean(tf.reshape(v, [n_styles, batch]), axis=1) for k, v in per_image.items()}
-            per_style["loss"] = tf.add_n(list(per_style.values()))
-            total = tf.reduce_sum(per_style["loss"])  # each row's gradient is its own style's
-        optimizer.apply_gradients([(tape.gradient(total, embedding), embedding)])
-        return per_style
+            terms = batch_means(perceptual_terms(lossnet, out, targets, target_grams, weights))
+        optimizer.apply_gradients([(tape.gradient(terms["loss"], embedding), embedding)])
+        return terms
 
     rng = np.random.default_rng(config.seed)
-    histories: list[list[dict[str, float]]] = [[] for _ in styles]
-    desc = "fit style" if n_styles == 1 else f"fit {n_styles} styles"
-    with tqdm(total=config.steps, desc=desc, unit="step", disable=not progress) as bar:
+    history: list[dict[str, float]] = []
+    with tqdm(total=config.steps, desc="fit style", unit="step", disable=not progress) as bar:
         for i in range(config.steps):
-            rows = []
-            for _ in styles:
-                index = rng.choice(len(stack), batch, replace=False)
-                rows.append(index + len(stack) * (rng.random(batch) < 0.5))  # the mirrored copy, at random
-            terms = {k: v.numpy() for k, v in step(tf.constant(np.concatenate(rows))).items()}
-            for k, history in enumerate(histories):
-                history.append({name: float(v[k]) for name, v in terms.items()})
-            mean = {name: float(np.mean(v)) for name, v in terms.items()}
+            index = rng.choice(len(stack), batch, replace=False)
+            index = index + len(stack) * (rng.random(batch) < 0.5)  # the mirrored copy, at random
+            terms = {k: float(v) for k, v in step(tf.constant(index)).items()}
+            history.append(terms)
             bar.update(1)
-            bar.set_postfix(style=f"{mean['style_loss']:.4g}")
+            bar.set_postfix(style=f"{terms['style_loss']:.4g}")
             if on_step is not None:
-                on_step(i + 1, config.steps, mean)
-    fitted = embedding.numpy()
-    return [StyleFitResult(embedding=fitted[k], predicted=predicted[k], history=histories[k]) for k in range(n_styles)]
+                on_step(i + 1, config.steps, terms)
+    return StyleFitResult(embedding=embedding.numpy()[0], predicted=predicted[0], history=history)
 
 
 def save_style_embedding(path: str | os.PathLike, result: StyleFitResult, record: dict) -> Path:

@@ -30,7 +30,7 @@ runs_bf16 = pytest.mark.skipif(not cpu_has_fast_bf16(), reason=_bf16_skip_reason
 # the kfp.local pipeline run (one module, four tests, about 3 minutes) last, to run alone at the end.
 SLOWEST_MODULES = (
     "test_pipeline_local", "test_training_warm_start", "test_training", "test_export", "test_style_fit",
-    "test_training_style_targets", "test_tiling", "test_evaluate", "test_studio_app", "test_batch_stylize",
+    "test_tiling", "test_evaluate", "test_studio_app", "test_batch_stylize",
     "test_base_model", "test_publish", "test_training_predictor_distill",
 )
 

@@ -123,23 +123,3 @@ def test_cli_fits_then_stylizes_with_the_file(tmp_path, shared_data, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("imfuse: error:") and text in err and "\n" not in err, err
-
-
-def test_several_styles_fit_together_as_each_would_alone(base, lossnet, shared_data):
-    """One batch of two styles: each row starts at its own prediction and scores its own
-    style (the same first-step losses and update as a fit of that style alone)."""
-    from imfuse.style_fit import fit_style_embeddings
-
-    photos = default_fit_photos(SIZE)[:1]
-    turner = _square(shared_data / "styles" / "the_shipwreck_of_the_minotaur.jpg")
-    bricks = _square(shared_data / "styles" / "bricks_sq.jpg")
-    config = StyleFitConfig(steps=1, size=SIZE, precision="float32", batch_size=1)
-    together = fit_style_embeddings(base, [turner, bricks], photos, config, lossnet, progress=False)
-    alone = fit_style_embedding(base, turner, photos, config, lossnet, progress=False)
-    # Style 0 draws its photo first, as alone does: the same loss and update. Style 1 starts at
-    # its own prediction and is scored against its own Grams (the bricks', far above the Turner's).
-    np.testing.assert_allclose(together[0].embedding, alone.embedding, atol=1e-4)
-    assert together[0].history[0]["style_loss"] == pytest.approx(alone.history[0]["style_loss"], rel=1e-3)
-    np.testing.assert_allclose(together[1].predicted, np.asarray(base.embed_style(bricks[None]))[0], atol=1e-5)
-    assert together[1].history[0]["style_loss"] > 2 * together[0].history[0]["style_loss"]
-    assert not np.allclose(together[0].embedding, together[1].embedding)

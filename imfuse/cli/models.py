@@ -46,26 +46,8 @@ def _distill_predictor(args: argparse.Namespace) -> int:
         f"wrote {path}: predictor = VGG16-HED blocks 1-{cfg.predictor_layers} at 1/{cfg.predictor_pool} size; "
         f"relative error of the style parameters: train {metrics['predictor/train_relative_error']:.4f}"
         + (f", held-out styles {held:.4f}" if held is not None else "")
-        + (" (0 = the fitted styles', 1 = their average's; MODEL's own: train "
-           f"{metrics['predictor/teacher_train_relative_error']:.4f})" if cfg.fitted
-           else " (0 = the teacher's, 1 = the average style's)")
+        + " (0 = the teacher's, 1 = the average style's)"
     )
-    return 0
-
-
-def _fit_styles(args: argparse.Namespace) -> int:
-    from imfuse.config_io import config_from_args
-    from imfuse.data.examples import SPLITS
-    from imfuse.style_fit import StyleFitConfig
-    from imfuse.training.style_targets import fit_dataset_styles
-
-    splits = tuple(part.strip() for part in args.splits.split(",") if part.strip())
-    if not splits or any(s not in SPLITS["style"] for s in splits):
-        raise ConfigError(f"--splits takes {', '.join(SPLITS['style'])}, comma-separated; got {args.splits!r}")
-    config = config_from_args(StyleFitConfig, args)  # steps, learning_rate, batch_size
-    counts = fit_dataset_styles(args.data, args.out, args.model, splits, config, args.styles_per_batch,
-                                progress=not args.no_progress)
-    print(f"{args.out}: {counts['styles']} styles ({counts['fitted']} fitted now, {counts['skipped']} already there)")
     return 0
 
 
@@ -93,30 +75,8 @@ def register(subparsers) -> None:
     distill.add_argument("--predictor-pool", type=int, default=D.predictor_pool,
                          help="style average-pooled by this first (default %(default)s)")
     distill.add_argument("--crops", type=int, default=D.crops, help="augmented style crops (default %(default)s)")
-    distill.add_argument("--fitted", metavar="DIR", default=None,
-                         help="fitted style embeddings (imfuse models fit-styles): learn their conditioning "
-                         "instead of MODEL's own predictions")
     distill.add_argument("--epochs", type=int, default=D.epochs, help="(default %(default)s)")
     distill.add_argument("--learning-rate", type=float, default=D.learning_rate, help="Adam, cosine (default %(default)s)")
     distill.add_argument("--seed", type=int, default=D.seed)
     distill.add_argument("--no-progress", action="store_true", help="no progress bars")
     distill.set_defaults(func=_distill_predictor)
-    from imfuse.style_fit import StyleFitConfig as F
-    from imfuse.training import style_targets
-
-    fit = sub.add_parser(
-        "fit-styles",
-        help="fit the embedding of every style of a dataset (targets for distill-predictor --fitted)",
-        description="imfuse fit-style for each style of the given splits of a prepared dataset, several "
-        "styles per batch, on the dependency-shipped photos; one JSON per style in OUT, resumable.",
-    )
-    fit.add_argument("--model", default="base", help="a .keras path or 'base' (default %(default)s)")
-    fit.add_argument("--data", required=True, metavar="DIR", help="prepared dataset")
-    fit.add_argument("--out", required=True, metavar="DIR", help="one fitted-style JSON per style")
-    fit.add_argument("--splits", default=",".join(style_targets.SPLITS), help="style splits to fit (default %(default)s)")
-    fit.add_argument("--steps", type=int, default=F.steps, help="Adam steps per style (default %(default)s)")
-    fit.add_argument("--learning-rate", type=float, default=F.learning_rate, help="(default %(default)s)")
-    fit.add_argument("--batch-size", type=int, default=F.batch_size, help="photos per style per step (default %(default)s)")
-    fit.add_argument("--styles-per-batch", type=int, default=style_targets.STYLES_PER_BATCH, help="styles fitted together (default %(default)s)")
-    fit.add_argument("--no-progress", action="store_true", help="no progress bars")
-    fit.set_defaults(func=_fit_styles)

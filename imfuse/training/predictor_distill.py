@@ -32,10 +32,6 @@ class PredictorDistillConfig:
     predictor_layers: int = VARIANTS["reduced"].predictor_layers
     predictor_pool: int = VARIANTS["reduced"].predictor_pool
     crops: int = 3072  # augmented training-style crops (each style's centre crop is added)
-    # A directory of fitted style embeddings (imfuse models fit-styles): the head then learns
-    # each fitted style's conditioning from the style and its mirror image, instead of the
-    # teacher's predictions on augmented crops (`crops` is unused).
-    fitted: str | None = None
     epochs: int = 200
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -56,7 +52,7 @@ class PredictorDistillConfig:
 def student_like(teacher, predictor_layers: int, predictor_pool: int):
     """A model of the teacher's architecture with the cheaper predictor; heads and
     transformer hold the teacher's weights; the predictor's head is untrained, or the
-    teacher's own where the geometry is the same (retargeting it, see `fitted`)."""
+    teacher's own where the geometry is the same."""
     from imfuse.networks.model import StyleTransferModel
 
     if teacher.variant.predictor != "vgg16_hed":
@@ -114,22 +110,6 @@ def _targets(teacher, student_stats, images: np.ndarray, progress=None) -> tuple
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _fitted_examples(fitted_dir: str, data_dir: str, split: str, size: int, style_heads):
-    """(style squares and their mirror images, the conditioning style_heads gives each one's
-    fitted embedding) for the split's styles that were fitted; None when none was."""
-    from imfuse.training.scoring import read_split
-    from imfuse.training.style_targets import load_style_targets
-
-    styles = read_split(data_dir, "style", split, size)
-    found = load_style_targets(fitted_dir, [s.source for s in styles])
-    styles = [s for s in styles if s.source in found]
-    if not styles:
-        return None
-    images = np.stack([s.rgb for s in styles])
-    embeddings = np.stack([found[s.source] for s in styles])
-    return np.concatenate([images, images[:, :, ::-1]]), style_heads(np.concatenate([embeddings, embeddings])).numpy()
-
-
 def relative_error(pred: np.ndarray, target: np.ndarray, reference_mean: np.ndarray) -> float:
     """Squared error over the target's spread around `reference_mean` (1 - R^2): 0 is a
     perfect copy, 1 is no better than giving every style the average conditioning."""
@@ -157,33 +137,18 @@ def distill_predictor(cfg: PredictorDistillConfig, progress_factory=None) -> tup
     def bar(total, desc):
         return progress_factory(total, desc) if progress_factory else None
 
-    own_train = own_held = None
-    if cfg.fitted:
-        # _targets gives the student's statistics and the teacher's own conditioning of each
-        # style; the fitted embeddings' conditioning is what the head learns instead.
-        train = _fitted_examples(cfg.fitted, cfg.data_dir, "train", size, teacher.style_heads)
-        if train is None:
-            raise ConfigError(f"{cfg.fitted} has no fitted embedding of {cfg.data_dir}'s training styles "
-                              "(imfuse models fit-styles)")
-        train_images, y_train = train
-        x_train, own_train = _targets(teacher, stats, train_images)
-        held = _fitted_examples(cfg.fitted, cfg.data_dir, "eval", size, teacher.style_heads)
-        x_held = y_held = None
-        if held:
-            (x_held, own_held), y_held = _targets(teacher, stats, held[0]), held[1]
-    else:
-        # Augmented crops (scale, flips, hue: new styles) and every training style as it is.
-        train_images = np.concatenate([
-            _crops(cfg.data_dir, "train", cfg.crops, cfg.seed, size, augment=True),
-            _crops(cfg.data_dir, "train", cfg.crops, cfg.seed, size, augment=False),
-        ])
-        held_images = _crops(cfg.data_dir, "eval", cfg.crops, cfg.seed, size, augment=False)
-        pbar = bar(len(train_images) + len(held_images), "teacher targets")
-        x_train, y_train = _targets(teacher, stats, train_images, pbar.update if pbar else None)
-        x_held, y_held = (_targets(teacher, stats, held_images, pbar.update if pbar else None)
-                          if len(held_images) else (None, None))
-        if pbar:
-            pbar.close()
+    # Augmented crops (scale, flips, hue: new styles) and every training style as it is.
+    train_images = np.concatenate([
+        _crops(cfg.data_dir, "train", cfg.crops, cfg.seed, size, augment=True),
+        _crops(cfg.data_dir, "train", cfg.crops, cfg.seed, size, augment=False),
+    ])
+    held_images = _crops(cfg.data_dir, "eval", cfg.crops, cfg.seed, size, augment=False)
+    pbar = bar(len(train_images) + len(held_images), "teacher targets")
+    x_train, y_train = _targets(teacher, stats, train_images, pbar.update if pbar else None)
+    x_held, y_held = (_targets(teacher, stats, held_images, pbar.update if pbar else None)
+                      if len(held_images) else (None, None))
+    if pbar:
+        pbar.close()
 
     # The head is fitted through the (frozen) style heads: what matters is the conditioning
     # the transformer receives, not the bottleneck's coordinates.
@@ -216,10 +181,6 @@ def distill_predictor(cfg: PredictorDistillConfig, progress_factory=None) -> tup
             relative_error(fit_model.predict(x_held, verbose=0), y_held, mean), 6
         )
         metrics["predictor/heldout_styles"] = len(x_held)
-    if own_train is not None:  # how far the teacher's own predictor was from the fitted targets
-        metrics["predictor/teacher_train_relative_error"] = round(relative_error(own_train, y_train, mean), 6)
-        if own_held is not None:
-            metrics["predictor/teacher_heldout_relative_error"] = round(relative_error(own_held, y_held, mean), 6)
     # The student's own predictor gives what the fitted graph gave.
     check = student.style_heads(student.embed_preprocessed(tf.constant(train_images[:4]))).numpy()
     if not np.allclose(check, fit_model.predict(x_train[:4], verbose=0), atol=1e-3):
