@@ -90,7 +90,7 @@ def fit_style_embedding(
     import tensorflow as tf
     from tqdm.auto import tqdm
 
-    from imfuse.losses import LossWeights, batch_means, perceptual_terms, style_grams
+    from imfuse.losses import LossWeights, perceptual_losses, style_grams
     from imfuse.training.scoring import center_square
 
     config = config or StyleFitConfig()
@@ -129,7 +129,7 @@ def fit_style_embedding(
         targets = {k: tf.gather(v, index) for k, v in content_features.items()}
         with tf.GradientTape() as tape:
             out = model.stylize_with_embedding(images, tf.repeat(embedding, batch, axis=0))
-            terms = batch_means(perceptual_terms(lossnet, out, targets, target_grams, weights))
+            terms = perceptual_losses(lossnet, out, targets, target_grams, weights)
         optimizer.apply_gradients([(tape.gradient(terms["loss"], embedding), embedding)])
         return terms
 
