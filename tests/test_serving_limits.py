@@ -283,14 +283,18 @@ def test_concurrent_rpcs_over_the_limit_are_resource_exhausted(tmp_path):
 
 def test_metrics_count_grpc_outcomes(server, images):
     content, style = images
-    before = server.metrics.requests.value(("grpc", "Predict", "INVALID_ARGUMENT"))
+    metrics = server.metrics
+    grpc_call = {"api": "grpc", "method": "Predict"}
+    bad = {**grpc_call, "code": "INVALID_ARGUMENT"}
+    before = metrics.value("imfuse_serving_requests_total", **bad)
     with pytest.raises(grpc.RpcError):
         _stub(server).Predict(_request(content_image=_strings(b"x", shape=[-1]), style_image=_strings(style)), timeout=10)
-    assert server.metrics.requests.value(("grpc", "Predict", "INVALID_ARGUMENT")) == before + 1
-    assert server.metrics.errors.value(("grpc", "Predict", "INVALID_ARGUMENT")) >= 1
-    ok = server.metrics.requests.value(("grpc", "Predict", "OK"))
-    rows = server.metrics.batch_size.count()
+    assert metrics.value("imfuse_serving_requests_total", **bad) == before + 1
+    assert metrics.value("imfuse_serving_request_errors_total", **bad) >= 1
+    ok = metrics.value("imfuse_serving_requests_total", **grpc_call, code="OK")
+    rows = metrics.value("imfuse_serving_batch_size_count")
     PredictionClient(f"127.0.0.1:{server.grpc_port}").stylize(content, style)
-    assert server.metrics.requests.value(("grpc", "Predict", "OK")) == ok + 1
-    assert server.metrics.batch_size.count() == rows + 1
-    assert 'imfuse_serving_model_version_available{model_name="imfuse",version="1"} 1' in server.metrics.render()
+    assert metrics.value("imfuse_serving_requests_total", **grpc_call, code="OK") == ok + 1
+    assert metrics.value("imfuse_serving_request_errors_total", **grpc_call, code="OK") == 0
+    assert metrics.value("imfuse_serving_batch_size_count") == rows + 1
+    assert metrics.value("imfuse_serving_model_version_available", model_name="imfuse", version="1") == 1

@@ -1,61 +1,57 @@
-"""The Prometheus text-format writer (imfuse.serving.metrics) and the monitoring config parser."""
-
-import math
+"""The serving metrics (imfuse.serving.metrics, prometheus_client) and the monitoring config parser."""
 
 import pytest
 
 from imfuse.errors import ConfigError
 from imfuse.serving.config import parse_monitoring_text
-from imfuse.serving.metrics import Counter, Gauge, Histogram, ServingMetrics, format_value
-
-
-def test_label_values_are_escaped():
-    counter = Counter("c_total", 'help with \\ and\nnewline', ("path",))
-    counter.inc(('a"b\\c\nd',))
-    lines = counter.render()
-    assert lines[0] == "# HELP c_total help with \\\\ and\\nnewline"
-    assert lines[1] == "# TYPE c_total counter"
-    assert lines[2] == 'c_total{path="a\\"b\\\\c\\nd"} 1'
-
-
-def test_histogram_buckets_are_cumulative_with_inf_sum_and_count():
-    hist = Histogram("h_seconds", "latency", ("api",), (0.1, 1.0))
-    for value in (0.05, 0.1, 0.5, 3.0):
-        hist.observe(value, ("rest",))
-    assert hist.render()[2:] == [
-        'h_seconds_bucket{api="rest",le="0.1"} 2',
-        'h_seconds_bucket{api="rest",le="1"} 3',
-        'h_seconds_bucket{api="rest",le="+Inf"} 4',
-        'h_seconds_sum{api="rest"} 3.65',
-        'h_seconds_count{api="rest"} 4',
-    ]
-    with pytest.raises(ValueError):
-        hist.observe(1.0, ())  # wrong label arity
-    with pytest.raises(ValueError):
-        Histogram("bad", "x", (), (1.0, 0.5))
-
-
-def test_values_format_and_gauges_read_at_scrape_time():
-    assert [format_value(v) for v in (3.0, 0.25, math.inf, -math.inf, math.nan)] == ["3", "0.25", "+Inf", "-Inf", "NaN"]
-    state = {"n": 1}
-    gauge = Gauge("g", "live value", ("model_name",), lambda: [(("m",), state["n"])])
-    state["n"] = 5
-    assert gauge.render()[2] == 'g{model_name="m"} 5'
+from imfuse.serving.metrics import ServingMetrics, StoreCollector
 
 
 def test_serving_metrics_record_splits_errors_and_renders_every_family():
     metrics = ServingMetrics()
     metrics.record("grpc", "Predict", "OK", 0.02)
     metrics.record("grpc", "Predict", "INVALID_ARGUMENT", 0.001)
-    assert metrics.requests.value(("grpc", "Predict", "OK")) == 1
-    assert metrics.errors.value(("grpc", "Predict", "OK")) == 0
-    assert metrics.errors.value(("grpc", "Predict", "INVALID_ARGUMENT")) == 1
-    text = metrics.render()
-    assert text.endswith("\n")
-    for family in ("imfuse_serving_requests_total", "imfuse_serving_request_errors_total",
-                   "imfuse_serving_request_latency_seconds", "imfuse_serving_batch_size"):
-        assert f"# TYPE {family} " in text
-    assert 'imfuse_serving_request_latency_seconds_count{api="grpc",method="Predict"} 2' in text
+    metrics.batch_size.observe(3)
+    call = {"api": "grpc", "method": "Predict"}
+    assert metrics.value("imfuse_serving_requests_total", **call, code="OK") == 1
+    assert metrics.value("imfuse_serving_request_errors_total", **call, code="OK") == 0
+    assert metrics.value("imfuse_serving_request_errors_total", **call, code="INVALID_ARGUMENT") == 1
+    assert metrics.value("imfuse_serving_request_latency_seconds_bucket", **call, le="0.005") == 1
+    assert metrics.value("imfuse_serving_batch_size_bucket", le="2.0") == 0
+    assert metrics.value("imfuse_serving_batch_size_bucket", le="4.0") == 1
+    text = metrics.render().decode()
+    assert text.endswith("\n") and "_created" not in text
+    for family, kind in (("imfuse_serving_requests_total", "counter"), ("imfuse_serving_request_errors_total", "counter"),
+                         ("imfuse_serving_request_latency_seconds", "histogram"),
+                         ("imfuse_serving_batch_size", "histogram")):
+        assert f"# TYPE {family} {kind}" in text
+    assert 'imfuse_serving_request_latency_seconds_count{api="grpc",method="Predict"} 2.0' in text
+    assert 'imfuse_serving_requests_total{api="grpc",code="OK",method="Predict"} 1.0' in text
+    assert ServingMetrics().value("imfuse_serving_requests_total", **call, code="OK") == 0  # one registry each
+
+
+def test_store_gauges_are_read_at_scrape_time():
+    class Store:
+        loaded = {"m": [1]}
+
+        def model_names(self):
+            return list(self.loaded)
+
+        def loaded_versions(self, name):
+            return self.loaded[name]
+
+    class Batcher:
+        queued_rows = 0
+
+    store, batcher, metrics = Store(), Batcher(), ServingMetrics()
+    metrics.registry.register(StoreCollector(store, batcher))
+    assert metrics.value("imfuse_serving_model_version_available", model_name="m", version="1") == 1
+    store.loaded["m"] = [1, 2]
+    batcher.queued_rows = 5
+    assert metrics.value("imfuse_serving_model_version_available", model_name="m", version="2") == 1
+    assert metrics.value("imfuse_serving_loaded_versions", model_name="m") == 2
+    assert metrics.value("imfuse_serving_batch_queue_rows") == 5
+    assert 'imfuse_serving_loaded_versions{model_name="m"} 2.0' in metrics.render().decode()
 
 
 def test_monitoring_config_parses_like_tf_serving():

@@ -193,8 +193,8 @@ def _scrape(server) -> dict[str, float]:
 
 def test_prometheus_endpoint_counts_requests_errors_latency_and_versions(server, images):
     content, style = images
-    ok_key = 'imfuse_serving_requests_total{api="rest",method="Predict",code="OK"}'
-    bad_key = 'imfuse_serving_request_errors_total{api="rest",method="Predict",code="INVALID_ARGUMENT"}'
+    ok_key = 'imfuse_serving_requests_total{api="rest",code="OK",method="Predict"}'  # labels sorted by name
+    bad_key = 'imfuse_serving_request_errors_total{api="rest",code="INVALID_ARGUMENT",method="Predict"}'
     before = _scrape(server)
     doc = {"instances": [{"content_image": b64(content), "style_image": b64(style)}]}
     assert _post(server, "/v1/models/imfuse:predict", json.dumps(doc).encode())[0] == 200
@@ -206,10 +206,10 @@ def test_prometheus_endpoint_counts_requests_errors_latency_and_versions(server,
     assert after['imfuse_serving_model_version_available{model_name="imfuse",version="1"}'] == 1
     assert after['imfuse_serving_loaded_versions{model_name="imfuse"}'] == 1
     # histogram: cumulative buckets, +Inf equals _count
-    prefix = 'imfuse_serving_request_latency_seconds_bucket{api="rest",method="Predict",le='
-    buckets = [(k, v) for k, v in after.items() if k.startswith(prefix)]
+    prefix, suffix = 'imfuse_serving_request_latency_seconds_bucket{api="rest",le=', ',method="Predict"}'
+    buckets = [(k, v) for k, v in after.items() if k.startswith(prefix) and k.endswith(suffix)]
     counts = [v for _, v in buckets]
-    assert counts == sorted(counts) and buckets[-1][0].endswith('le="+Inf"}')
+    assert counts == sorted(counts) and buckets[-1][0] == f'{prefix}"+Inf"{suffix}'
     assert counts[-1] == after['imfuse_serving_request_latency_seconds_count{api="rest",method="Predict"}']
     assert after["imfuse_serving_batch_size_count"] >= 1
 

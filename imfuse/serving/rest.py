@@ -190,7 +190,7 @@ def build_app(predictor: Predictor, metrics: ServingMetrics, options: RestOption
             error = reply_error(exc, f"REST {request.method} {request.url.path[:200]}")
             code, response = error.code.name, _json_response(error.http_status, {"error": error.message})
         metrics.record("rest", _route(request.method, match), code, time.perf_counter() - start)
-        metrics.http_responses.inc((str(response.status_code),))
+        metrics.http_responses.labels(str(response.status_code)).inc()
         return response
 
     async def prometheus(request: Request) -> Response:

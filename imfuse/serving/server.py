@@ -31,7 +31,7 @@ from imfuse.serving.config import (
 from imfuse.serving.defaults import MODEL_NAME
 from imfuse.serving.grpc_server import ModelServicer, PredictionServicer
 from imfuse.serving.limits import RequestLimits
-from imfuse.serving.metrics import ServingMetrics, store_gauges
+from imfuse.serving.metrics import ServingMetrics, StoreCollector
 from imfuse.serving.model_store import ModelStore
 from imfuse.serving.predict import Predictor
 from imfuse.serving.rest import RestOptions, RestServer
@@ -166,8 +166,7 @@ def start_server(options: ServerOptions) -> RunningServer:
             log.warning("model %s: no servable version under %s yet; polling", m.name, m.base_path)
     batcher = Batcher(options.batching) if options.batching else None
     metrics = ServingMetrics()
-    for gauge in store_gauges(store, batcher):
-        metrics.add_gauge(gauge)
+    metrics.registry.register(StoreCollector(store, batcher))
     predictor = Predictor(store, batcher, options.max_request_bytes, options.limits, metrics)
     opened: list = []  # what to close again if a later step fails
 
