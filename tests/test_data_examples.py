@@ -1,4 +1,4 @@
-"""imfuse.data.examples: hand-written Example/TFRecord bytes match TensorFlow's."""
+"""imfuse.data.examples: Example/TFRecord bytes written without TensorFlow match TensorFlow's."""
 
 from __future__ import annotations
 
@@ -50,9 +50,11 @@ def test_decode_example_round_trip_and_key_order_does_not_matter():
     assert back["floats"] == [0.5, -2.25]
 
 
-def test_unsupported_feature_value():
+def test_unsupported_feature_value_and_corrupt_bytes():
     with pytest.raises(DataError):
         encode_example({"x": [object()]})
+    with pytest.raises(DataError, match="corrupt tf.train.Example"):
+        decode_example(encode_example(FEATURES)[:-3])
 
 
 def test_tfrecord_framing_read_by_tf_data(tmp_path):

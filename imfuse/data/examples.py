@@ -1,10 +1,11 @@
 """tf.train.Example and TFRecord encoding without importing TensorFlow.
 
-Why hand-written: Beam workers stay light (no multi-second TensorFlow import per
-process), and the bytes are deterministic (features written in sorted key order;
-protobuf map order is otherwise unspecified), which the dataset hash relies on.
-The output is standard: `tf.train.Example.FromString` and `tf.data.TFRecordDataset`
-read it (tests check both).
+Why not TensorFlow's own classes: Beam workers stay light (no multi-second TensorFlow
+import per process). The Example message class is built at run time from the fields of
+tensorflow/core/example/{example,feature}.proto, and serialised deterministically
+(features in sorted key order; protobuf map order is otherwise unspecified), which the
+dataset hash relies on. The output is standard: `tf.train.Example.FromString` and
+`tf.data.TFRecordDataset` read it (tests check both).
 
 Features (docs/CONTRACTS.md): `image` (encoded PNG/JPEG), `height`, `width`, `source`,
 `sha256` (of the original file bytes), `split`, `kind`. Style examples also carry
@@ -13,9 +14,14 @@ Features (docs/CONTRACTS.md): `image` (encoded PNG/JPEG), `height`, `width`, `so
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterator, Mapping
 from typing import BinaryIO
+
+import google_crc32c
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
 
 from imfuse.errors import DataError
 
@@ -27,149 +33,71 @@ KINDS = ("content", "style")
 SPLITS = {"content": ("train", "eval"), "style": ("train", "eval", "unseen")}
 
 
-# ------------------------------------------------------------------ protobuf wire format
+@functools.cache
+def example_class():
+    """The `tensorflow.Example` message class (proto3: numeric lists packed, as TF writes them)."""
+    F = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(name="imfuse/tf_example.proto", package="tensorflow", syntax="proto3")
+
+    def message_field(message, name, number, type_name, **kw):
+        message.field.add(name=name, number=number, type=F.TYPE_MESSAGE, type_name=f".tensorflow.{type_name}", **kw)
+
+    for name, scalar in (("BytesList", F.TYPE_BYTES), ("FloatList", F.TYPE_FLOAT), ("Int64List", F.TYPE_INT64)):
+        proto.message_type.add(name=name).field.add(name="value", number=1, type=scalar, label=F.LABEL_REPEATED)
+    feature = proto.message_type.add(name="Feature")
+    feature.oneof_decl.add(name="kind")
+    for number, name in enumerate(("bytes_list", "float_list", "int64_list"), 1):
+        message_field(feature, name, number, name.title().replace("_", ""), oneof_index=0)
+    features = proto.message_type.add(name="Features")
+    entry = features.nested_type.add(name="FeatureEntry", options=descriptor_pb2.MessageOptions(map_entry=True))
+    entry.field.add(name="key", number=1, type=F.TYPE_STRING)
+    message_field(entry, "value", 2, "Feature")
+    message_field(features, "feature", 1, "Features.FeatureEntry", label=F.LABEL_REPEATED)
+    message_field(proto.message_type.add(name="Example"), "features", 1, "Features")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.Example"))
 
 
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # negative int64 -> two's complement, as protobuf does
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
-
-
-def _feature(value: Feature) -> bytes:
-    values = value if isinstance(value, list) else [value]
+def _list_kind(values: list) -> str:
     if all(isinstance(v, (bytes, str)) for v in values):
-        items = b"".join(_field(1, v.encode("utf-8") if isinstance(v, str) else v) for v in values)
-        return _field(1, items)  # bytes_list
+        return "bytes_list"
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return _field(3, _field(1, b"".join(_varint(v) for v in values)))  # int64_list, packed
+        return "int64_list"
     if all(isinstance(v, (int, float)) for v in values):
-        return _field(2, _field(1, struct.pack(f"<{len(values)}f", *values)))  # float_list
-    raise DataError(f"unsupported feature value {value!r}")
+        return "float_list"
+    raise DataError(f"unsupported feature value {values!r}")
 
 
 def encode_example(features: Mapping[str, Feature]) -> bytes:
     """Serialized tf.train.Example with features in sorted key order (deterministic)."""
-    entries = b"".join(
-        _field(1, _field(1, key.encode("utf-8")) + _field(2, _feature(features[key])))
-        for key in sorted(features)
-    )
-    return _field(1, entries)
-
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise DataError("truncated protobuf varint")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(buf: bytes) -> Iterator[tuple[int, int, bytes | int]]:
-    pos = 0
-    while pos < len(buf):
-        key, pos = _read_varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 2:
-            length, pos = _read_varint(buf, pos)
-            yield number, wire, buf[pos : pos + length]
-            pos += length
-        elif wire == 0:
-            value, pos = _read_varint(buf, pos)
-            yield number, wire, value
-        elif wire == 5:
-            yield number, wire, buf[pos : pos + 4]
-            pos += 4
-        else:
-            raise DataError(f"unexpected protobuf wire type {wire}")
-
-
-def _signed(v: int) -> int:
-    return v - (1 << 64) if v >= 1 << 63 else v
-
-
-def _decode_feature(buf: bytes) -> list:
-    for number, _, payload in _fields(buf):
-        values: list = []
-        for _, wire, item in _fields(payload):
-            if number == 1:
-                values.append(bytes(item))
-            elif number == 3 and wire == 0:
-                values.append(_signed(item))
-            elif number == 3:
-                pos = 0
-                while pos < len(item):
-                    v, pos = _read_varint(item, pos)
-                    values.append(_signed(v))
-            elif number == 2 and wire == 5:
-                values.append(struct.unpack("<f", item)[0])
-            elif number == 2:
-                values.extend(struct.unpack(f"<{len(item) // 4}f", item))
-        return values
-    return []
+    example = example_class()()
+    for key, value in features.items():
+        values = value if isinstance(value, list) else [value]
+        field = getattr(example.features.feature[key], _list_kind(values))
+        field.SetInParent()
+        field.value.extend(v.encode("utf-8") if isinstance(v, str) else v for v in values)
+    return example.SerializeToString(deterministic=True)
 
 
 def decode_example(data: bytes) -> dict[str, list]:
     """Parse a serialized tf.train.Example into {name: list of values} (bytes/int/float)."""
-    out: dict[str, list] = {}
-    for _, _, features in _fields(data):
-        for _, _, entry in _fields(features):
-            key, value = "", b""
-            for number, _, payload in _fields(entry):
-                if number == 1:
-                    key = bytes(payload).decode("utf-8")
-                elif number == 2:
-                    value = payload
-            out[key] = _decode_feature(value)
+    try:
+        example = example_class().FromString(data)
+    except DecodeError as exc:
+        raise DataError(f"corrupt tf.train.Example: {exc}") from None
+    out = {}
+    for key, feature in example.features.feature.items():
+        kind = feature.WhichOneof("kind")
+        out[key] = list(getattr(feature, kind).value) if kind else []
     return out
 
 
 # ------------------------------------------------------------------------ TFRecord framing
 
 
-def _crc32c_function():
-    try:
-        import google_crc32c
-
-        return lambda data: google_crc32c.value(bytes(data))
-    except ImportError:  # pure-Python fallback: slow, still correct
-        table = []
-        for i in range(256):
-            crc = i
-            for _ in range(8):
-                crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-            table.append(crc)
-
-        def crc32c(data: bytes) -> int:
-            crc = 0xFFFFFFFF
-            for b in data:
-                crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-            return crc ^ 0xFFFFFFFF
-
-        return crc32c
-
-
-_crc32c = _crc32c_function()
-
-
 def _masked_crc(data: bytes) -> int:
-    crc = _crc32c(data)
+    crc = google_crc32c.value(bytes(data))
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
