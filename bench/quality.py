@@ -47,6 +47,7 @@ def parse_args(argv=None):
                         "for this many steps on the dependency-shipped photos (never the held-out ones); "
                         "the fit time is printed apart, ms/image is with the fitted embedding cached")
     p.add_argument("--fit-learning-rate", type=float, default=None, help="default: StyleFitConfig's")
+    p.add_argument("--fit-optimizer", default=None, help="adam or lbfgs; default: StyleFitConfig's")
     return p.parse_args(argv)
 
 
@@ -72,7 +73,8 @@ def lite_stylize(engine, content: np.ndarray, style: np.ndarray) -> np.ndarray:
     return np.asarray(out, dtype=np.float32) / 255.0
 
 
-def fitted(model, styles, steps: int, size: int, learning_rate: float | None = None) -> tuple:
+def fitted(model, styles, steps: int, size: int, learning_rate: float | None = None,
+           optimizer: str | None = None) -> tuple:
     """stylise(content, style) with each style's fitted embedding, and the fit seconds per style."""
     from imfuse.style_fit import StyleFitConfig, default_fit_photos, fit_style_embedding
 
@@ -80,6 +82,8 @@ def fitted(model, styles, steps: int, size: int, learning_rate: float | None = N
     config = StyleFitConfig(steps=steps, size=size)
     if learning_rate is not None:
         config.learning_rate = learning_rate
+    if optimizer is not None:
+        config.optimizer = optimizer
     cache, seconds = {}, []
     for s in styles:
         started = time.perf_counter()
@@ -112,7 +116,8 @@ def methods(args, unseen=()) -> dict:
         out[f"imfuse {name}"] = lambda c, s, model=model: stylize_batch(model, c[None], s)[0]
         if args.fit_steps:
             print(f"fitting {len(unseen)} unseen styles' embeddings for imfuse {name}, {args.fit_steps} steps each")
-            out[f"imfuse {name} + fit"], seconds = fitted(model, unseen, args.fit_steps, args.size, args.fit_learning_rate)
+            out[f"imfuse {name} + fit"], seconds = fitted(model, unseen, args.fit_steps, args.size, args.fit_learning_rate,
+                                                        args.fit_optimizer)
             print(f"  fit: {np.mean(seconds):.0f} s per style (once per style; not in ms/image)")
     engine = StyleTransfer(device="cpu")
     out["identity"] = lambda c, s: c

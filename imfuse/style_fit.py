@@ -25,6 +25,7 @@ from imfuse.errors import ConfigError, ImageError
 from imfuse.loss_config import CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT
 
 FORMAT = "imfuse-style-embedding/1"
+OPTIMIZERS = ("adam", "lbfgs")
 MAX_FIT_PHOTOS = 64  # every photo is held in memory at the fit size; a few dozen are plenty
 
 
@@ -32,8 +33,9 @@ MAX_FIT_PHOTOS = 64  # every photo is held in memory at the fit size; a few doze
 class StyleFitConfig:
     # 100 steps at 0.1 scored better on bench/quality's unseen styles than 150 at 0.05 (geo/lite
     # 0.93x against 0.99x) in two thirds of the time.
-    steps: int = 100
+    steps: int = 100  # Adam steps, or L-BFGS iterations
     learning_rate: float = 0.1  # Adam, in embedding units (the predictor's outputs are O(1))
+    optimizer: str = "adam"  # or "lbfgs": SciPy's L-BFGS on every photo at once (no flips)
     batch_size: int = 4
     size: int = 256  # photos and the style are scored at this square size, as bench/quality does
     precision: str = "auto"  # the loss network's compute: bfloat16 where the CPU has it
@@ -50,6 +52,8 @@ class StyleFitConfig:
             raise ConfigError(f"size must be between 32 and 1024 px, got {self.size}")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning rate must be positive, got {self.learning_rate}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         from imfuse.precision import dtype_policy_for
 
         dtype_policy_for(self.precision)
@@ -84,9 +88,9 @@ def fit_style_embedding(
     progress: bool = True,
     on_step: Callable[[int, int, dict[str, float]], None] | None = None,
 ) -> StyleFitResult:
-    """Adam on the style's embedding, model weights frozen: each step stylises a batch of
-    `photos` (square, config.size, flipped at random) and lowers their Gatys losses against
-    the style's Gram matrices at config.size."""
+    """Adam (or L-BFGS) on the style's embedding, model weights frozen: each step stylises a
+    batch of `photos` (square, config.size, flipped at random) and lowers their Gatys losses
+    against the style's Gram matrices at config.size."""
     import tensorflow as tf
     from tqdm.auto import tqdm
 
@@ -112,8 +116,6 @@ def fit_style_embedding(
     grams = style_grams(lossnet, tf.constant(center_square(style_rgb, config.size)[None]))  # (1, C, C) per layer
     # The start is what `imfuse stylize` would use: the predictor's embedding of the style as given.
     predicted = np.asarray(model.embed_style(style_rgb[None]), np.float32)
-    embedding = tf.Variable(predicted)
-    optimizer = tf.keras.optimizers.Adam(config.learning_rate)
     stack = np.stack(photos).astype(np.float32)
     batch = min(config.batch_size, len(stack))
     # Every photo and its mirror image, with their content features computed once here
@@ -124,28 +126,69 @@ def fit_style_embedding(
     target_grams = {k: tf.repeat(v, batch, axis=0) for k, v in grams.items()}
 
     @tf.function(reduce_retracing=True)
-    def step(index):  # index: (batch,) rows of `variants`
+    def loss_and_grad(index, e):  # index: rows of `variants`; e: (1, D)
         images = tf.gather(variants, index)
         targets = {k: tf.gather(v, index) for k, v in content_features.items()}
+        chunk_grams = {k: v[: tf.shape(index)[0]] for k, v in target_grams.items()}
         with tf.GradientTape() as tape:
-            out = model.stylize_with_embedding(images, tf.repeat(embedding, batch, axis=0))
-            terms = perceptual_losses(lossnet, out, targets, target_grams, weights)
-        optimizer.apply_gradients([(tape.gradient(terms["loss"], embedding), embedding)])
-        return terms
+            tape.watch(e)
+            out = model.stylize_with_embedding(images, tf.repeat(e, tf.shape(index)[0], axis=0))
+            terms = perceptual_losses(lossnet, out, targets, chunk_grams, weights)
+        return terms, tape.gradient(terms["loss"], e)
 
-    rng = np.random.default_rng(config.seed)
     history: list[dict[str, float]] = []
     with tqdm(total=config.steps, desc="fit style", unit="step", disable=not progress) as bar:
-        for i in range(config.steps):
-            index = rng.choice(len(stack), batch, replace=False)
-            index = index + len(stack) * (rng.random(batch) < 0.5)  # the mirrored copy, at random
-            terms = {k: float(v) for k, v in step(tf.constant(index)).items()}
+
+        def record(terms):
+            terms = {k: float(v) for k, v in terms.items()}
             history.append(terms)
             bar.update(1)
             bar.set_postfix(style=f"{terms['style_loss']:.4g}")
             if on_step is not None:
-                on_step(i + 1, config.steps, terms)
-    return StyleFitResult(embedding=embedding.numpy()[0], predicted=predicted[0], history=history)
+                on_step(len(history), config.steps, terms)
+
+        solve = _lbfgs if config.optimizer == "lbfgs" else _adam
+        fitted = solve(loss_and_grad, predicted, len(stack), batch, config, record)
+    return StyleFitResult(embedding=fitted, predicted=predicted[0], history=history)
+
+
+def _adam(loss_and_grad, start: np.ndarray, n: int, batch: int, config: StyleFitConfig, record) -> np.ndarray:
+    """Minibatches of `batch` photos, each the photo or its mirror image at random."""
+    import tensorflow as tf
+
+    embedding = tf.Variable(start)
+    optimizer = tf.keras.optimizers.Adam(config.learning_rate)
+    rng = np.random.default_rng(config.seed)
+    for _ in range(config.steps):
+        index = rng.choice(n, batch, replace=False)
+        index = index + n * (rng.random(batch) < 0.5)  # the mirrored copy, at random
+        terms, grad = loss_and_grad(tf.constant(index), tf.convert_to_tensor(embedding))
+        optimizer.apply_gradients([(grad, embedding)])
+        record(terms)
+    return embedding.numpy()[0]
+
+
+def _lbfgs(loss_and_grad, start: np.ndarray, n: int, batch: int, config: StyleFitConfig, record) -> np.ndarray:
+    """Every photo (not mirrored) in every evaluation: the deterministic objective L-BFGS needs."""
+    import tensorflow as tf
+    from scipy.optimize import minimize
+
+    chunks = [tf.range(i, min(i + batch, n)) for i in range(0, n, batch)]
+    history_started: list = []
+
+    def fun(flat):
+        e = tf.constant(flat[None], tf.float32)
+        parts = [loss_and_grad(index, e) for index in chunks]
+        sizes = [int(index.shape[0]) / n for index in chunks]
+        fun.terms = {k: sum(float(t[k]) * w for (t, _), w in zip(parts, sizes)) for k in parts[0][0]}
+        if not history_started:  # the loss where the fit starts, as Adam's first record is
+            history_started.append(record(fun.terms))
+        grad = sum(g.numpy()[0].astype(np.float64) * w for (_, g), w in zip(parts, sizes))
+        return fun.terms["loss"], grad
+
+    result = minimize(fun, start[0].astype(np.float64), jac=True, method="L-BFGS-B",
+                      callback=lambda _: record(fun.terms), options={"maxiter": config.steps, "maxfun": 2 * config.steps})
+    return result.x.astype(np.float32)
 
 
 def save_style_embedding(path: str | os.PathLike, result: StyleFitResult, record: dict) -> Path:

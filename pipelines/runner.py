@@ -239,14 +239,13 @@ def _serve_base_model(result: LocalRunResult, params: PipelineParams) -> None:
 
 def _read_registry(result: LocalRunResult, variant: str) -> None:
     """The registered version that was published as `result.serving_version`."""
-    from imfuse.tracking import TAG_SERVING_VERSION, registered_model_name
-    from imfuse.tracking.registry import list_versions
+    from imfuse.tracking import registered_model_name
+    from imfuse.tracking.registry import serving_version_info
 
     name = registered_model_name(variant)
-    for info in list_versions(name, result.tracking_uri):
-        if info.tags.get(TAG_SERVING_VERSION) == str(result.serving_version):
-            result.registered_model, result.registered_version, result.aliases = name, info.version, info.aliases
-            return
+    info = serving_version_info(name, result.serving_version, result.tracking_uri)
+    if info is not None:
+        result.registered_model, result.registered_version, result.aliases = name, info.version, info.aliases
 
 
 def next_steps(result: LocalRunResult, cwd: str | os.PathLike | None = None) -> str:

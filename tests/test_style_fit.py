@@ -40,12 +40,13 @@ def _square(path, size=SIZE):
     return center_square(load_image(str(path)).rgb, size)
 
 
-def test_fitting_lowers_the_style_loss_the_predictor_left(base, lossnet, shared_data):
+@pytest.mark.parametrize("optimizer,steps", [("adam", 25), ("lbfgs", 8)])
+def test_fitting_lowers_the_style_loss_the_predictor_left(base, lossnet, shared_data, optimizer, steps):
     """An unseen-split painting on dependency-shipped photos: the fitted embedding scores a
     lower style loss on those photos than the predictor's own, and the fit started there."""
     photos = default_fit_photos(SIZE)
     style = _square(shared_data / "styles" / "the_shipwreck_of_the_minotaur.jpg", 128)
-    config = StyleFitConfig(steps=25, size=SIZE, precision="float32", learning_rate=0.1)
+    config = StyleFitConfig(steps=steps, size=SIZE, precision="float32", learning_rate=0.1, optimizer=optimizer)
     result = fit_style_embedding(base, style, photos, config, lossnet, progress=False)
     assert result.embedding.shape == result.predicted.shape == (base.embedding_dim,)
     np.testing.assert_allclose(result.predicted, np.asarray(base.embed_style(style[None]))[0], atol=1e-5)
@@ -64,6 +65,10 @@ def test_fitting_lowers_the_style_loss_the_predictor_left(base, lossnet, shared_
 
     before, after = style_loss(result.predicted), style_loss(result.embedding)
     assert after < 0.8 * before, (before, after)
+    if optimizer == "lbfgs":  # every photo at every iteration: its first record is `before` itself
+        assert result.history[0]["style_loss"] == pytest.approx(before, rel=1e-3)
+        assert result.history[-1]["style_loss"] == pytest.approx(after, rel=1e-3)
+        assert len(result.history) <= steps + 1
 
 
 def test_file_round_trip_and_clear_errors(tmp_path):
@@ -84,7 +89,8 @@ def test_file_round_trip_and_clear_errors(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,match", [({"steps": 0}, "steps"), ({"size": 8}, "size"),
-                                          ({"learning_rate": 0}, "learning rate"), ({"precision": "int4"}, "int4")])
+                                          ({"learning_rate": 0}, "learning rate"), ({"precision": "int4"}, "int4"),
+                                          ({"optimizer": "sgd"}, "optimizer")])
 def test_bad_config_is_config_error(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         StyleFitConfig(**kwargs).validate()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from imfuse.errors import ConfigError
 from imfuse.precision import PRECISIONS
-from imfuse.style_fit import MAX_FIT_PHOTOS, StyleFitConfig
+from imfuse.style_fit import MAX_FIT_PHOTOS, OPTIMIZERS, StyleFitConfig
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -89,7 +89,9 @@ def register(subparsers) -> None:
                    help="photos to fit on (files, URLs or folders; repeatable); default: the photos that "
                         "installed dependencies ship. Your own product photos fit best for those photos")
     p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="Adam's")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
+                   help="adam: minibatches of flipped photos; lbfgs: every photo at each iteration")
     p.add_argument("--size", type=int, default=d.size, help="photos and style are fitted at this square size")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="the loss network's compute")

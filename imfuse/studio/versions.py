@@ -170,12 +170,9 @@ class VersionCatalog:
     def _registry_by_serving_version(self, version: int):
         if not self.config.mlflow_uri:
             return None
-        from imfuse.tracking.registry import list_versions
+        from imfuse.tracking.registry import serving_version_info
 
-        for info in list_versions(self.config.registered_model, self.config.mlflow_uri):
-            if info.tags.get(TAG_SERVING_VERSION) == str(version):
-                return info
-        return None
+        return serving_version_info(self.config.registered_model, version, self.config.mlflow_uri)
 
     def _fill(self, card: VersionCard, info) -> None:
         card.registry = f"{info.name} v{info.version}" + (f" ({', '.join(info.aliases)})" if info.aliases else "")

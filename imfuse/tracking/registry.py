@@ -25,6 +25,7 @@ from imfuse.tracking import (
     GATE_METRIC,
     MODEL_ARTIFACT,
     TAG_BLESSED,
+    TAG_SERVING_VERSION,
     TRAIN_LOSS,
 )
 from imfuse.tracking.client import error_code, get_client, resolve_tracking_uri, tracking_errors
@@ -157,6 +158,12 @@ def list_versions(name: str, tracking_uri: str | None = None) -> list[VersionInf
     for info in infos:  # search results carry no aliases; the registered model does
         info.aliases = sorted(set(info.aliases) | set(aliases.get(info.version, [])))
     return sorted(infos, key=lambda v: v.version, reverse=True)
+
+
+def serving_version_info(name: str, serving_version: int, tracking_uri: str | None = None) -> VersionInfo | None:
+    """The registered version that was published to serving as `serving_version` (its tag)."""
+    matches = (i for i in list_versions(name, tracking_uri) if i.tags.get(TAG_SERVING_VERSION) == str(serving_version))
+    return next(matches, None)
 
 
 def _aliases_by_version(model) -> dict[int, list[str]]:

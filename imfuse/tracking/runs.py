@@ -47,7 +47,6 @@ __all__ = [
 
 RUN_FILE = "mlflow_run.json"
 _MAX_PARAM_LEN = 6000
-_BATCH = 100
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -121,15 +120,8 @@ def _log_batch(client, uri: str, run_id: str, metrics=(), params=(), tags=()) ->
 
     params = [Param(k, v) for k, v in dict(params).items()]
     tags = [RunTag(k, str(v)) for k, v in dict(tags).items()]
-    metrics = list(metrics)
     with tracking_errors(uri, f"logging to run {run_id}"):
-        for i in range(0, max(len(params), len(tags), len(metrics)), _BATCH):
-            client.log_batch(
-                run_id,
-                metrics=metrics[i : i + _BATCH],
-                params=params[i : i + _BATCH],
-                tags=tags[i : i + _BATCH],
-            )
+        client.log_batch(run_id, metrics=list(metrics), params=params, tags=tags)  # mlflow splits it into batches
 
 
 def _log_path(client, uri: str, run_id: str, path: str | os.PathLike, artifact_path: str | None) -> None:
