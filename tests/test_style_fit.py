@@ -47,7 +47,11 @@ def test_fitting_lowers_the_style_loss_the_predictor_left(base, lossnet, shared_
     photos = default_fit_photos(SIZE)
     style = _square(shared_data / "styles" / "the_shipwreck_of_the_minotaur.jpg", 128)
     config = StyleFitConfig(steps=steps, size=SIZE, precision="float32", learning_rate=0.1, optimizer=optimizer)
-    result = fit_style_embedding(base, style, photos, config, lossnet, progress=False)
+    calls = []
+    result = fit_style_embedding(base, style, photos, config, lossnet, progress=False,
+                                 on_step=lambda done, total, terms: calls.append((done, total)))
+    assert [c[0] for c in calls] == list(range(1, len(calls) + 1)) and {c[1] for c in calls} == {steps}
+    assert len(calls) == steps if optimizer == "adam" else 1 <= len(calls) <= steps
     assert result.embedding.shape == result.predicted.shape == (base.embedding_dim,)
     np.testing.assert_allclose(result.predicted, np.asarray(base.embed_style(style[None]))[0], atol=1e-5)
 
@@ -68,7 +72,7 @@ def test_fitting_lowers_the_style_loss_the_predictor_left(base, lossnet, shared_
     if optimizer == "lbfgs":  # every photo at every iteration: its first record is `before` itself
         assert result.history[0]["style_loss"] == pytest.approx(before, rel=1e-3)
         assert result.history[-1]["style_loss"] == pytest.approx(after, rel=1e-3)
-        assert len(result.history) <= steps + 1
+        assert len(result.history) == len(calls) + 1
 
 
 def test_file_round_trip_and_clear_errors(tmp_path):

@@ -56,8 +56,9 @@ def _run(args: argparse.Namespace) -> int:
         described = f"{len(photos)} dependency-shipped photos (imfuse.data.demo)"
     model = load_model(resolve_model_path(args.model))
     lossnet = build_loss_network(dtype_policy=dtype_policy_for(config.precision))
-    print(f"fitting {args.style} on {described} with {args.model or 'base'}, {config.steps} steps at "
-          f"{config.size} px", file=sys.stderr)
+    steps = f"{config.steps} L-BFGS iterations" if config.optimizer == "lbfgs" else f"{config.steps} Adam steps"
+    print(f"fitting {args.style} on {described} with {args.model or 'base'}, {steps} at {config.size} px",
+          file=sys.stderr)
     result = fit_style_embedding(model, style, photos, config, lossnet, progress=not args.no_progress)
     record = fit_record(config, args.model or "base", args.style, described, lossnet.name)
     path = save_style_embedding(args.output, result, record)
@@ -88,7 +89,7 @@ def register(subparsers) -> None:
     p.add_argument("--photos", action="append", default=[], metavar="PATH",
                    help="photos to fit on (files, URLs or folders; repeatable); default: the photos that "
                         "installed dependencies ship. Your own product photos fit best for those photos")
-    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--steps", type=int, default=d.steps, help="L-BFGS iterations or Adam steps")
     p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="Adam's")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
                    help="adam: minibatches of flipped photos; lbfgs: every photo at each iteration")
