@@ -3,8 +3,8 @@ never saw.
 
 The predictor maps a new painting to the bottleneck in one pass, and on styles unlike its
 training set it falls short (bench/quality: Turner's shipwreck at 6x lite's style loss).
-The transformer can do much better with the right conditioning: Adam on the embedding
-alone, against the style's Gram matrices over a few photos, moves it there in minutes
+The transformer can do much better with the right conditioning: L-BFGS (or Adam) on the
+embedding alone, against the style's Gram matrices over a few photos, moves it there in minutes
 (Dumoulin et al. 2017 fit a new style's normalisation parameters the same way). The result
 is an ordinary embedding, so the CLI (`imfuse stylize --embedding`), the
 `stylize_with_embedding` serving signature and `imfuse client` use it as they are: fit
@@ -89,9 +89,9 @@ def fit_style_embedding(
     progress: bool = True,
     on_step: Callable[[int, int, dict[str, float]], None] | None = None,
 ) -> StyleFitResult:
-    """Adam (or L-BFGS) on the style's embedding, model weights frozen: each step stylises a
-    batch of `photos` (square, config.size, flipped at random) and lowers their Gatys losses
-    against the style's Gram matrices at config.size."""
+    """L-BFGS (or Adam) on the style's embedding, model weights frozen: each step stylises
+    `photos` (square, config.size; all of them for L-BFGS, a batch flipped at random for Adam)
+    and lowers their Gatys losses against the style's Gram matrices at config.size."""
     import tensorflow as tf
     from tqdm.auto import tqdm
 
@@ -178,21 +178,21 @@ def _lbfgs(loss_and_grad, start: np.ndarray, n: int, batch: int, config: StyleFi
     import tensorflow as tf
     from scipy.optimize import minimize
 
-    chunks = [tf.range(i, min(i + batch, n)) for i in range(0, n, batch)]
-    history_started: list = []
+    chunks = [tf.range(i, min(i + batch, n)) for i in range(0, n, batch)]  # the un-mirrored rows
+    shares = [int(index.shape[0]) / n for index in chunks]
 
     def fun(flat):
         e = tf.constant(flat[None], tf.float32)
         parts = [loss_and_grad(index, e) for index in chunks]
-        sizes = [int(index.shape[0]) / n for index in chunks]
-        fun.terms = {k: sum(float(t[k]) * w for (t, _), w in zip(parts, sizes)) for k in parts[0][0]}
-        if not history_started:  # the loss where the fit starts, as Adam's first record is
-            history_started.append(record(fun.terms, start=True))
-        grad = sum(g.numpy()[0].astype(np.float64) * w for (_, g), w in zip(parts, sizes))
-        return fun.terms["loss"], grad
+        first = not hasattr(fun, "terms")
+        fun.terms = {k: sum(float(t[k]) * w for (t, _), w in zip(parts, shares)) for k in parts[0][0]}
+        if first:  # the loss where the fit starts, as Adam's first record is
+            record(fun.terms, start=True)
+        return fun.terms["loss"], sum(g.numpy()[0].astype(np.float64) * w for (_, g), w in zip(parts, shares))
 
     result = minimize(fun, start[0].astype(np.float64), jac=True, method="L-BFGS-B",
-                      callback=lambda _: record(fun.terms), options={"maxiter": config.steps, "maxfun": 2 * config.steps})
+                      callback=lambda _: record(fun.terms),
+                      options={"maxiter": config.steps, "maxfun": 2 * config.steps})
     return result.x.astype(np.float32)
 
 
