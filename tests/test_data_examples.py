@@ -41,6 +41,19 @@ def test_example_parses_with_tensorflow_and_matches_its_deterministic_bytes():
     assert ex.SerializeToString(deterministic=True) == data
 
 
+def test_style_example_bytes_keep_the_order_every_dataset_hash_was_computed_with():
+    """Keys that prefix others (height, height_large) stay in Python's sorted order, not
+    protobuf's deterministic map order: the digest is that of the bytes the hand-written
+    encoder before commit 47942c1 wrote, so dataset hashes did not change with the encoder."""
+    import hashlib
+
+    style = {"height": 256, "height_large": 512, "image": b"\x89PNG", "image_large": b"\x89PNG2", "kind": "style",
+             "source": "s.jpg", "split": "train", "sha256": "ab" * 32, "width": 341, "width_large": 683}
+    data = encode_example(style)
+    assert hashlib.sha256(data).hexdigest() == "ab9c74c983c0b186cdea3d405a706d413f0010e9864106d58d3214ea7590b592"
+    assert decode_example(data)["height_large"] == [512]
+
+
 def test_decode_example_round_trip_and_key_order_does_not_matter():
     data = encode_example(FEATURES)
     assert data == encode_example(dict(reversed(list(FEATURES.items()))))

@@ -69,15 +69,33 @@ def _list_kind(values: list) -> str:
     raise DataError(f"unsupported feature value {values!r}")
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
 def encode_example(features: Mapping[str, Feature]) -> bytes:
-    """Serialized tf.train.Example with features in sorted key order (deterministic)."""
-    example = example_class()()
-    for key, value in features.items():
-        values = value if isinstance(value, list) else [value]
-        field = getattr(example.features.feature[key], _list_kind(values))
+    """Serialized tf.train.Example with its features in Python's sorted key order.
+
+    Deterministic, and the order every dataset hash so far was computed with: protobuf's own
+    deterministic order differs where one key is a prefix of another (`height`,
+    `height_large`), so each map entry is serialised alone (a one-entry Features message is
+    exactly that entry's bytes) and the sorted entries are wrapped as Example field 1."""
+    message = example_class()
+    entries = []
+    for key in sorted(features):
+        values = features[key] if isinstance(features[key], list) else [features[key]]
+        one = message().features
+        field = getattr(one.feature[key], _list_kind(values))
         field.SetInParent()
         field.value.extend(v.encode("utf-8") if isinstance(v, str) else v for v in values)
-    return example.SerializeToString(deterministic=True)
+        entries.append(one.SerializeToString())
+    body = b"".join(entries)
+    return b"\x0a" + _varint(len(body)) + body  # field 1 (features), length-delimited
 
 
 def decode_example(data: bytes) -> dict[str, list]:
