@@ -119,9 +119,10 @@ def fit_style_embedding(
     predicted = np.asarray(model.embed_style(style_rgb[None]), np.float32)
     stack = np.stack(photos).astype(np.float32)
     batch = min(config.batch_size, len(stack))
-    # Every photo and its mirror image, with their content features computed once here
-    # instead of at every step (the photos never change; only the embedding does).
-    variants = tf.constant(np.concatenate([stack, stack[:, :, ::-1]]))
+    # Every photo (and for Adam its mirror image), with their content features computed once
+    # here instead of at every step (the photos never change; only the embedding does).
+    mirrored = [stack[:, :, ::-1]] if config.optimizer == "adam" else []
+    variants = tf.constant(np.concatenate([stack, *mirrored]))
     chunks = [lossnet(variants[i : i + batch]) for i in range(0, len(variants), batch)]
     content_features = {k: tf.concat([c[k] for c in chunks], axis=0) for k in lossnet.content_layers}
     target_grams = {k: tf.repeat(v, batch, axis=0) for k, v in grams.items()}
@@ -174,11 +175,11 @@ def _adam(loss_and_grad, start: np.ndarray, n: int, batch: int, config: StyleFit
 
 
 def _lbfgs(loss_and_grad, start: np.ndarray, n: int, batch: int, config: StyleFitConfig, record) -> np.ndarray:
-    """Every photo (not mirrored) in every evaluation: the deterministic objective L-BFGS needs."""
+    """Every photo (none mirrored) in every evaluation: the deterministic objective L-BFGS needs."""
     import tensorflow as tf
     from scipy.optimize import minimize
 
-    chunks = [tf.range(i, min(i + batch, n)) for i in range(0, n, batch)]  # the un-mirrored rows
+    chunks = [tf.range(i, min(i + batch, n)) for i in range(0, n, batch)]
     shares = [int(index.shape[0]) / n for index in chunks]
 
     def fun(flat):
