@@ -48,6 +48,7 @@ def parse_args(argv=None):
                         "the fit time is printed apart, ms/image is with the fitted embedding cached")
     p.add_argument("--fit-learning-rate", type=float, default=None, help="default: StyleFitConfig's")
     p.add_argument("--fit-optimizer", default=None, help="adam or lbfgs; default: StyleFitConfig's")
+    p.add_argument("--fit-crop", type=int, default=None, help="fit on the photos' centre crops; default: StyleFitConfig's")
     return p.parse_args(argv)
 
 
@@ -74,7 +75,7 @@ def lite_stylize(engine, content: np.ndarray, style: np.ndarray) -> np.ndarray:
 
 
 def fitted(model, styles, steps: int, size: int, learning_rate: float | None = None,
-           optimizer: str | None = None) -> tuple:
+           optimizer: str | None = None, crop: int | None = None) -> tuple:
     """stylise(content, style) with each style's fitted embedding, and the fit seconds per style."""
     from imfuse.style_fit import StyleFitConfig, default_fit_photos, fit_style_embedding
 
@@ -84,6 +85,8 @@ def fitted(model, styles, steps: int, size: int, learning_rate: float | None = N
         config.learning_rate = learning_rate
     if optimizer is not None:
         config.optimizer = optimizer
+    if crop is not None:
+        config.crop = crop
     cache, seconds = {}, []
     for s in styles:
         started = time.perf_counter()
@@ -117,7 +120,7 @@ def methods(args, unseen=()) -> dict:
         if args.fit_steps:
             print(f"fitting {len(unseen)} unseen styles' embeddings for imfuse {name}, {args.fit_steps} steps each")
             out[f"imfuse {name} + fit"], seconds = fitted(model, unseen, args.fit_steps, args.size, args.fit_learning_rate,
-                                                        args.fit_optimizer)
+                                                        args.fit_optimizer, args.fit_crop)
             print(f"  fit: {np.mean(seconds):.0f} s per style (once per style; not in ms/image)")
     engine = StyleTransfer(device="cpu")
     out["identity"] = lambda c, s: c

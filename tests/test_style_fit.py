@@ -40,13 +40,15 @@ def _square(path, size=SIZE):
     return center_square(load_image(str(path)).rgb, size)
 
 
-@pytest.mark.parametrize("optimizer,steps", [("adam", 25), ("lbfgs", 8)])
-def test_fitting_lowers_the_style_loss_the_predictor_left(base, lossnet, shared_data, optimizer, steps):
+@pytest.mark.parametrize("optimizer,steps,crop", [("adam", 25, 0), ("lbfgs", 8, 0), ("lbfgs", 8, 40)])
+def test_fitting_lowers_the_style_loss_the_predictor_left(base, lossnet, shared_data, optimizer, steps, crop):
     """An unseen-split painting on dependency-shipped photos: the fitted embedding scores a
-    lower style loss on those photos than the predictor's own, and the fit started there."""
+    lower style loss on those photos than the predictor's own, and the fit started there; fitted
+    on the photos' centre crops only, it does so on the whole photos too."""
     photos = default_fit_photos(SIZE)
     style = _square(shared_data / "styles" / "the_shipwreck_of_the_minotaur.jpg", 128)
-    config = StyleFitConfig(steps=steps, size=SIZE, precision="float32", learning_rate=0.1, optimizer=optimizer)
+    config = StyleFitConfig(steps=steps, size=SIZE, crop=crop, precision="float32", learning_rate=0.1,
+                            optimizer=optimizer)
     calls = []
     result = fit_style_embedding(base, style, photos, config, lossnet, progress=False,
                                  on_step=lambda done, total, terms: calls.append((done, total)))
@@ -69,7 +71,9 @@ def test_fitting_lowers_the_style_loss_the_predictor_left(base, lossnet, shared_
 
     before, after = style_loss(result.predicted), style_loss(result.embedding)
     assert after < 0.8 * before, (before, after)
-    if optimizer == "lbfgs":  # every photo at every iteration: its first record is `before` itself
+    if optimizer == "lbfgs" and crop:  # its records are the crops' losses
+        assert result.history[0]["style_loss"] != pytest.approx(before, rel=1e-3)
+    elif optimizer == "lbfgs":  # every photo at every iteration: its first record is `before` itself
         assert result.history[0]["style_loss"] == pytest.approx(before, rel=1e-3)
         assert result.history[-1]["style_loss"] == pytest.approx(after, rel=1e-3)
         assert len(result.history) == len(calls) + 1
@@ -94,7 +98,7 @@ def test_file_round_trip_and_clear_errors(tmp_path):
 
 @pytest.mark.parametrize("kwargs,match", [({"steps": 0}, "steps"), ({"size": 8}, "size"),
                                           ({"learning_rate": 0}, "learning rate"), ({"precision": "int4"}, "int4"),
-                                          ({"optimizer": "sgd"}, "optimizer")])
+                                          ({"optimizer": "sgd"}, "optimizer"), ({"crop": 16}, "crop")])
 def test_bad_config_is_config_error(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         StyleFitConfig(**kwargs).validate()
@@ -109,10 +113,12 @@ def test_cli_fits_then_stylizes_with_the_file(tmp_path, shared_data, capsys):
     fitted = tmp_path / "turner.json"
     style = str(shared_data / "styles" / "the_shipwreck_of_the_minotaur.jpg")
     assert main(["fit-style", style, "-o", str(fitted), "--photos", str(photo), "--steps", "3", "--size", str(SIZE),
-                 "--no-progress"]) == 0
-    assert "style loss on the fit photos" in capsys.readouterr().out
+                 "--crop", "48", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "style loss on the fit photos" in captured.out and "48 px centre crops" in captured.err
     body = json.loads(fitted.read_text())
-    assert body["config"]["steps"] == 3 and body["style"] == style and len(body["embedding"]) == 100
+    assert body["config"]["steps"] == 3 and body["config"]["crop"] == 48
+    assert body["style"] == style and len(body["embedding"]) == 100
 
     content = shared_data / "content" / "golden_gate_sq.jpg"
     out_fit, out_style = tmp_path / "fit.png", tmp_path / "style.png"

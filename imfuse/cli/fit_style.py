@@ -57,7 +57,8 @@ def _run(args: argparse.Namespace) -> int:
     model = load_model(resolve_model_path(args.model))
     lossnet = build_loss_network(dtype_policy=dtype_policy_for(config.precision))
     steps = f"{config.steps} L-BFGS iterations" if config.optimizer == "lbfgs" else f"{config.steps} Adam steps"
-    print(f"fitting {args.style} on {described} with {args.model or 'base'}, {steps} at {config.size} px",
+    crop = f" ({config.crop} px centre crops)" if 0 < config.crop < config.size else ""
+    print(f"fitting {args.style} on {described} with {args.model or 'base'}, {steps} at {config.size} px{crop}",
           file=sys.stderr)
     result = fit_style_embedding(model, style, photos, config, lossnet, progress=not args.no_progress)
     record = fit_record(config, args.model or "base", args.style, described, lossnet.name)
@@ -94,6 +95,9 @@ def register(subparsers) -> None:
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
                    help="adam: minibatches of flipped photos; lbfgs: every photo at each iteration")
     p.add_argument("--size", type=int, default=d.size, help="photos and style are fitted at this square size")
+    p.add_argument("--crop", type=int, default=d.crop,
+                   help="stylise only each photo's centre crop of this size (0: whole photos); the style stays "
+                        "at --size, so its strokes keep their scale, at a fraction of the time")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="the loss network's compute")
     p.add_argument("--seed", type=int, default=d.seed)
