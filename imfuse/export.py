@@ -47,6 +47,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from imfuse import fsutil
 from imfuse.errors import ConfigError, ModelError
 from imfuse.serving.defaults import MODEL_NAME
 from imfuse.versions import is_saved_model, version_dirs
@@ -110,9 +111,6 @@ def build_serving_module(model: "StyleTransferModel"):
             mask = g.decode_mask(mask_image[index], shape[0], shape[1])
             return g.encode_png(g.apply_mask(content, stylized, mask))
 
-        def image(index):
-            return tf.reshape(flat[index], shapes[index])
-
         def batched():
             # Same-size contents go through the network as one batch (throughput).
             contents = tf.reshape(flat.flat_values, tf.concat([[batch], shapes[0]], 0))
@@ -125,7 +123,7 @@ def build_serving_module(model: "StyleTransferModel"):
 
         def looped():
             def one(i):
-                content = image(i)
+                content = tf.reshape(flat[i], shapes[i])
                 out = stylize_batch(content[None], embedding[i : i + 1], strength[i : i + 1])[0]
                 return finish(i, content, out)
 
@@ -162,9 +160,6 @@ def build_serving_module(model: "StyleTransferModel"):
 
         return stylize_style_image
 
-    serving_default = from_style_image("stylized_image")
-    stylize_rest = from_style_image(REST_OUTPUT)
-
     @tf.function(input_signature=[style_spec])
     def style_embedding(style_image):
         return {"embedding": embed(style_image)}
@@ -182,24 +177,16 @@ def build_serving_module(model: "StyleTransferModel"):
     module = tf.Module()
     # Keras 3 variables are trackable; listing them makes the SavedModel checkpoint hold them.
     module.model_variables = list(model.variables) + model.frozen_variables
-    module.serving_default = serving_default
+    module.serving_default = from_style_image("stylized_image")
     module.style_embedding = style_embedding
     module.stylize_with_embedding = stylize_with_embedding
-    module.stylize_rest = stylize_rest
+    module.stylize_rest = from_style_image(REST_OUTPUT)
     return module
 
 
 def existing_versions(model_dir: Path) -> list[int]:
     """Integer-named subfolders (TF Serving ignores everything else: our .tmp- and .claim- folders)."""
     return sorted(version_dirs(model_dir))
-
-
-def _warmup_image(size: int, seed: int) -> bytes:
-    import numpy as np
-    import tensorflow as tf
-
-    rng = np.random.default_rng(seed)
-    return tf.io.encode_png(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).numpy()
 
 
 def write_warmup_requests(path: Path, name: str, embedding_dim: int) -> None:
@@ -209,7 +196,10 @@ def write_warmup_requests(path: Path, name: str, embedding_dim: int) -> None:
     import tensorflow as tf
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-    content, style = _warmup_image(64, 0), _warmup_image(64, 1)
+    content, style = (  # small random pictures
+        tf.io.encode_png(np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)).numpy()
+        for seed in (0, 1)
+    )
     requests = {
         "serving_default": {"content_image": [content], "style_image": [style]},
         "stylize_rest": {"content_image": [content], "style_image": [style]},
@@ -223,10 +213,9 @@ def write_warmup_requests(path: Path, name: str, embedding_dim: int) -> None:
     with tf.io.TFRecordWriter(str(path)) as writer:
         for signature, inputs in requests.items():
             request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=name, signature_name=signature)
+                model_spec=model_pb2.ModelSpec(name=name, signature_name=signature),
+                inputs={key: tf.make_tensor_proto(value) for key, value in inputs.items()},
             )
-            for key, value in inputs.items():
-                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
 
@@ -252,8 +241,6 @@ _CLAIM_TRIES = 1000
 
 def _claim(model_dir: Path, number: int) -> Path | None:
     """mkdir of `.claim-<number>` (atomic, NFS included): None if another export holds it."""
-    from imfuse import fsutil
-
     claim = model_dir / f"{CLAIM_PREFIX}{number}"
     try:
         claim.mkdir()
@@ -262,7 +249,7 @@ def _claim(model_dir: Path, number: int) -> Path | None:
     try:
         (claim / "owner").write_text(fsutil.owner() + "\n")
     except OSError:
-        _release(claim)
+        shutil.rmtree(claim, ignore_errors=True)
         raise
     return claim
 
@@ -283,8 +270,7 @@ def claim_version(model_dir: Path, version: int | None) -> tuple[int, Path]:
     """
     explicit = version is not None
     if version is None:
-        versions = existing_versions(model_dir)
-        version = (versions[-1] + 1) if versions else 1
+        version = max(existing_versions(model_dir), default=0) + 1
     number = int(version)
     for _ in range(_CLAIM_TRIES):
         claim = _try_claim(model_dir, number, explicit)
@@ -299,7 +285,7 @@ def _try_claim(model_dir: Path, number: int, explicit: bool) -> Path | None:
     target = model_dir / str(number)
     claim = None if target.exists() else _claim(model_dir, number)
     if claim is not None and target.exists():  # finished (and unclaimed) just before we claimed
-        _release(claim)
+        shutil.rmtree(claim, ignore_errors=True)
         claim = None
     if claim is None and explicit:
         held = model_dir / f"{CLAIM_PREFIX}{number}"
@@ -312,14 +298,8 @@ def _try_claim(model_dir: Path, number: int, explicit: bool) -> Path | None:
     return claim
 
 
-def _release(claim: Path) -> None:
-    shutil.rmtree(claim, ignore_errors=True)
-
-
 def _rename_into_place(tmp: Path, target: Path) -> None:
     """One rename: TF Serving's poller sees no version, then a complete one."""
-    from imfuse import fsutil
-
     try:
         fsutil.rename_noreplace(tmp, target)
     except FileExistsError:
@@ -331,8 +311,6 @@ def _write_version(base_path, name: str, version: int | None, fill) -> Path:
     `fill(tmp_dir, version)` write a uniquely named temporary folder (two exporters on
     one volume, both PID 1 in their containers, never share one), rename it into place
     only when complete, then drop the claim. A failure leaves no version folder."""
-    from imfuse import fsutil
-
     if not _NAME_RE.match(name or ""):
         raise ConfigError(f"model name must be letters, digits, '.', '_' or '-' (got {name!r})")
     if version is not None and (isinstance(version, bool) or int(version) < 1):
@@ -352,7 +330,7 @@ def _write_version(base_path, name: str, version: int | None, fill) -> Path:
         raise ModelError(f"cannot write SavedModel to {target}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        _release(claim)
+        shutil.rmtree(claim, ignore_errors=True)
     return target
 
 
@@ -363,30 +341,18 @@ def _write_version(base_path, name: str, version: int | None, fill) -> Path:
 # `.claim-N` "folder" (it is an object, not a prefix), so pollers ignore it.
 
 
-def _s3_refused(exc: Exception) -> bool:
-    """A put refused because the key exists (412) or a concurrent put of it is running (409)."""
-    response = getattr(exc, "response", None) or {}
-    code = str(response.get("Error", {}).get("Code", ""))
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412)
-
-
-def _s3_unsupported(exc: Exception) -> bool:
-    """A store that rejects the If-None-Match header itself (older S3-compatible stores)."""
-    response = getattr(exc, "response", None) or {}
-    code = str(response.get("Error", {}).get("Code", ""))
-    return code == "NotImplemented" or response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 501
-
-
 def _s3_put_claim(client, bucket: str, key: str, body: bytes) -> str:
     """Create `key` unless it exists: "created", "exists", or "unconditional" where the
     store refuses conditional puts (then it is a plain put, as exports did before)."""
     try:
         client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
     except Exception as exc:  # noqa: BLE001 - botocore's ClientError, without importing botocore
-        if _s3_refused(exc):
-            return "exists"
-        if not _s3_unsupported(exc):
+        response = getattr(exc, "response", None) or {}
+        code = str(response.get("Error", {}).get("Code", ""))
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+            return "exists"  # the key exists (412) or a concurrent put of it is running (409)
+        if code != "NotImplemented" and status != 501:  # 501: the store rejects If-None-Match itself
             raise
         log.warning("s3://%s/%s: the store refuses conditional puts; version claims there are best effort", bucket, key)
         client.put_object(Bucket=bucket, Key=key, Body=body)
@@ -394,32 +360,21 @@ def _s3_put_claim(client, bucket: str, key: str, body: bytes) -> str:
     return "created"
 
 
-def _s3_has_objects(client, bucket: str, prefix: str) -> bool:
-    return bool(client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("Contents"))
-
-
-def _s3_check_conditional(client, bucket: str, key: str, body: bytes) -> None:
-    """Put our own claim again: a store that accepts it ignores If-None-Match, so claims
-    there cannot stop two exporters from taking one number (warn: best effort, as before)."""
-    if _s3_put_claim(client, bucket, key, body) == "created":
-        log.warning(
-            "s3://%s/%s: the store ignores conditional puts (If-None-Match); two concurrent exports "
-            "could pick the same version number there", bucket, key,
-        )
-
-
 def _s3_claim(client, bucket: str, model_prefix: str, first: int) -> tuple[int, str]:
-    from imfuse import fsutil
-
     body = (fsutil.owner() + "\n").encode()
     number = int(first)
     for _ in range(_CLAIM_TRIES):
         key = f"{model_prefix}{CLAIM_PREFIX}{number}"
         result = _s3_put_claim(client, bucket, key, body)
         if result != "exists":
-            if result == "created":
-                _s3_check_conditional(client, bucket, key, body)
-            if not _s3_has_objects(client, bucket, f"{model_prefix}{number}/"):
+            # Put our own claim again: a store that accepts it ignores If-None-Match, so claims
+            # there cannot stop two exporters from taking one number (warn: best effort, as before).
+            if result == "created" and _s3_put_claim(client, bucket, key, body) == "created":
+                log.warning(
+                    "s3://%s/%s: the store ignores conditional puts (If-None-Match); two concurrent exports "
+                    "could pick the same version number there", bucket, key,
+                )
+            if not client.list_objects_v2(Bucket=bucket, Prefix=f"{model_prefix}{number}/", MaxKeys=1).get("Contents"):
                 return number, key
             client.delete_object(Bucket=bucket, Key=key)  # finished just before we looked
         number += 1
@@ -461,6 +416,13 @@ def s3_version_claim(client, bucket: str, model_prefix: str, first: int) -> Iter
             log.warning("could not remove the version claim s3://%s/%s: %s", bucket, key, exc)
 
 
+def _stamp(version_dir: Path, meta: dict, name: str) -> None:
+    """assets.extra of a version: its imfuse metadata, and TF Serving's warm-up requests for model `name`."""
+    (version_dir / METADATA_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (version_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+    write_warmup_requests(version_dir / WARMUP_FILE, name, int(meta["embedding_dim"]))
+
+
 def export_saved_model(
     model: "StyleTransferModel",
     base_path: str | os.PathLike,
@@ -476,10 +438,7 @@ def export_saved_model(
     def fill(tmp: Path, number: int) -> None:
         module = build_serving_module(model)
         tf.saved_model.save(module, str(tmp), signatures={key: getattr(module, key) for key in SIGNATURES})
-        meta = tmp / METADATA_FILE
-        meta.parent.mkdir(parents=True, exist_ok=True)
-        meta.write_text(json.dumps(_metadata(model, number), indent=2))
-        write_warmup_requests(tmp / WARMUP_FILE, name, int(model.embedding_dim))
+        _stamp(tmp, _metadata(model, number), name)
 
     return _write_version(base_path, name, version, fill)
 
@@ -503,8 +462,7 @@ def publish_saved_model(
 
     def fill(tmp: Path, number: int) -> None:
         shutil.copytree(src, tmp)
-        (tmp / METADATA_FILE).write_text(json.dumps({**meta, "version": number}, indent=2))
-        write_warmup_requests(tmp / WARMUP_FILE, name, int(meta["embedding_dim"]))
+        _stamp(tmp, {**meta, "version": number}, name)
 
     return _write_version(base_path, name, version, fill)
 
@@ -561,29 +519,19 @@ def packaged_keras(path: str | os.PathLike) -> Path:
 def describe_signatures(version_dir: str | os.PathLike) -> dict[str, dict]:
     """{signature: {"inputs": {name: "DT_X [shape]"}, "outputs": {...}, "optional": [...]}} from saved_model.pb."""
     from tensorflow.core.framework import types_pb2
-    from tensorflow.core.protobuf import saved_model_pb2
 
-    path = Path(version_dir) / "saved_model.pb"
-    proto = saved_model_pb2.SavedModel()
-    try:
-        proto.ParseFromString(path.read_bytes())
-    except Exception as exc:  # noqa: BLE001 - missing file or corrupt proto: "not a SavedModel"
-        raise ModelError(f"cannot read {path}: {exc}") from None
+    from imfuse.serving.servable import read_signature_defs
 
     def text(info) -> str:
         dims = ", ".join("None" if d.size < 0 else str(d.size) for d in info.tensor_shape.dim)
         return f"{types_pb2.DataType.Name(info.dtype)} [{dims}]"
 
-    out: dict[str, dict] = {}
-    for meta_graph in proto.meta_graphs:
-        if "serve" not in meta_graph.meta_info_def.tags:
-            continue
-        for key, sig in sorted(meta_graph.signature_def.items()):
-            if key.startswith("__"):
-                continue
-            out[key] = {
-                "inputs": {k: text(v) for k, v in sorted(sig.inputs.items())},
-                "outputs": {k: text(v) for k, v in sorted(sig.outputs.items())},
-                "optional": sorted(sig.defaults),
-            }
-    return out
+    return {
+        key: {
+            "inputs": {k: text(v) for k, v in sorted(sig.inputs.items())},
+            "outputs": {k: text(v) for k, v in sorted(sig.outputs.items())},
+            "optional": sorted(sig.defaults),
+        }
+        for key, sig in sorted(read_signature_defs(Path(version_dir)).items())
+        if not key.startswith("__")
+    }

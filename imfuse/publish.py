@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from imfuse.errors import ConfigError
+from imfuse.errors import ConfigError, ModelError
 
 SAVED_MODEL_PB = "saved_model.pb"
 
@@ -46,11 +46,8 @@ def s3_versions(client, bucket: str, model_prefix: str) -> list[int]:
     from imfuse.versions import version_number
 
     versions: list[int] = []
-    token = None
+    kwargs = {"Bucket": bucket, "Prefix": model_prefix, "Delimiter": "/"}
     while True:
-        kwargs = {"Bucket": bucket, "Prefix": model_prefix, "Delimiter": "/"}
-        if token:
-            kwargs["ContinuationToken"] = token
         page = client.list_objects_v2(**kwargs)
         for entry in page.get("CommonPrefixes", []):
             number = version_number(entry["Prefix"][len(model_prefix):].strip("/"))
@@ -58,7 +55,7 @@ def s3_versions(client, bucket: str, model_prefix: str) -> list[int]:
                 versions.append(number)
         if not page.get("IsTruncated"):
             return sorted(versions)
-        token = page.get("NextContinuationToken")
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
 
 def upload_version(client, local_dir: str | Path, bucket: str, key_prefix: str) -> list[str]:
@@ -77,7 +74,6 @@ def upload_version(client, local_dir: str | Path, bucket: str, key_prefix: str) 
 def export_to_s3(model, base_uri: str, name: str, client=None, saved_model: Path | None = None) -> tuple[int, str]:
     """Export `model` (or take the registered `saved_model` folder) into a scratch folder,
     then publish it as the next version under s3://.../<name>/."""
-    from imfuse.errors import ModelError
     from imfuse.export import s3_version_claim
 
     bucket, prefix = split_s3(base_uri)

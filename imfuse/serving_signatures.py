@@ -77,6 +77,21 @@ def _webp_pixels(head: tf.Tensor) -> tf.Tensor:
     return tf.where(fourcc(b"VP8 "), vp8, tf.where(fourcc(b"VP8L"), vp8l, tf.where(fourcc(b"VP8X"), vp8x, 0)))
 
 
+def _magics(text: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Whether a padded head (_padded_head) starts with each supported format's magic bytes."""
+
+    def at(offset: int, magic: bytes) -> tf.Tensor:
+        return tf.strings.substr(text, offset, len(magic)) == magic
+
+    return {
+        "png": at(0, _PNG_MAGIC),
+        "jpeg": at(0, _JPEG_MAGIC),
+        "gif": tf.logical_or(at(0, _GIF_MAGICS[0]), at(0, _GIF_MAGICS[1])),
+        "bmp": at(0, b"BM"),
+        "webp": tf.logical_and(at(0, b"RIFF"), at(8, b"WEBP")),
+    }
+
+
 def declared_pixels(data: tf.Tensor) -> tf.Tensor:
     """Pixel count the header declares (PNG, JPEG, GIF, BMP, WebP), 0 when unknown.
 
@@ -86,18 +101,12 @@ def declared_pixels(data: tf.Tensor) -> tf.Tensor:
     """
     length = tf.strings.length(data)
     head = _head(data)
-    text = _padded_head(data)
-    is_png = tf.logical_and(length >= 24, tf.strings.substr(text, 0, 8) == _PNG_MAGIC)
-    is_jpeg = tf.logical_and(length >= 4, tf.strings.substr(text, 0, 3) == _JPEG_MAGIC)
-    head6 = tf.strings.substr(text, 0, 6)
-    is_gif = tf.logical_and(
-        length >= 10, tf.logical_or(head6 == _GIF_MAGICS[0], head6 == _GIF_MAGICS[1])
-    )
-    is_bmp = tf.logical_and(length >= 26, tf.strings.substr(text, 0, 2) == b"BM")
-    is_webp = tf.logical_and(
-        length >= 20,  # shorter fields read as zeros from the padded head
-        tf.logical_and(tf.strings.substr(text, 0, 4) == b"RIFF", tf.strings.substr(text, 8, 4) == b"WEBP"),
-    )
+    magic = _magics(_padded_head(data))
+    is_png = tf.logical_and(length >= 24, magic["png"])
+    is_jpeg = tf.logical_and(length >= 4, magic["jpeg"])
+    is_gif = tf.logical_and(length >= 10, magic["gif"])
+    is_bmp = tf.logical_and(length >= 26, magic["bmp"])
+    is_webp = tf.logical_and(length >= 20, magic["webp"])  # shorter fields read as zeros from the padded head
 
     def png():
         return _uint(head, 16, 4, big_endian=True) * _uint(head, 20, 4, big_endian=True)
@@ -119,17 +128,15 @@ def declared_pixels(data: tf.Tensor) -> tf.Tensor:
 
 def is_supported_format(data: tf.Tensor) -> tf.Tensor:
     """True when the magic bytes are JPEG, PNG, GIF, BMP or WebP (so errors can name the input)."""
-    # Padded to 12 bytes so short inputs fail the check rather than substr's range check.
-    head = tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, 12), b"\0" * 12]), 0, 12)
-    checks = [
-        tf.strings.substr(head, 0, 8) == _PNG_MAGIC,
-        tf.strings.substr(head, 0, 3) == _JPEG_MAGIC,
-        tf.strings.substr(head, 0, 6) == _GIF_MAGICS[0],
-        tf.strings.substr(head, 0, 6) == _GIF_MAGICS[1],
-        tf.strings.substr(head, 0, 2) == b"BM",
-        tf.logical_and(tf.strings.substr(head, 0, 4) == b"RIFF", tf.strings.substr(head, 8, 4) == b"WEBP"),
-    ]
-    return tf.reduce_any(tf.stack(checks))
+    # On the padded head, so short inputs fail the check rather than substr's range check.
+    return tf.reduce_any(tf.stack(list(_magics(_padded_head(data)).values())))
+
+
+def _decode_within_limit(data: tf.Tensor, channels: int, message: str) -> tf.Tensor:
+    """tf.io.decode_image (uint8, first frame) once the header declares at most MAX_PIXELS."""
+    check = tf.debugging.assert_less_equal(declared_pixels(data), tf.constant(MAX_PIXELS, tf.int64), message=message)
+    with tf.control_dependencies([check]):
+        return tf.io.decode_image(data, channels=channels, expand_animations=False, dtype=tf.uint8)
 
 
 def decode_rgb(data: tf.Tensor, what: str) -> tf.Tensor:
@@ -147,14 +154,7 @@ def decode_rgb(data: tf.Tensor, what: str) -> tf.Tensor:
         summarize=16,
     )
     with tf.control_dependencies([known]):
-        declared = declared_pixels(data)
-    check = tf.debugging.assert_less_equal(
-        declared,
-        tf.constant(MAX_PIXELS, tf.int64),
-        message=f"{what}: declared image size is over the {MAX_PIXELS}-pixel limit",
-    )
-    with tf.control_dependencies([check]):
-        image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+        image = _decode_within_limit(data, 3, f"{what}: declared image size is over the {MAX_PIXELS}-pixel limit")
     shape = tf.shape(image)
     small = tf.debugging.assert_greater_equal(
         tf.minimum(shape[0], shape[1]),
@@ -176,13 +176,7 @@ def decode_mask(data: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tens
         return tf.ones((height, width), tf.float32)
 
     def decoded():
-        declared = declared_pixels(data)
-        check = tf.debugging.assert_less_equal(
-            declared, tf.constant(MAX_PIXELS, tf.int64), message="mask_image: over the pixel limit"
-        )
-        with tf.control_dependencies([check]):
-            image = tf.io.decode_image(data, channels=0, expand_animations=False, dtype=tf.uint8)
-        image = tf.cast(image, tf.float32) / 255.0
+        image = tf.cast(_decode_within_limit(data, 0, "mask_image: over the pixel limit"), tf.float32) / 255.0
         channels = tf.shape(image)[-1]
         luminance = tf.constant(LUMA_WEIGHTS, tf.float32)
         gray = tf.switch_case(
@@ -209,12 +203,9 @@ def encode_png(rgb: tf.Tensor) -> tf.Tensor:
 
 def preserve_color(content: tf.Tensor, stylized: tf.Tensor) -> tf.Tensor:
     """Stylised luminance + content chroma (YIQ), as imfuse.color.preserve_color."""
-    to_yiq = tf.constant(RGB_TO_YIQ, tf.float32)
-    from_yiq = tf.constant(YIQ_TO_RGB, tf.float32)
-    content_yiq = tf.tensordot(content, tf.transpose(to_yiq), 1)
-    stylized_yiq = tf.tensordot(stylized, tf.transpose(to_yiq), 1)
-    merged = tf.concat([stylized_yiq[..., :1], content_yiq[..., 1:]], axis=-1)
-    return tf.clip_by_value(tf.tensordot(merged, tf.transpose(from_yiq), 1), 0.0, 1.0)
+    to_yiq = tf.constant(RGB_TO_YIQ.T, tf.float32)
+    merged = tf.concat([tf.tensordot(stylized, to_yiq, 1)[..., :1], tf.tensordot(content, to_yiq, 1)[..., 1:]], axis=-1)
+    return tf.clip_by_value(tf.tensordot(merged, tf.constant(YIQ_TO_RGB.T, tf.float32), 1), 0.0, 1.0)
 
 
 def apply_mask(content: tf.Tensor, stylized: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:

@@ -52,28 +52,24 @@ def _split(outputs: dict[str, np.ndarray], sizes: list[int]) -> list[dict[str, n
 
 def run_tasks(tasks: list[_Task]) -> None:
     """Run tasks as one batch and resolve their futures (falls back to one by one)."""
-    if len(tasks) == 1:
-        _run_single(tasks[0])
-        return
-    names = tasks[0].inputs.keys()
-    merged = {k: np.concatenate([t.inputs[k] for t in tasks], axis=0) for k in names}
-    try:
-        outputs = tasks[0].run(merged)
-    except StatusError:
-        for task in tasks:  # isolate the request(s) at fault
-            _run_single(task)
-        return
-    except Exception as exc:  # noqa: BLE001 - never leave a client hanging
-        for task in tasks:
-            task.future.set_exception(exc)
-        return
-    parts = _split(outputs, [t.size for t in tasks])
+    parts = None
+    if len(tasks) > 1:
+        merged = {k: np.concatenate([t.inputs[k] for t in tasks], axis=0) for k in tasks[0].inputs}
+        try:
+            outputs = tasks[0].run(merged)
+        except StatusError:
+            outputs = None  # isolate the request(s) at fault
+        except Exception as exc:  # noqa: BLE001 - never leave a client hanging
+            for task in tasks:
+                task.future.set_exception(exc)
+            return
+        parts = None if outputs is None else _split(outputs, [t.size for t in tasks])
     if parts is None:
         for task in tasks:
             _run_single(task)
-        return
-    for task, part in zip(tasks, parts):
-        task.future.set_result(part)
+    else:
+        for task, part in zip(tasks, parts):
+            task.future.set_result(part)
 
 
 def _run_single(task: _Task) -> None:

@@ -15,6 +15,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Callable
 
 import grpc
@@ -35,28 +36,28 @@ def _explain(code: grpc.StatusCode, details: str, where: str) -> str:
         grpc.StatusCode.DEADLINE_EXCEEDED: "no answer before the deadline (raise --timeout?)",
         grpc.StatusCode.RESOURCE_EXHAUSTED: "request too large or server overloaded",
     }
-    hint = hints.get(code, "request failed")
-    return f"{where}: {hint} [{code.name}]: {details}"
+    return f"{where}: {hints.get(code, 'request failed')} [{code.name}]: {details}"
 
 
+@dataclass(eq=False)
 class _Base:
     """Shared request building for the gRPC and REST clients."""
 
-    def __init__(self, target: str, model_name: str, version: int | None, version_label: str | None,
-                 timeout_s: float, retries: int, backoff_s: float):
-        if version is not None and version_label:
+    target: str
+    model_name: str = MODEL_NAME
+    version: int | None = None
+    version_label: str | None = None
+    timeout_s: float = 30.0
+    retries: int = 3
+    backoff_s: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.version is not None and self.version_label:
             raise ConfigError("give either a version or a version label, not both")
-        if timeout_s <= 0:
-            raise ConfigError(f"timeout must be positive, got {timeout_s}")
-        if retries < 0:
-            raise ConfigError(f"retries must be >= 0, got {retries}")
-        self.target = target
-        self.model_name = model_name
-        self.version = version
-        self.version_label = version_label
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.backoff_s = backoff_s
+        if self.timeout_s <= 0:
+            raise ConfigError(f"timeout must be positive, got {self.timeout_s}")
+        if self.retries < 0:
+            raise ConfigError(f"retries must be >= 0, got {self.retries}")
 
     @property
     def _where(self) -> str:
@@ -79,16 +80,16 @@ class _Base:
         raise NotImplementedError  # pragma: no cover - implemented by transports
 
     @staticmethod
-    def _stylize_inputs(content_bytes: bytes, style_bytes: bytes, strength: float | None) -> dict:
-        inputs = {"content_image": np.array([content_bytes], dtype=object),
-                  "style_image": np.array([style_bytes], dtype=object)}
+    def _stylize_inputs(content_bytes: bytes, strength: float | None, **more: np.ndarray) -> dict:
+        """The content image, `more` (the style image or an embedding) and the strength if given."""
+        inputs = {"content_image": np.array([content_bytes], dtype=object), **more}
         if strength is not None:
             inputs["strength"] = np.array([strength], dtype=np.float32)
         return inputs
 
     def stylize(self, content_bytes: bytes, style_bytes: bytes, strength: float | None = None) -> bytes:
         """Encoded content + style image -> PNG bytes of the stylised content."""
-        inputs = self._stylize_inputs(content_bytes, style_bytes, strength)
+        inputs = self._stylize_inputs(content_bytes, strength, style_image=np.array([style_bytes], dtype=object))
         return bytes(self.predict(inputs, "serving_default")["stylized_image"][0])
 
     def style_embedding(self, style_bytes: bytes) -> np.ndarray:
@@ -103,24 +104,23 @@ class _Base:
             emb = emb[np.newaxis]
         if emb.ndim != 2 or emb.shape[0] != 1:
             raise ConfigError(f"embedding must have shape [D] or [1, D], got {list(emb.shape)}")
-        inputs = {"content_image": np.array([content_bytes], dtype=object), "embedding": emb}
-        if strength is not None:
-            inputs["strength"] = np.array([strength], dtype=np.float32)
+        inputs = self._stylize_inputs(content_bytes, strength, embedding=emb)
         return bytes(self.predict(inputs, "stylize_with_embedding")["stylized_image"][0])
 
 
+@dataclass(eq=False)
 class PredictionClient(_Base):
     """gRPC client using tensorflow-serving-api's PredictionService/ModelService stubs."""
 
-    def __init__(self, target: str, model_name: str = MODEL_NAME, version: int | None = None,
-                 version_label: str | None = None, timeout_s: float = 30.0, retries: int = 3,
-                 backoff_s: float = 0.2, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
-        super().__init__(target, model_name, version, version_label, timeout_s, retries, backoff_s)
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-        options = [("grpc.max_send_message_length", max_message_bytes),
-                   ("grpc.max_receive_message_length", max_message_bytes)]
-        self._channel = grpc.insecure_channel(target, options=options)
+        options = [("grpc.max_send_message_length", self.max_message_bytes),
+                   ("grpc.max_receive_message_length", self.max_message_bytes)]
+        self._channel = grpc.insecure_channel(self.target, options=options)
         self._predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._model_stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
 
@@ -157,10 +157,8 @@ class PredictionClient(_Base):
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
 
-        request = predict_pb2.PredictRequest()
+        request = predict_pb2.PredictRequest(inputs={k: tf.make_tensor_proto(v) for k, v in inputs.items()})
         self._spec(request.model_spec, signature_name)
-        for name, value in inputs.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
         response = self._rpc(self._predict_stub.Predict, request)
         return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
 
@@ -214,14 +212,13 @@ def summarize_metadata(name: str, version: int, sig_map) -> dict:
     }
 
 
+@dataclass(eq=False)
 class RestClient(_Base):
     """Same API over TF Serving's REST JSON (binary inputs as {"b64": ...})."""
 
-    def __init__(self, target: str, model_name: str = MODEL_NAME, version: int | None = None,
-                 version_label: str | None = None, timeout_s: float = 30.0, retries: int = 3,
-                 backoff_s: float = 0.2):
-        super().__init__(target, model_name, version, version_label, timeout_s, retries, backoff_s)
-        self.base_url = target.rstrip("/") if "://" in target else f"http://{target.rstrip('/')}"
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.base_url = self.target.rstrip("/") if "://" in self.target else f"http://{self.target.rstrip('/')}"
         self._output_names: dict[str, list[str]] = {}
 
     def _model_url(self) -> str:
@@ -256,13 +253,21 @@ class RestClient(_Base):
 
     def predict(self, inputs: dict[str, np.ndarray], signature_name: str = "") -> dict[str, np.ndarray]:
         """Columnar `inputs` request; DT_STRING outputs come back as bytes objects."""
-        from imfuse.serving.rest_json import decode_response_body, string_bytes
+        from imfuse.serving.rest_json import decode_response_body, map_leaves, string_bytes
 
         def encode(value):
             arr = np.asarray(value)
             if arr.dtype == object or arr.dtype.kind == "S":
-                return _nested(arr, lambda b: {"b64": base64.b64encode(bytes(b)).decode("ascii")})
+                return map_leaves(arr.tolist(), lambda b: {"b64": base64.b64encode(bytes(b)).decode("ascii")})
             return arr.tolist()
+
+        def decode(value) -> np.ndarray:
+            probe = value
+            while isinstance(probe, list) and probe:
+                probe = probe[0]
+            if isinstance(probe, str) or (isinstance(probe, dict) and "b64" in probe):
+                return np.array(map_leaves(value, lambda v: string_bytes(v, encoding)), dtype=object)
+            return np.array(value, dtype=np.float32 if isinstance(probe, float) else None)
 
         doc = {"inputs": {k: encode(v) for k, v in inputs.items()}}
         if signature_name:
@@ -272,7 +277,7 @@ class RestClient(_Base):
         outputs = parsed["outputs"]
         if not isinstance(outputs, dict) or ("b64" in outputs and len(outputs) == 1):
             outputs = {self._single_output_name(signature_name): outputs}
-        return {k: _to_array(v, encoding, string_bytes) for k, v in outputs.items()}
+        return {k: decode(v) for k, v in outputs.items()}
 
     def stylize(self, content_bytes: bytes, style_bytes: bytes, strength: float | None = None) -> bytes:
         """Over REST, prefer the export's `stylize_rest` signature: TF Serving base64-encodes
@@ -282,7 +287,7 @@ class RestClient(_Base):
 
         if "stylize_rest" not in self._signature_outputs():
             return super().stylize(content_bytes, style_bytes, strength)
-        inputs = self._stylize_inputs(content_bytes, style_bytes, strength)
+        inputs = self._stylize_inputs(content_bytes, strength, style_image=np.array([style_bytes], dtype=object))
         return bytes(self.predict(inputs, "stylize_rest")[REST_OUTPUT][0])
 
     def _signature_outputs(self) -> dict[str, list[str]]:
@@ -293,9 +298,7 @@ class RestClient(_Base):
 
     def _single_output_name(self, signature_name: str) -> str:
         """TF Serving leaves a lone output unnamed in JSON; its name comes from metadata (cached)."""
-        key = signature_name or "serving_default"
-        names = self._signature_outputs().get(key) or ["output"]
-        return names[0]
+        return (self._signature_outputs().get(signature_name or "serving_default") or ["output"])[0]
 
     def metadata(self) -> dict:
         from google.protobuf import json_format
@@ -307,37 +310,15 @@ class RestClient(_Base):
 
     def status(self) -> list[dict]:
         doc = json.loads(self._http(self._model_url()))
-        codes = {"OK": 0}
         return [
             {
                 "version": int(s["version"]),
                 "state": s["state"],
-                "error_code": codes.get(s.get("status", {}).get("error_code", "OK"), 2),
+                "error_code": 0 if s.get("status", {}).get("error_code", "OK") == "OK" else 2,
                 "error_message": s.get("status", {}).get("error_message", ""),
             }
             for s in doc["model_version_status"]
         ]
-
-
-def _nested(arr: np.ndarray, leaf):
-    if arr.ndim == 0:
-        return leaf(arr[()])
-    return [_nested(arr[i : i + 1].reshape(arr.shape[1:]), leaf) for i in range(arr.shape[0])]
-
-
-def _to_array(value, encoding: str, string_bytes) -> np.ndarray:
-    def is_string_leaf(v):
-        return isinstance(v, str) or (isinstance(v, dict) and "b64" in v)
-
-    probe = value
-    while isinstance(probe, list) and probe:
-        probe = probe[0]
-    if is_string_leaf(probe):
-        def conv(v):
-            return [conv(x) for x in v] if isinstance(v, list) else string_bytes(v, encoding)
-
-        return np.array(conv(value), dtype=object)
-    return np.array(value, dtype=np.float32 if isinstance(probe, float) else None)
 
 
 def make_client(target: str, rest: bool = False, **kwargs) -> _Base:

@@ -14,10 +14,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
-from google.protobuf import wrappers_pb2  # noqa: F401 - registers wrappers.proto in the pool
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
 
 from imfuse.errors import ConfigError
+from imfuse.serving.defaults import METRICS_PATH as DEFAULT_METRICS_PATH
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,15 @@ def load_model_config_file(path: str | Path) -> list[ModelConfig]:
     return parse_model_config_text(_read_text(path, "model config"), str(path))
 
 
+def _message_class(file_proto, message: str, *dependencies):
+    """`message` of `file_proto`, built in a pool of its own (with the files it imports)."""
+    pool = descriptor_pool.DescriptorPool()
+    for dependency in dependencies:
+        pool.AddSerializedFile(dependency.serialized_pb)
+    pool.Add(file_proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{file_proto.package}.{message}"))
+
+
 @functools.cache
 def batching_parameters_class():
     """The `tensorflow.serving.BatchingParameters` message class, built at run time."""
@@ -149,35 +158,27 @@ def batching_parameters_class():
     )
     msg = file_proto.message_type.add(name="BatchingParameters")
     F = descriptor_pb2.FieldDescriptorProto
-    fields = [
-        ("max_batch_size", 1, F.TYPE_MESSAGE, ".google.protobuf.Int64Value", F.LABEL_OPTIONAL),
-        ("batch_timeout_micros", 2, F.TYPE_MESSAGE, ".google.protobuf.Int64Value", F.LABEL_OPTIONAL),
-        ("max_enqueued_batches", 3, F.TYPE_MESSAGE, ".google.protobuf.Int64Value", F.LABEL_OPTIONAL),
-        ("num_batch_threads", 4, F.TYPE_MESSAGE, ".google.protobuf.Int64Value", F.LABEL_OPTIONAL),
-        ("thread_pool_name", 5, F.TYPE_MESSAGE, ".google.protobuf.StringValue", F.LABEL_OPTIONAL),
-        ("allowed_batch_sizes", 6, F.TYPE_INT64, None, F.LABEL_REPEATED),
-        ("pad_variable_length_inputs", 7, F.TYPE_BOOL, None, F.LABEL_OPTIONAL),
-        ("enable_large_batch_splitting", 8, F.TYPE_BOOL, None, F.LABEL_OPTIONAL),
-        ("max_execution_batch_size", 9, F.TYPE_MESSAGE, ".google.protobuf.Int64Value", F.LABEL_OPTIONAL),
+    fields = [  # in field-number order, from 1
+        ("max_batch_size", F.TYPE_MESSAGE, ".google.protobuf.Int64Value", F.LABEL_OPTIONAL),
+        ("batch_timeout_micros", F.TYPE_MESSAGE, ".google.protobuf.Int64Value", F.LABEL_OPTIONAL),
+        ("max_enqueued_batches", F.TYPE_MESSAGE, ".google.protobuf.Int64Value", F.LABEL_OPTIONAL),
+        ("num_batch_threads", F.TYPE_MESSAGE, ".google.protobuf.Int64Value", F.LABEL_OPTIONAL),
+        ("thread_pool_name", F.TYPE_MESSAGE, ".google.protobuf.StringValue", F.LABEL_OPTIONAL),
+        ("allowed_batch_sizes", F.TYPE_INT64, None, F.LABEL_REPEATED),
+        ("pad_variable_length_inputs", F.TYPE_BOOL, None, F.LABEL_OPTIONAL),
+        ("enable_large_batch_splitting", F.TYPE_BOOL, None, F.LABEL_OPTIONAL),
+        ("max_execution_batch_size", F.TYPE_MESSAGE, ".google.protobuf.Int64Value", F.LABEL_OPTIONAL),
     ]
-    for name, number, ftype, type_name, label in fields:
-        fd = msg.field.add(name=name, number=number, type=ftype, label=label)
-        if type_name:
-            fd.type_name = type_name
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
-    pool.Add(file_proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
+    for number, (name, ftype, type_name, label) in enumerate(fields, 1):
+        msg.field.add(name=name, number=number, type=ftype, type_name=type_name, label=label)
+    return _message_class(file_proto, "BatchingParameters", wrappers_pb2.DESCRIPTOR)
 
 
 def parse_batching_text(text: str, source: str = "<batching parameters>") -> BatchingOptions:
     """Parse a TF Serving batching parameters text proto; unset fields keep our defaults."""
     proto = _parse_text(text, batching_parameters_class()(), source)
-    defaults = BatchingOptions()
-    values = {}
-    for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"):
-        values[name] = int(getattr(proto, name).value) if proto.HasField(name) else getattr(defaults, name)
-    return BatchingOptions(**values)
+    names = ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads")
+    return BatchingOptions(**{name: int(getattr(proto, name).value) for name in names if proto.HasField(name)})
 
 
 def load_batching_file(path: str | Path) -> BatchingOptions:
@@ -214,12 +215,7 @@ def monitoring_config_class():
         name="prometheus_config", number=1, type=F.TYPE_MESSAGE, label=F.LABEL_OPTIONAL,
         type_name=".tensorflow.serving.PrometheusConfig",
     )
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file_proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
-
-
-from imfuse.serving.defaults import METRICS_PATH as DEFAULT_METRICS_PATH  # noqa: E402
+    return _message_class(file_proto, "MonitoringConfig")
 
 
 def parse_monitoring_text(text: str, source: str = "<monitoring config>") -> str | None:

@@ -11,6 +11,7 @@ import time
 from typing import Callable
 
 import grpc
+import tensorflow as tf
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -27,7 +28,7 @@ from imfuse.serving.metrics import ServingMetrics
 from imfuse.serving.model_store import ModelStore
 from imfuse.serving.predict import Predictor
 from imfuse.serving.status import StatusError, invalid_argument, reply_error
-from imfuse.serving.tensors import check_request_protos, to_numpy, to_proto
+from imfuse.serving.tensors import check_request_protos, to_numpy
 
 log = logging.getLogger("imfuse.serving")
 
@@ -78,9 +79,7 @@ def metadata_response(store: ModelStore, spec, fields) -> get_model_metadata_pb2
     response = get_model_metadata_pb2.GetModelMetadataResponse()
     response.model_spec.name = servable.name
     response.model_spec.version.value = servable.version
-    sig_map = get_model_metadata_pb2.SignatureDefMap()
-    for key, sig in servable.signature_defs.items():
-        sig_map.signature_def[key].CopyFrom(sig)
+    sig_map = get_model_metadata_pb2.SignatureDefMap(signature_def=servable.signature_defs)
     response.metadata["signature_def"].Pack(sig_map)
     return response
 
@@ -91,8 +90,7 @@ def status_response(store: ModelStore, spec, detail: bool = False) -> get_model_
     version, label = spec_choice(spec)
     states = store.version_states(spec.name, version, label)
     response = get_model_status_pb2.GetModelStatusResponse()
-    for v in sorted(states, reverse=True):
-        st = states[v]
+    for v, st in sorted(states.items(), reverse=True):
         entry = response.model_version_status.add()
         entry.version = v
         entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(st.state)
@@ -126,12 +124,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             signature_name=spec.signature_name,
             output_filter=tuple(request.output_filter),
         )
-        response = predict_pb2.PredictResponse()
+        response = predict_pb2.PredictResponse(outputs={k: tf.make_tensor_proto(v) for k, v in result.outputs.items()})
         response.model_spec.name = result.name
         response.model_spec.version.value = result.version
         response.model_spec.signature_name = result.signature_name
-        for key, value in result.outputs.items():
-            response.outputs[key].CopyFrom(to_proto(value))
         return response
 
     @_guarded

@@ -17,10 +17,10 @@ import grpc
 import numpy as np
 
 from imfuse.errors import ConfigError
+from imfuse.serving.defaults import MAX_IMAGES_PER_REQUEST as DEFAULT_MAX_IMAGES
+from imfuse.serving.defaults import MAX_PIXELS_PER_REQUEST as DEFAULT_MAX_PIXELS
 from imfuse.serving.status import StatusError, invalid_argument
 
-from imfuse.serving.defaults import MAX_IMAGES_PER_REQUEST as DEFAULT_MAX_IMAGES  # noqa: E402
-from imfuse.serving.defaults import MAX_PIXELS_PER_REQUEST as DEFAULT_MAX_PIXELS  # noqa: E402
 # JPEG frame headers sit after a few APPn/DQT/DHT segments; a file needing more
 # segments than this before its SOF is refused rather than scanned at length.
 _MAX_JPEG_SEGMENTS = 1024

@@ -26,7 +26,7 @@ from imfuse.versions import is_saved_model, version_dirs
 log = logging.getLogger("imfuse.serving")
 
 # ModelVersionStatus.State names (tensorflow_serving/apis/get_model_status.proto).
-LOADING, AVAILABLE, UNLOADING, END = "LOADING", "AVAILABLE", "UNLOADING", "END"
+LOADING, AVAILABLE, END = "LOADING", "AVAILABLE", "END"
 
 
 @dataclass
@@ -136,7 +136,6 @@ class ModelStore:
 
     def _unload(self, name: str, version: int) -> None:
         with self._lock:
-            self._states[name][version] = VersionState(UNLOADING)
             self._servables[name].pop(version, None)
             self._states[name][version] = VersionState(END)
         log.info("unloaded model %s version %d", name, version)

@@ -7,7 +7,7 @@ semantics (version/label selection, defaults, errors, batching).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
@@ -30,22 +30,15 @@ class PredictResult:
     outputs: dict[str, np.ndarray]
 
 
+@dataclass(eq=False)
 class Predictor:
     """Runs Predict requests against a ModelStore, through a Batcher when one is given."""
 
-    def __init__(
-        self,
-        store: ModelStore,
-        batcher: Batcher | None = None,
-        max_request_bytes: int | None = None,
-        limits: RequestLimits = RequestLimits(),
-        metrics: ServingMetrics | None = None,
-    ):
-        self.store = store
-        self.batcher = batcher
-        self.max_request_bytes = max_request_bytes
-        self.limits = limits
-        self.metrics = metrics if metrics is not None else ServingMetrics()
+    store: ModelStore
+    batcher: Batcher | None = None
+    max_request_bytes: int | None = None
+    limits: RequestLimits = RequestLimits()
+    metrics: ServingMetrics = field(default_factory=ServingMetrics)
 
     def check_size(self, nbytes: int) -> None:
         """Explicit request bound (on top of gRPC's own receive limit)."""

@@ -18,7 +18,6 @@ body (408) and JSON element/depth limits (400). Model work runs in worker thread
 from __future__ import annotations
 
 import json
-import logging
 import re
 import socket
 import threading
@@ -37,14 +36,12 @@ from starlette.routing import Route
 from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
 
 from imfuse.errors import ConfigError
-from imfuse.serving.grpc_server import metadata_response, status_response
-from imfuse.serving.metrics import CONTENT_TYPE, DEFAULT_PATH, ServingMetrics
+from imfuse.serving.grpc_server import metadata_response, spec_choice, status_response
+from imfuse.serving.metrics import CONTENT_TYPE, DEFAULT_PATH
 from imfuse.serving.predict import Predictor
 from imfuse.serving.rest_json import JsonLimits, parse_predict_body, write_predict_response
 from imfuse.serving.rest_protocol import with_header_timeout
 from imfuse.serving.status import StatusError, invalid_argument, reply_error
-
-log = logging.getLogger("imfuse.serving")
 
 _PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
@@ -142,8 +139,9 @@ def _route(method: str, match) -> str:
     return "unknown"
 
 
-def build_app(predictor: Predictor, metrics: ServingMetrics, options: RestOptions) -> Starlette:
+def build_app(predictor: Predictor, options: RestOptions) -> Starlette:
     """The Starlette app: TF Serving's routes plus the metrics endpoint."""
+    metrics = predictor.metrics
 
     def get_doc(match) -> dict:
         if match["metadata"]:
@@ -151,9 +149,7 @@ def build_app(predictor: Predictor, metrics: ServingMetrics, options: RestOption
         return _to_json(status_response(predictor.store, _spec(match)))
 
     def predict_body(match, body: bytes) -> bytes:
-        spec = _spec(match)
-        version = spec.version.value if spec.HasField("version") else None
-        servable = predictor.store.resolve(spec.name, version, spec.version_label or None)
+        servable = predictor.store.resolve(match["name"], *spec_choice(_spec(match)))
         key, inputs, fmt = parse_predict_body(body, servable.signature_def, options.json_limits)
         result = predictor.predict(servable.name, inputs, version=servable.version, signature_name=key)
         return write_predict_response(result.outputs, fmt)
@@ -223,13 +219,11 @@ class RestServer:
     port fails before anything starts); `start` waits until uvicorn accepts requests.
     """
 
-    def __init__(self, predictor: Predictor, host: str, port: int, options: RestOptions = RestOptions(),
-                 metrics: ServingMetrics | None = None):
+    def __init__(self, predictor: Predictor, host: str, port: int, options: RestOptions = RestOptions()):
         self._sock = _bind(host, port)
         self.port = self._sock.getsockname()[1]
-        self.metrics = metrics if metrics is not None else predictor.metrics
         config = uvicorn.Config(
-            build_app(predictor, self.metrics, options),
+            build_app(predictor, options),
             http=with_header_timeout(options.header_timeout_s),
             loop="asyncio",
             lifespan="off",

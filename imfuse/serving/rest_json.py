@@ -44,10 +44,9 @@ def _leaf(value, is_string: bool):
     return value
 
 
-def _convert(value, is_string: bool):
-    if isinstance(value, list):
-        return [_convert(v, is_string) for v in value]
-    return _leaf(value, is_string)
+def map_leaves(value, fn):
+    """`fn` applied to every non-list value of nested lists (the lists' shape kept)."""
+    return [map_leaves(v, fn) for v in value] if isinstance(value, list) else fn(value)
 
 
 def json_to_array(value, dtype_enum: int, name: str) -> np.ndarray:
@@ -55,7 +54,7 @@ def json_to_array(value, dtype_enum: int, name: str) -> np.ndarray:
     dtype = tf.dtypes.as_dtype(dtype_enum)
     is_string = dtype == tf.string
     try:
-        converted = _convert(value, is_string)
+        converted = map_leaves(value, lambda leaf: _leaf(leaf, is_string))
     except StatusError as exc:
         raise invalid_argument(f"input '{name}': {exc.message}") from None
     try:
@@ -146,6 +145,12 @@ def parse_predict_body(
     return key, _parse_inputs(doc["inputs"], sig, key), "columnar"
 
 
+def _check_names(names, sig, key: str) -> None:
+    for name in names:
+        if name not in sig.inputs:
+            raise invalid_argument(f"JSON object: does not have named input: {name} (signature '{key}')")
+
+
 def _parse_instances(instances, sig, key: str) -> dict[str, np.ndarray]:
     if not isinstance(instances, list) or not instances:
         raise invalid_argument("'instances' must be a non-empty list")
@@ -156,17 +161,14 @@ def _parse_instances(instances, sig, key: str) -> dict[str, np.ndarray]:
             raise invalid_argument("'instances' mixes objects and plain values")
         return {name: json_to_array(instances, sig.inputs[name].dtype, name)}
     columns: dict[str, list] = {}
-    keys = None
+    keys = set(instances[0])
     for i, item in enumerate(instances):
         if not isinstance(item, dict) or is_b64_object(item):
             raise invalid_argument(f"expecting object but got value/list at item {i} of 'instances'")
-        if keys is None:
-            keys = set(item)
-        elif set(item) != keys:
+        if set(item) != keys:
             raise invalid_argument(f"item {i} of 'instances' has keys {sorted(item)}, item 0 has {sorted(keys)}")
+        _check_names(item, sig, key)
         for name, value in item.items():
-            if name not in sig.inputs:
-                raise invalid_argument(f"JSON object: does not have named input: {name} (signature '{key}')")
             columns.setdefault(name, []).append(value)
     return {name: json_to_array(values, sig.inputs[name].dtype, name) for name, values in columns.items()}
 
@@ -175,9 +177,7 @@ def _parse_inputs(inputs, sig, key: str) -> dict[str, np.ndarray]:
     if not isinstance(inputs, dict) or is_b64_object(inputs):
         name = _single_input(sig, key)
         return {name: json_to_array(inputs, sig.inputs[name].dtype, name)}
-    for name in inputs:
-        if name not in sig.inputs:
-            raise invalid_argument(f"JSON object: does not have named input: {name} (signature '{key}')")
+    _check_names(inputs, sig, key)
     return {name: json_to_array(value, sig.inputs[name].dtype, name) for name, value in inputs.items()}
 
 
@@ -199,7 +199,7 @@ def _float_text(value, is_float32: bool) -> bytes:
     if math.isinf(x):
         return b"Infinity" if x > 0 else b"-Infinity"
     text = str(np.float32(x)) if is_float32 else repr(x)
-    if "." not in text and "e" not in text and "inf" not in text:
+    if "." not in text and "e" not in text:
         text += ".0"
     return text.encode()
 
@@ -235,21 +235,20 @@ def write_predict_response(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
     """JSON body for a :predict response in the request's format (row or columnar)."""
     names = sorted(outputs)
     b64 = {n: n.endswith(BYTES_SUFFIX) and outputs[n].dtype == object for n in names}
-    if fmt == "columnar":
+
+    def body(pick) -> bytes:
+        """A lone output as its value, several as an object by name; `pick` takes the part to write."""
         if len(names) == 1:
-            return b'{"outputs": ' + _tensor(outputs[names[0]], b64[names[0]]) + b"}"
-        parts = [json.dumps(n).encode() + b": " + _tensor(outputs[n], b64[n]) for n in names]
-        return b'{"outputs": {' + b", ".join(parts) + b"}}"
+            return _tensor(pick(outputs[names[0]]), b64[names[0]])
+        parts = (json.dumps(n).encode() + b": " + _tensor(pick(outputs[n]), b64[n]) for n in names)
+        return b"{" + b", ".join(parts) + b"}"
+
+    if fmt == "columnar":
+        return b'{"outputs": ' + body(lambda arr: arr) + b"}"
     sizes = {outputs[n].shape[0] if outputs[n].ndim else None for n in names}
     if len(sizes) != 1 or None in sizes:
         raise invalid_argument("outputs have inconsistent batch sizes; use the columnar 'inputs' format")
-    rows = []
-    for i in range(sizes.pop()):
-        if len(names) == 1:
-            rows.append(_tensor(_row(outputs[names[0]], i), b64[names[0]]))
-        else:
-            parts = [json.dumps(n).encode() + b": " + _tensor(_row(outputs[n], i), b64[n]) for n in names]
-            rows.append(b"{" + b", ".join(parts) + b"}")
+    rows = [body(lambda arr: _row(arr, i)) for i in range(sizes.pop())]
     return b'{"predictions": [' + b", ".join(rows) + b"]}"
 
 

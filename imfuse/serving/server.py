@@ -13,7 +13,7 @@ import logging
 import signal
 import threading
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -66,20 +66,14 @@ class ServerOptions:
     def models(self) -> list[ModelConfig]:
         """Model list from the config file, or the single --model-name/--model-base-path."""
         if self.model_config_file:
-            models = load_model_config_file(self.model_config_file)
-            if self.model_base_path:  # local override of a production path
-                models = [
-                    ModelConfig(m.name, self.model_base_path, m.policy, m.labels) if m.name == self.model_name else m
-                    for m in models
-                ]
-            if self.version_labels:
-                models = [
-                    ModelConfig(m.name, m.base_path, m.policy, {**m.labels, **self.version_labels})
-                    if m.name == self.model_name
-                    else m
-                    for m in models
-                ]
-            return models
+            # --model-base-path (a local override of a production path) and --version-labels
+            # apply to the --model-name model of the file.
+            return [
+                replace(m, base_path=self.model_base_path or m.base_path, labels={**m.labels, **self.version_labels})
+                if m.name == self.model_name
+                else m
+                for m in load_model_config_file(self.model_config_file)
+            ]
         if not self.model_base_path:
             raise ConfigError("give --model-base-path DIR/NAME or --model-config-file FILE")
         return [ModelConfig(self.model_name, self.model_base_path, VersionPolicy(), dict(self.version_labels))]
@@ -168,23 +162,10 @@ def start_server(options: ServerOptions) -> RunningServer:
     metrics = ServingMetrics()
     metrics.registry.register(StoreCollector(store, batcher))
     predictor = Predictor(store, batcher, options.max_request_bytes, options.limits, metrics)
-    opened: list = []  # what to close again if a later step fails
-
-    def fail(exc: Exception):
-        for thing in reversed(opened):
-            if isinstance(thing, grpc.Server):
-                thing.stop(0)
-            else:
-                thing.stop()
-        store.stop()
-        if batcher:
-            batcher.stop()
-        raise exc
-
     server = _grpc_server(options, "imfuse-grpc")
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(predictor, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store, metrics), server)
-    opened.append(server)
+    opened: list = [server]  # what to close again if a later step fails
     try:
         port = _listen(server, options.host, options.port, "gRPC")
         admin, admin_port, roots = None, None, None
@@ -196,15 +177,23 @@ def start_server(options: ServerOptions) -> RunningServer:
             admin_port = _listen(admin, ADMIN_HOST, options.admin_port, "model management")
         rest = None
         if options.rest_port is not None:
-            rest = RestServer(predictor, options.host, options.rest_port, options.rest, metrics)
+            rest = RestServer(predictor, options.host, options.rest_port, options.rest)
             opened.append(rest)
         server.start()
         if admin:
             admin.start()
         if rest:
             rest.start()
-    except ConfigError as exc:
-        fail(exc)
+    except ConfigError:
+        for thing in reversed(opened):
+            if isinstance(thing, grpc.Server):
+                thing.stop(0)
+            else:
+                thing.stop()
+        store.stop()
+        if batcher:
+            batcher.stop()
+        raise
     store.start_polling(options.poll_wait_s)
     running = RunningServer(server, port, rest, store, batcher, predictor, metrics, admin, admin_port)
     log.info(

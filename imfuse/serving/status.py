@@ -65,10 +65,8 @@ def code_from_value(value: int) -> grpc.StatusCode:
 
 def code_from_http(status: int) -> grpc.StatusCode:
     """Best inverse of HTTP_STATUS for REST clients (first code with that status)."""
-    for code, http in HTTP_STATUS.items():
-        if http == status and code is not grpc.StatusCode.OK:
-            return code
-    return grpc.StatusCode.UNKNOWN
+    return next((code for code, http in HTTP_STATUS.items() if http == status and code is not grpc.StatusCode.OK),
+                grpc.StatusCode.UNKNOWN)
 
 
 # Codes that mean "the server failed": their detail stays in the server log.

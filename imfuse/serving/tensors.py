@@ -7,6 +7,7 @@ INVALID_ARGUMENT with a message instead of a TensorFlow stack trace.
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import numpy as np
@@ -55,19 +56,16 @@ def declared_elements(proto, name: str, limit: int) -> int:
         raise invalid_argument(f"input '{name}': a TensorProto needs a known shape")
     if len(shape.dim) > _MAX_RANK:
         raise invalid_argument(f"input '{name}': rank {len(shape.dim)} is over the limit of {_MAX_RANK}")
-    count = 1
-    for dim in shape.dim:
-        if dim.size < 0:
-            raise invalid_argument(f"input '{name}': shape dimension {dim.size} is negative")
-    if any(dim.size == 0 for dim in shape.dim):
-        return 0
-    for dim in shape.dim:  # at most _MAX_RANK small multiplications, stopped at overflow
-        count *= dim.size
-        if count > _INT64_MAX:
-            raise invalid_argument(f"input '{name}': shape {[d.size for d in shape.dim]} overflows int64")
+    dims = [d.size for d in shape.dim]
+    for size in dims:
+        if size < 0:
+            raise invalid_argument(f"input '{name}': shape dimension {size} is negative")
+    count = math.prod(dims)  # at most _MAX_RANK int64 factors: a small Python int
+    if count > _INT64_MAX:
+        raise invalid_argument(f"input '{name}': shape {dims} overflows int64")
     if count > limit:
         raise invalid_argument(
-            f"input '{name}': shape {[d.size for d in shape.dim]} declares {count} elements, more than "
+            f"input '{name}': shape {dims} declares {count} elements, more than "
             f"the server's per-request limit of {limit}"
         )
     return count
@@ -134,11 +132,6 @@ def to_numpy(proto) -> np.ndarray:
         raise invalid_argument(f"malformed TensorProto: {exc}") from None
 
 
-def to_proto(array: np.ndarray):
-    """A numpy array as a TensorProto (bytes objects become DT_STRING)."""
-    return tf.make_tensor_proto(array)
-
-
 def _shape_ok(expected, actual: tuple[int, ...]) -> bool:
     if expected.unknown_rank:
         return True
@@ -152,10 +145,6 @@ def _shape_text(tensor_info) -> str:
     if tensor_info.tensor_shape.unknown_rank:
         return "[?]"
     return "[" + ", ".join(str(d.size) for d in tensor_info.tensor_shape.dim) + "]"
-
-
-def _np_dtype(enum_value: int):
-    return tf.dtypes.as_dtype(enum_value).as_numpy_dtype
 
 
 def check_inputs(signature_name: str, signature_def, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -194,7 +183,7 @@ def check_inputs(signature_name: str, signature_def, inputs: dict[str, np.ndarra
                     f"input '{name}' must be {dtype_name(info.dtype)}, got strings/bytes",
                 )
             try:
-                arr = arr.astype(_np_dtype(info.dtype), casting="same_kind")
+                arr = arr.astype(want.as_numpy_dtype, casting="same_kind")
             except TypeError:
                 raise invalid_argument(
                     f"input '{name}' must be {dtype_name(info.dtype)}, got {arr.dtype}",
