@@ -25,9 +25,9 @@ from typing import Any, Sequence
 
 from imfuse.beam_jobs import (
     Progress, finish, import_beam, last_line, make_runner, open_job, output_stem, pipeline_failed, pipeline_options,
-    write_record,
+    write_bytes, write_record,
 )
-from imfuse.errors import ConfigError, ModelError
+from imfuse.errors import ConfigError, ImageError, ModelError
 from imfuse.stylize import check_strength
 from imfuse.versions import is_saved_model, version_dirs
 
@@ -89,7 +89,6 @@ def resolve_saved_model(model: str, scratch: str) -> str:
 def load_content(path: str, max_side: int | None):
     """path -> validate_content's verdict on its bytes; an unreadable file is a bad input too."""
     from imfuse.data.sources import read_uri_bytes
-    from imfuse.errors import ImageError
 
     try:
         data = read_uri_bytes(path)
@@ -106,7 +105,6 @@ def validate_content(item: tuple[str, bytes], max_side: int | None):
     """
     from PIL import Image
 
-    from imfuse.errors import ImageError
     from imfuse.images import encode_pil, open_validated
 
     path, data = item
@@ -118,11 +116,9 @@ def validate_content(item: tuple[str, bytes], max_side: int | None):
         scale = max_side / max(im.size)
         size = (max(16, round(im.width * scale)), max(16, round(im.height * scale)))
         im = im.resize(size, Image.Resampling.LANCZOS)
-    alpha = None
     if im.mode == "RGBA":
-        alpha = encode_pil(im.getchannel("A"))
-        im = im.convert("RGB")
-    return ("ok", path, encode_pil(im), alpha)
+        return ("ok", path, encode_pil(im.convert("RGB")), encode_pil(im.getchannel("A")))
+    return ("ok", path, encode_pil(im), None)
 
 
 def write_output(item, output: str, colliding: frozenset[str]):
@@ -141,9 +137,7 @@ def write_output(item, output: str, colliding: frozenset[str]):
         im = Image.open(io.BytesIO(png)).convert("RGB")
         im.putalpha(Image.open(io.BytesIO(alpha)))
         png = encode_pil(im)
-    target = FileSystems.join(output, output_stem(path, colliding) + ".png")
-    with FileSystems.create(target) as fh:
-        fh.write(png)
+    write_bytes(FileSystems.join(output, output_stem(path, colliding) + ".png"), png)
     return ("written", path)
 
 
@@ -159,9 +153,11 @@ class _LoadedStylizer:
         self.embedding = embedding
 
 
-def _model_handler_class():
-    """Defined lazily so importing imfuse.batch_stylize does not import Beam/TensorFlow."""
-    from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+def make_model_handler(model_dir: str, style_bytes: bytes, strength: float = 1.0,
+                       preserve_color: bool = False, batch_size: int = 4):
+    """A keyed RunInference handler over an exported SavedModel (keys: input paths); its
+    class is defined here so importing imfuse.batch_stylize does not import Beam/TensorFlow."""
+    from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult
 
     class SavedModelStylizer(ModelHandler):
         """RunInference handler: tf.saved_model.load + the `stylize_with_embedding` signature."""
@@ -217,16 +213,7 @@ def _model_handler_class():
         def get_metrics_namespace(self) -> str:
             return "imfuse_batch_stylize"
 
-    return SavedModelStylizer
-
-
-def make_model_handler(model_dir: str, style_bytes: bytes, strength: float = 1.0,
-                       preserve_color: bool = False, batch_size: int = 4):
-    """A keyed RunInference handler over an exported SavedModel (keys: input paths)."""
-    from apache_beam.ml.inference.base import KeyedModelHandler
-
-    cls = _model_handler_class()
-    return KeyedModelHandler(cls(model_dir, style_bytes, strength, preserve_color, batch_size))
+    return KeyedModelHandler(SavedModelStylizer(model_dir, style_bytes, strength, preserve_color, batch_size))
 
 
 # ------------------------------------------------------------------------ pipeline
@@ -236,8 +223,6 @@ def run_batch_stylize(config: BatchConfig) -> dict[str, Any]:
     """Run the pipeline to completion; returns the summary (also written to OUT/summary.json)."""
     beam = import_beam()
     from apache_beam.ml.inference.base import RunInference
-
-    from imfuse.errors import ImageError
 
     output = config.output
     style_bytes, style_name, paths, colliding = open_job(config.style, config.input_glob, output)

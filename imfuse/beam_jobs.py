@@ -17,6 +17,7 @@ import os
 import posixpath
 import sys
 import threading
+from collections import Counter
 from typing import Any, Callable, Iterable
 
 from imfuse.errors import ConfigError, DataError, ModelError
@@ -26,13 +27,11 @@ SUMMARY_FILE = "summary.json"
 RECORDS_DIR = ".records"
 
 
-class _InMemoryWorkersFilter(logging.Filter):
+def _hide_workers_warning(record: logging.LogRecord) -> bool:
     """Beam warns that the in_memory mode ignores direct_num_workers, but here it does
     not (bench/ingest.py: 12.4 s with 1 worker, 7.1 s with 2 on 400 files), so the
     warning would only mislead users of the default DirectRunner settings."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "direct_running_mode should be" not in record.getMessage()
+    return "direct_running_mode should be" not in record.getMessage()
 
 
 def import_beam():
@@ -44,7 +43,7 @@ def import_beam():
         import apache_beam
 
         return apache_beam
-    logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner").addFilter(_InMemoryWorkersFilter())
+    logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner").addFilter(_hide_workers_warning)
     root = logging.getLogger()
     guard = logging.NullHandler()
     root.addHandler(guard)
@@ -74,13 +73,11 @@ def pipeline_options(runner: str, beam_args: list[str]):
         elif a == "--runner" and i + 1 < len(flags):
             effective = flags[i + 1]
     if effective in DIRECT_NAMES:
-        if not any(a.startswith("--direct_num_workers") for a in flags):
-            flags.append(f"--direct_num_workers={max(1, os.cpu_count() or 1)}")
-        if not any(a.startswith("--direct_running_mode") for a in flags):
-            # in_memory skips the local gRPC data plane that multi_threading pushes every
-            # encoded image through: 0.73x vs 0.65x of a bare Pillow pool on 400 files
-            # (bench/ingest.py); the per-image Pillow work releases the GIL either way.
-            flags.append("--direct_running_mode=in_memory")
+        # in_memory skips the local gRPC data plane that multi_threading pushes every
+        # encoded image through: 0.73x vs 0.65x of a bare Pillow pool on 400 files
+        # (bench/ingest.py); the per-image Pillow work releases the GIL either way.
+        defaults = {"--direct_num_workers": max(1, os.cpu_count() or 1), "--direct_running_mode": "in_memory"}
+        flags += [f"{name}={value}" for name, value in defaults.items() if not any(a.startswith(name) for a in flags)]
     try:
         options = PipelineOptions(flags)
         options.get_all_options()  # parse now: malformed flags fail here, not mid-run
@@ -105,11 +102,7 @@ def _stem(path: str) -> str:
 
 
 def colliding_stems(paths: Iterable[str]) -> frozenset[str]:
-    seen: set[str] = set()
-    dup: set[str] = set()
-    for p in paths:
-        (dup if _stem(p) in seen else seen).add(_stem(p))
-    return frozenset(dup)
+    return frozenset(stem for stem, n in Counter(map(_stem, paths)).items() if n > 1)
 
 
 def output_stem(path: str, colliding: frozenset[str]) -> str:
@@ -203,6 +196,21 @@ _BARS: dict = {}
 _BARS_LOCK = threading.Lock()
 
 
+def write_bytes(path: str, data: bytes) -> None:
+    """Write a whole file through Beam's FileSystems (local, gs://, s3://; not atomic)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.create(path) as fh:
+        fh.write(data)
+
+
+def read_json(path: str) -> Any:
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path) as fh:
+        return json.loads(fh.read().decode("utf-8"))
+
+
 def write_record(record: tuple, output: str, fields: tuple[str, ...] = ()) -> None:
     """One input's outcome as OUT/.records/<hash of its path>.json; `fields` name what a
     "written" record carries after its path."""
@@ -212,8 +220,7 @@ def write_record(record: tuple, output: str, fields: tuple[str, ...] = ()) -> No
     entry: dict[str, Any] = {"status": status, "source": path}
     entry.update(zip(fields, record[2:]) if status == "written" else {"reason": record[2]})
     name = hashlib.sha1(path.encode()).hexdigest()[:16] + ".json"
-    with FileSystems.create(FileSystems.join(output, RECORDS_DIR, name)) as fh:
-        fh.write(json.dumps(entry).encode())
+    write_bytes(FileSystems.join(output, RECORDS_DIR, name), json.dumps(entry).encode())
 
 
 def finish(output: str, summary: dict[str, Any], matched: int,
@@ -223,18 +230,14 @@ def finish(output: str, summary: dict[str, Any], matched: int,
     from apache_beam.io.filesystems import FileSystems
 
     paths = _record_paths(output)
-    records = []
-    for path in paths:
-        with FileSystems.open(path) as fh:
-            records.append(json.loads(fh.read().decode()))
+    records = [read_json(path) for path in paths]
     written = [r for r in records if r["status"] == "written"]
     bad = sorted((r for r in records if r["status"] == "bad"), key=lambda r: r["source"])
     lines = "".join(json.dumps({"source": r["source"], "reason": r["reason"]}, ensure_ascii=False) + "\n" for r in bad)
     summary = {**summary, "matched": matched, "written": len(written), "quarantined": len(bad),
                **(totals(written) if totals else {})}
     for name, text in ((QUARANTINE_FILE, lines), (SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")):
-        with FileSystems.create(FileSystems.join(output, name)) as fh:
-            fh.write(text.encode("utf-8"))
+        write_bytes(FileSystems.join(output, name), text.encode("utf-8"))
     if paths:
         FileSystems.delete(paths)
     if FileSystems.exists(FileSystems.join(output, RECORDS_DIR)):  # local folders (object stores have none)

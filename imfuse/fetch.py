@@ -72,13 +72,9 @@ def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 one stands for (mapped, 6to4, NAT64), which is what gets reached."""
     if not isinstance(ip, ipaddress.IPv6Address):
         return None
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
     if ip in _NAT64:
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
+    return ip.ipv4_mapped or ip.sixtofour
 
 
 def address_problem(ip: IPAddress) -> str | None:
@@ -145,10 +141,9 @@ def _split(url: str, limits: ImageLimits, what: str) -> tuple[str, str, int, str
         raise ImageError(f"{what}: malformed URL {url} ({exc})") from None
     scheme = parts.scheme.lower()
     if scheme not in limits.allowed_schemes:
-        allowed = ", ".join(limits.allowed_schemes)
         if what != url:
             raise ImageError(f"{what}: redirect to disallowed scheme '{scheme}' ({url})")
-        raise ImageError(f"{url}: URL scheme '{scheme}' is not allowed (allowed: {allowed})")
+        raise ImageError(f"{url}: URL scheme '{scheme}' is not allowed (allowed: {', '.join(limits.allowed_schemes)})")
     try:
         port = parts.port or _DEFAULT_PORTS.get(scheme, 80)
     except ValueError:
@@ -321,8 +316,7 @@ def _request(hop: _Hop, first: str, limits: ImageLimits, deadline: _Deadline) ->
     """One GET: (redirect location, b"") or (None, body)."""
     conn = _PinnedConnection(hop, deadline, limits.url_timeout_s)
     try:
-        headers = {"User-Agent": "imfuse", "Accept-Encoding": "identity"}
-        conn.request("GET", hop.target, headers=headers)
+        conn.request("GET", hop.target, headers={"User-Agent": "imfuse", "Accept-Encoding": "identity"})
         resp = conn.getresponse()
         if resp.status in _REDIRECTS:
             location = resp.getheader("Location")
@@ -360,25 +354,15 @@ def fetch_url(url: str, limits: ImageLimits, resolver: Resolver | None = None) -
     deadline = _Deadline(limits.url_deadline_s)
     try:
         return _fetch_hops(url, limits, resolver or _system_resolve, deadline)
-    except ImageError:
-        if deadline.over():
-            raise _deadline_error(url, limits) from None
-        raise
-    except _DeadlineExpired:
-        raise _deadline_error(url, limits) from None
-    except (OSError, http.client.HTTPException) as exc:
-        if deadline.over():
-            raise _deadline_error(url, limits) from None
+    except (ImageError, _DeadlineExpired, OSError, http.client.HTTPException) as exc:
+        if isinstance(exc, _DeadlineExpired) or deadline.over():
+            raise ImageError(f"{url}: timed out: the download did not finish within the "
+                             f"{limits.url_deadline_s:g} s deadline") from None
+        if isinstance(exc, ImageError):
+            raise
         raise _network_error(url, limits, exc) from None
     finally:
         deadline.cancel()
-
-
-def _deadline_error(url: str, limits: ImageLimits) -> ImageError:
-    return ImageError(
-        f"{url}: timed out: the download did not finish within the "
-        f"{limits.url_deadline_s:g} s deadline"
-    )
 
 
 def _network_error(url: str, limits: ImageLimits, exc: BaseException) -> ImageError:

@@ -101,9 +101,8 @@ class DecodedImage:
 
 
 def _is_url(text: str) -> bool:
-    parsed = urllib.parse.urlparse(text)
     # One-letter schemes are Windows drive letters ("C:\\x.jpg"), not URLs.
-    return len(parsed.scheme) > 1 and "://" in text
+    return len(urllib.parse.urlparse(text).scheme) > 1 and "://" in text
 
 
 def read_source_bytes(
@@ -117,9 +116,7 @@ def read_source_bytes(
                 f"<bytes>: {len(data)} bytes is over the {limits.max_bytes}-byte limit"
             )
         return data, "<bytes>"
-    text = os.fspath(src)
-    if isinstance(text, bytes):  # os.PathLike returning bytes
-        text = os.fsdecode(text)
+    text = os.fsdecode(src)  # str, also for an os.PathLike returning bytes
     if _is_url(text):
         return fetch_url(text, limits), text
     return _read_file(Path(text), limits), text
@@ -255,12 +252,9 @@ def _high_bit_to_float(im: Image.Image) -> np.ndarray:
     if im.mode.startswith("I;16"):
         return (arr.astype(np.float32) / 65535.0).clip(0.0, 1.0)
     arr = arr.astype(np.float64)
-    if im.mode == "F" and arr.size and np.nanmax(arr) <= 1.0:
-        scale = 1.0  # float data already in [0, 1]
-    elif arr.size and np.nanmax(arr) <= 255.0 and im.mode == "F":
-        scale = 255.0
-    else:
-        scale = 65535.0  # "I" is how Pillow holds 16-bit PNG/TIFF samples
+    peak = np.nanmax(arr) if im.mode == "F" and arr.size else np.inf
+    # float data in [0, 1] or [0, 255]; "I" is how Pillow holds 16-bit PNG/TIFF samples
+    scale = 1.0 if peak <= 1.0 else 255.0 if peak <= 255.0 else 65535.0
     return np.nan_to_num(arr / scale).clip(0.0, 1.0).astype(np.float32)
 
 
@@ -290,13 +284,8 @@ def open_validated(
 ) -> Image.Image:
     """Validated Pillow image in mode "RGB", or "RGBA" when the source has transparency."""
     im = _open_checked(data, source, limits)
-    fmt = im.format
-    if im.mode in _HIGH_BIT_MODES:
-        rgb, _ = _to_float(im)
-        out = Image.fromarray(to_uint8(rgb), "RGB")
-    else:
-        out = _to_8bit(im)
-    out.format = fmt
+    out = Image.fromarray(to_uint8(_to_float(im)[0]), "RGB") if im.mode in _HIGH_BIT_MODES else _to_8bit(im)
+    out.format = im.format
     return out
 
 
@@ -324,10 +313,7 @@ def load_mask(
 ) -> np.ndarray:
     """Mask float32 (H, W) in [0, 1]: the alpha channel if present, else luminance."""
     img = load_image(src, limits)
-    if img.alpha is not None:
-        mask = img.alpha
-    else:
-        mask = img.rgb @ np.array(LUMA_WEIGHTS, dtype=np.float32)
+    mask = img.alpha if img.alpha is not None else img.rgb @ np.array(LUMA_WEIGHTS, dtype=np.float32)
     return _resize_channel(mask.astype(np.float32), size_hw, Image.Resampling.BILINEAR)
 
 
@@ -405,12 +391,11 @@ def to_uint8(rgb: np.ndarray) -> np.ndarray:
 def _to_pil(rgb: np.ndarray) -> Image.Image:
     """Float [0, 1] or uint8 arrays (uint8 as they are: no float copy of a large image)."""
     arr = np.asarray(rgb)
-    if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] in (3, 4):
-        return Image.fromarray(arr, "RGB" if arr.shape[2] == 3 else "RGBA")
     if arr.ndim == 2:
         return Image.fromarray(to_uint8(arr), "L")
     if arr.ndim == 3 and arr.shape[2] in (3, 4):
-        return Image.fromarray(to_uint8(arr), "RGB" if arr.shape[2] == 3 else "RGBA")
+        pixels = arr if arr.dtype == np.uint8 else to_uint8(arr)
+        return Image.fromarray(pixels, "RGB" if arr.shape[2] == 3 else "RGBA")
     raise ImageError(f"cannot encode an array of shape {arr.shape} as an image")
 
 

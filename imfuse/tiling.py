@@ -96,26 +96,23 @@ def _starts(length: int, tile: int, step: int) -> tuple[int, ...]:
         return (0,)
     n = math.ceil((length - tile) / step) + 1
     span = length - tile  # a multiple of STRIDE (both are)
-    starts = sorted({min(span, _floor_to(round(i * span / (n - 1)), STRIDE)) for i in range(n)})
-    return tuple(starts)
+    return tuple(sorted({min(span, _floor_to(round(i * span / (n - 1)), STRIDE)) for i in range(n)}))
 
 
-def plan_tiles(height: int, width: int, tile: int = DEFAULT_TILE, margin: int | None = None,
-               blend: int | None = None) -> TilePlan:
-    """Tiles of `tile` x `tile` px (clipped to the image) whose used parts overlap by `blend`.
+def plan_tiles(height: int, width: int, tile: int = DEFAULT_TILE, margin: int | None = None) -> TilePlan:
+    """Tiles of `tile` x `tile` px (clipped to the image) whose used parts overlap by DEFAULT_BLEND.
 
-    `margin` and `blend` shrink for small tiles so that a tile keeps at least half of its
+    `margin` and the blend shrink for small tiles so that a tile keeps at least half of its
     size as step (every pixel then has a tile that sees it with full context).
     """
     tile = int(tile)
     if tile < MIN_TILE:
         raise ConfigError(f"tile size must be at least {MIN_TILE} px (or 0 for no tiling), got {tile}")
     tile = _floor_to(tile, STRIDE)
-    blend = DEFAULT_BLEND if blend is None else int(blend)
     margin = DEFAULT_MARGIN if margin is None else int(margin)
-    if margin < 0 or blend < 0:
+    if margin < 0:
         raise ConfigError("tile margin and blend must be >= 0")
-    margin, blend = _ceil_to(margin, STRIDE), _ceil_to(blend, STRIDE)
+    margin, blend = _ceil_to(margin, STRIDE), DEFAULT_BLEND
     # Step = tile - 2 margin - blend must stay >= 2 margin (see _starts' evenly spread origins).
     while margin > 0 and tile - 4 * margin - blend < 0:
         margin -= STRIDE
@@ -130,10 +127,7 @@ def _axis_weights(start: int, size: int, length: int, margin: int, blend: int) -
     """1-D weights of one tile: 0 on the `margin` next to interior edges, a raised-cosine
     ramp over the next `blend` px, 1 inside; edges on the image border keep weight 1."""
     w = np.ones(size, np.float32)
-    if blend:
-        ramp = (0.5 - 0.5 * np.cos(np.pi * (np.arange(blend, dtype=np.float32) + 0.5) / blend)).astype(np.float32)
-    else:
-        ramp = np.zeros(0, np.float32)
+    ramp = (0.5 - 0.5 * np.cos(np.pi * (np.arange(blend, dtype=np.float32) + 0.5) / max(blend, 1))).astype(np.float32)
     if start > 0:
         w[:margin] = 0.0
         w[margin:margin + blend] = ramp
@@ -244,9 +238,11 @@ def _run_with_stats(transformer, tile, params, stats) -> np.ndarray:
 
 
 def _as_float_tile(arr: np.ndarray) -> np.ndarray:
+    """float32 in [0, 1] of a uint8 (scaled) or float image."""
+    arr = np.asarray(arr)
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) * np.float32(1.0 / 255.0)
-    return np.asarray(arr, dtype=np.float32)
+    return arr.astype(np.float32, copy=False)
 
 
 def resize_image(arr: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
@@ -293,7 +289,6 @@ def stats_image(content: np.ndarray, max_pixels: int = STATS_PIXELS) -> np.ndarr
 def _tile_window(content: np.ndarray, y: int, x: int, th: int, tw: int) -> np.ndarray:
     """content[y:y+th, x:x+tw] as float32, reflect-padded past the bottom/right edge
     (what PadToMultiple does for an untiled run)."""
-    h, w = content.shape[:2]
     tile = _as_float_tile(content[y:y + th, x:x + tw])
     pad_h, pad_w = th - tile.shape[0], tw - tile.shape[1]
     if pad_h or pad_w:
@@ -309,6 +304,8 @@ def stylize_tiled(transformer, content: np.ndarray, params, stats, plan: TilePla
     statistics from `norm_statistics`, `plan` from `plan_tiles`.
     """
     import tensorflow as tf
+
+    from imfuse.images import to_uint8
 
     h, w = content.shape[:2]
     ph, pw = _ceil_to(h, STRIDE), _ceil_to(w, STRIDE)
@@ -332,8 +329,7 @@ def stylize_tiled(transformer, content: np.ndarray, params, stats, plan: TilePla
             n = stop - top
             if (wsum[:n, :w] <= 0).any():  # pragma: no cover - plan_tiles guarantees coverage
                 raise RuntimeError("tile plan leaves pixels without a tile")
-            value = acc[:n, :w] / wsum[:n, :w, None]
-            out[top:stop] = (np.clip(value, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+            out[top:stop] = to_uint8(acc[:n, :w] / wsum[:n, :w, None])
         acc = np.concatenate([acc[rows:], np.zeros((rows, pw, 3), np.float32)])
         wsum = np.concatenate([wsum[rows:], np.zeros((rows, pw), np.float32)])
         top = upto
@@ -371,9 +367,8 @@ def resolve_tile(tile, height: int, width: int) -> int:
         return 0
     if size < MIN_TILE:
         raise ConfigError(f"tile size must be at least {MIN_TILE} px (or 0 for no tiling), got {size}")
-    if _ceil_to(height, STRIDE) <= size and _ceil_to(width, STRIDE) <= size:
-        return 0
-    return size
+    fits_one_tile = _ceil_to(height, STRIDE) <= size and _ceil_to(width, STRIDE) <= size
+    return 0 if fits_one_tile else size
 
 
 def receptive_radius(variant) -> int:

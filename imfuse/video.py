@@ -26,7 +26,7 @@ from __future__ import annotations
 import bisect
 import math
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -54,24 +54,23 @@ class OutputFormat:
     audio_codec: str | None  # encoder for transcoded audio; None: no audio in this format
     audio_copy: tuple[str, ...]  # input audio codecs copied as they are ("*": any)
     audio_rate: int | None = None  # transcoded audio sample rate (None: keep the input's)
+    time_base: Fraction = Fraction(1, 1000)  # of the written video stream
     video_options: dict = field(default_factory=dict)
     container_options: dict = field(default_factory=dict)
 
 
 FORMATS = {
     ".mp4": OutputFormat(".mp4", "libx264", "yuv420p", "aac", ("aac", "mp3", "ac3", "eac3", "alac"),
-                         video_options={"crf": "18", "preset": "medium"},
+                         time_base=Fraction(1, 90000), video_options={"crf": "18", "preset": "medium"},
                          container_options={"movflags": "+faststart"}),
     ".webm": OutputFormat(".webm", "libvpx-vp9", "yuv420p", "libopus", ("opus", "vorbis"), audio_rate=48000,
                           video_options={"crf": "31", "b": "0", "deadline": "good", "cpu-used": "4",
                                          "row-mt": "1"}),
-    ".gif": OutputFormat(".gif", "gif", "pal8", None, (), container_options={"loop": "0"}),
+    ".gif": OutputFormat(".gif", "gif", "pal8", None, (), time_base=Fraction(1, 100), container_options={"loop": "0"}),
     ".mkv": OutputFormat(".mkv", "ffv1", "bgr0", "libopus", ("*",), audio_rate=48000),
 }
 _AUDIO_BITRATE = {"aac": 128_000, "libopus": 96_000}
 _AUDIO_FRAME_SIZE = {"aac": 1024, "libopus": 960}
-_TIME_BASE = {".mp4": Fraction(1, 90000), ".webm": Fraction(1, 1000), ".gif": Fraction(1, 100),
-              ".mkv": Fraction(1, 1000)}
 
 
 def output_format(path: str | os.PathLike) -> OutputFormat:
@@ -196,13 +195,11 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             fps = Fraction(len(pts) - 1, 1) / span if len(pts) > 1 and span > 0 else Fraction(25)
         fps = Fraction(fps).limit_denominator(100000)
         header = container.duration / 1e6 if container.duration else None
-        if header is not None and container.format.name != "gif":
-            slack = max(0.2, 3.0 / float(fps))
-            if end + slack < header:
-                raise VideoError(f"{name} is truncated: its packets end at {end:.2f} s of the {header:.2f} s "
-                                 "its header records")
         if container.format.name == "gif":
             _check_gif_trailer(name)
+        elif header is not None and end + max(0.2, 3.0 / float(fps)) < header:
+            raise VideoError(f"{name} is truncated: its packets end at {end:.2f} s of the {header:.2f} s "
+                             "its header records")
         duration = float((pts[-1] - pts[0]) * tb) + (float(last_dur * tb) if last_dur else 1.0 / float(fps))
         return VideoInfo(
             path=name, container=container.format.name, codec=ctx.name, width=width, height=height,
@@ -259,13 +256,9 @@ def _decode(info: VideoInfo, start: int, stop: int, seek: bool) -> Iterator[Fram
         try:
             for frame in container.decode(vs):
                 if index is None:  # after a seek: place the frame by its time
-                    if frame.pts is None:
-                        raise _Reseek()
-                    i = bisect.bisect_left(info.frame_pts, frame.pts)
-                    if i >= len(info.frame_pts) or info.frame_pts[i] != frame.pts:
-                        raise _Reseek()
-                    if i > start:  # seeking landed after the wanted frame
-                        raise _Reseek()
+                    i = len(info.frame_pts) if frame.pts is None else bisect.bisect_left(info.frame_pts, frame.pts)
+                    if i >= len(info.frame_pts) or info.frame_pts[i] != frame.pts or i > start:
+                        raise _Reseek()  # a frame without a known time, or the seek landed after `start`
                     index = i
                 if index >= stop:
                     break
@@ -322,11 +315,8 @@ class _AudioPump:
         while not self.done:
             try:
                 packet = next(self.packets)
-            except StopIteration:
+            except (StopIteration, av.FFmpegError):  # the end, or a damaged audio tail: keep what was read
                 self._finish()
-                return
-            except av.FFmpegError:
-                self._finish()  # damaged audio tail: keep what was read
                 return
             if packet.size == 0:
                 continue
@@ -380,7 +370,7 @@ class VideoWriter:
         self.path = os.fspath(path)
         self.fmt = fmt = output_format(self.path)
         self.width, self.height = int(width), int(height)
-        self.time_base = _TIME_BASE[fmt.ext]
+        self.time_base = fmt.time_base
         try:
             self.container = av.open(self.path, "w", options=dict(fmt.container_options))
         except av.FFmpegError as exc:
@@ -430,31 +420,24 @@ class VideoWriter:
         if self.audio is not None:
             self.audio.feed(float(time) + 1.0)
         frame = self._video_frame(rgb)
-        pts = int(math.floor(Fraction(time) / self.time_base + Fraction(1, 2)))
-        pts = max(pts, self._last_pts + 1)  # strictly increasing after rounding
-        self._last_pts = pts
-        frame.pts = pts
+        # the time rounded to the time base, kept strictly increasing
+        self._last_pts = max(math.floor(Fraction(time) / self.time_base + Fraction(1, 2)), self._last_pts + 1)
+        frame.pts = self._last_pts
         frame.time_base = self.time_base
         self.container.mux(self.stream.encode(frame))
         self.frames += 1
 
-    def close(self) -> None:
+    def close(self, flush: bool = True) -> None:
+        """Flush the encoders (unless not `flush`) and close the files."""
         try:
-            self.container.mux(self.stream.encode(None))
-            if self.audio is not None:
-                self.audio.feed(None)
+            if flush:
+                self.container.mux(self.stream.encode(None))
+                if self.audio is not None:
+                    self.audio.feed(None)
         finally:
             if self.audio is not None:
                 self.audio.close()
             self.container.close()
-
-    def abort(self) -> None:
-        try:
-            if self.audio is not None:
-                self.audio.close()
-            self.container.close()
-        except Exception:  # noqa: BLE001 - closing a half-written file after an error
-            pass
 
     def __enter__(self) -> "VideoWriter":
         return self
@@ -463,7 +446,8 @@ class VideoWriter:
         if exc_type is None:
             self.close()
         else:
-            self.abort()
+            with suppress(Exception):  # closing a half-written file after an error
+                self.close(flush=False)
 
 
 def atomic_output(path: str | os.PathLike):

@@ -23,6 +23,7 @@ workers see (gs:// and the like are not handled here).
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import time
@@ -120,16 +121,14 @@ def _stylize_chunk_dofn():
             from imfuse.base_model import resolve_model_path
             from imfuse.images import decode_image
             from imfuse.networks import load_model
-            from imfuse.video_stylize import VideoOptions
+            from imfuse.video_stylize import FrameStylizer, VideoOptions
 
             cfg = self.config
-            self.model = load_model(resolve_model_path(cfg.model), precision=cfg.precision)
-            self.styles = [(decode_image(self.style_bytes, self.style_name).rgb, 1.0)]
-            self.options = VideoOptions(strength=cfg.strength, preserve_color=cfg.preserve_color, tile=cfg.tile,
-                                        style_scale=cfg.style_scale, stability=cfg.stability)
-            from imfuse.video_stylize import FrameStylizer
-
-            self.stylizer = FrameStylizer(self.model, self.styles, self.options)  # embedding computed once
+            model = load_model(resolve_model_path(cfg.model), precision=cfg.precision)
+            styles = [(decode_image(self.style_bytes, self.style_name).rgb, 1.0)]
+            options = VideoOptions(strength=cfg.strength, preserve_color=cfg.preserve_color, tile=cfg.tile,
+                                   style_scale=cfg.style_scale, stability=cfg.stability)
+            self.stylizer = FrameStylizer(model, styles, options)  # embedding computed once
 
         def process(self, element):
             _, path, index, count, start, stop = element
@@ -154,12 +153,11 @@ def _stylize_chunk_dofn():
             os.makedirs(parts, exist_ok=True)
             part = os.path.join(parts, f"{index:06d}.mkv")
             first = max(0, start - cfg.warmup)
-            with atomic_output(part) as tmp:
-                with VideoWriter(tmp, info.width, info.height, info.fps) as writer:
-                    for frame in iter_frames(info, first, stop):
-                        out = processor(frame.rgb)  # warm-up frames are blended, not written
-                        if frame.index >= start:
-                            writer.write(out, frame.time)
+            with atomic_output(part) as tmp, VideoWriter(tmp, info.width, info.height, info.fps) as writer:
+                for frame in iter_frames(info, first, stop):
+                    out = processor(frame.rgb)  # warm-up frames are blended, not written
+                    if frame.index >= start:
+                        writer.write(out, frame.time)
             if writer.frames != stop - start:
                 raise DataError(f"{path}: chunk {index} decoded {writer.frames} of {stop - start} frames")
             return {"index": index, "part": part, "frames": writer.frames, "count": count}
@@ -184,23 +182,16 @@ def join_clip(item, config: VideoBatchConfig, colliding: frozenset[str]):
         if len(parts) != results[0]["count"]:
             return ("bad", path, f"only {len(parts)} of {results[0]['count']} chunks were stylised")
         info = probe(path)
-        with atomic_output(target) as tmp:
-            with VideoWriter.like(tmp, info) as writer:
-                n = 0
-                for part in parts:
-                    for frame in iter_frames(probe(part)):
-                        # the part's own times restart at 0; the source's times are the truth
-                        t = (info.frame_pts[n] - info.frame_pts[0]) * info.time_base
-                        writer.write(frame.rgb, t)
-                        n += 1
+        with atomic_output(target) as tmp, VideoWriter.like(tmp, info) as writer:
+            frames = itertools.chain.from_iterable(iter_frames(probe(part)) for part in parts)
+            for n, frame in enumerate(frames):
+                # the part's own times restart at 0; the source's times are the truth
+                writer.write(frame.rgb, (info.frame_pts[n] - info.frame_pts[0]) * info.time_base)
         return ("written", path, writer.frames, writer.audio_note)
     except ImfuseError as exc:
         return ("bad", path, str(exc))
     finally:
-        for part in parts:
-            if os.path.exists(part):
-                os.unlink(part)
-        if parts:
+        if parts:  # a clip's parts share one folder
             shutil.rmtree(os.path.dirname(parts[0]), ignore_errors=True)
 
 

@@ -23,7 +23,7 @@ flow-guided temporal term, applied at inference time instead of by optimisation)
    Since 1 - weight of every frame is fresh, errors and the blur of repeated bilinear
    resampling fade geometrically (a frame's texture has weight weight**k after k frames).
 
-The flicker figure (`WarpingError`) is the usual one for video style transfer (Lai et
+The flicker figure (`warping_error`) is the usual one for video style transfer (Lai et
 al. 2018): the mean absolute difference between each stylised frame and the previous
 stylised frame warped by the *content's* flow, over the pixels where that flow is
 reliable, in 1/255 units. Its flow is computed independently of the stabiliser's (TV-L1
@@ -39,6 +39,7 @@ import numpy as np
 
 from imfuse.color import LUMA_WEIGHTS
 from imfuse.errors import ConfigError
+from imfuse.tiling import _as_float_tile
 
 DEFAULT_WEIGHT = 0.8
 DEFAULT_FLOW_SIZE = 256
@@ -63,9 +64,8 @@ def _resize_plane(plane: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     h, w = size_hw
     if plane.shape == (h, w):
         return plane.astype(np.float32, copy=False)
-    resample = Image.Resampling.BILINEAR
-    if plane.shape[0] > h and plane.shape[1] > w:
-        resample = Image.Resampling.BOX  # antialiased downscale
+    downscale = plane.shape[0] > h and plane.shape[1] > w
+    resample = Image.Resampling.BOX if downscale else Image.Resampling.BILINEAR  # BOX: antialiased
     return np.asarray(Image.fromarray(np.ascontiguousarray(plane, np.float32), "F").resize((w, h), resample),
                       dtype=np.float32)
 
@@ -193,9 +193,7 @@ class TemporalStabilizer:
         stylized = np.asarray(stylized, dtype=np.float32)
         if not self.enabled:
             return stylized
-        content_f = np.asarray(content, dtype=np.float32)
-        if np.asarray(content).dtype == np.uint8:
-            content_f = content_f * np.float32(1.0 / 255.0)
+        content_f = _as_float_tile(content)
         H, W = stylized.shape[:2]
         if content_f.shape[:2] != (H, W):
             raise ValueError(f"content {content_f.shape} and stylised {stylized.shape} frames differ in size")
@@ -222,11 +220,10 @@ class TemporalStabilizer:
 # ----------------------------------------------------------------------------- flicker figure
 
 
-def content_flow(prev: np.ndarray, cur: np.ndarray, size: int | None = None,
-                 method: str = "tvl1") -> tuple[np.ndarray, np.ndarray]:
+def content_flow(prev: np.ndarray, cur: np.ndarray, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The content's own backward flow cur -> prev at full size, and its reliability mask.
 
-    Flow by TV-L1 (or 'lk') at longer side `size` (None: full size), upsampled; the mask
+    Flow by TV-L1 at longer side `size` (None: full size), upsampled; the mask
     keeps pixels whose source is inside the previous frame and that pass a
     forward-backward consistency check (Sundaram et al. 2010): |b + f(x + b)|^2 <=
     0.01 (|b|^2 + |f(x + b)|^2) + 0.5 px^2.
@@ -235,11 +232,9 @@ def content_flow(prev: np.ndarray, cur: np.ndarray, size: int | None = None,
     hw = reduced_size(H, W, size) if size else (H, W)
     g_prev = _resize_plane(to_gray(prev), hw)
     g_cur = _resize_plane(to_gray(cur), hw)
-    fn = tvl1_flow if method == "tvl1" else lk_flow
-    back = upsample_flow(fn(g_cur, g_prev), (H, W))
-    fwd = upsample_flow(fn(g_prev, g_cur), (H, W))
-    grid = _Grid(H, W)
-    fwd_at, valid = warp(np.moveaxis(fwd, 0, -1), back, grid)  # f(x + b(x))
+    back = upsample_flow(tvl1_flow(g_cur, g_prev), (H, W))
+    fwd = upsample_flow(tvl1_flow(g_prev, g_cur), (H, W))
+    fwd_at, valid = warp(np.moveaxis(fwd, 0, -1), back)  # f(x + b(x))
     fwd_at = np.moveaxis(fwd_at, -1, 0)
     diff = ((back + fwd_at) ** 2).sum(axis=0)
     mag = (back ** 2).sum(axis=0) + (fwd_at ** 2).sum(axis=0)
@@ -247,55 +242,28 @@ def content_flow(prev: np.ndarray, cur: np.ndarray, size: int | None = None,
     return back, mask
 
 
-class WarpingError:
-    """Mean warping error of a sequence of output frames (the flicker figure), in 1/255.
-
-    `add(prev_out, cur_out, flow, mask)` per consecutive pair, with the content's
-    flow and mask from `content_flow`; `value` is the mean over pairs of the masked mean
-    absolute RGB difference |out_t - warp(out_{t-1})| x 255.
-    """
-
-    def __init__(self):
-        self.pairs: list[float] = []
-
-    def add(self, prev_out: np.ndarray, cur_out: np.ndarray, flow: np.ndarray, mask: np.ndarray) -> float:
-        prev_f = _as_unit_float(prev_out)
-        cur_f = _as_unit_float(cur_out)
-        warped, valid = warp(prev_f, flow)
-        m = mask & valid
-        if not m.any():
-            return float("nan")
-        err = float(np.abs(cur_f - warped).mean(axis=2)[m].mean() * 255.0)
-        self.pairs.append(err)
-        return err
-
-    @property
-    def value(self) -> float:
-        return float(np.mean(self.pairs)) if self.pairs else float("nan")
-
-
-def _as_unit_float(rgb: np.ndarray) -> np.ndarray:
-    arr = np.asarray(rgb)
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) * np.float32(1.0 / 255.0)
-    return arr.astype(np.float32, copy=False)
-
-
-def content_flows(content_frames, size: int | None = None, method: str = "tvl1") -> list:
+def content_flows(content_frames, size: int | None = None) -> list:
     """[(flow, mask)] of each consecutive pair of `content_frames` (see content_flow)."""
     frames = list(content_frames)
-    return [content_flow(frames[t - 1], frames[t], size, method) for t in range(1, len(frames))]
+    return [content_flow(frames[t - 1], frames[t], size) for t in range(1, len(frames))]
 
 
-def warping_error(content_frames, output_frames, size: int | None = None, method: str = "tvl1",
-                  flows: list | None = None) -> float:
+def warping_error(content_frames, output_frames, size: int | None = None, flows: list | None = None) -> float:
     """The flicker figure of `output_frames` against the flow of `content_frames` (equal-length
-    sequences); pass `flows` from content_flows to score several outputs of one clip."""
+    sequences); pass `flows` from content_flows to score several outputs of one clip.
+
+    The mean over consecutive pairs of the mean absolute RGB difference |out_t - warp(out_{t-1})|
+    x 255 over the pixels the content's mask keeps (pairs with none are skipped); NaN without any.
+    """
     content_frames, output_frames = list(content_frames), list(output_frames)
     if len(content_frames) != len(output_frames):
         raise ValueError("content and output sequences differ in length")
-    flows = flows if flows is not None else content_flows(content_frames, size, method)
-    meter = WarpingError()
+    flows = flows if flows is not None else content_flows(content_frames, size)
+    errors = []
     for t in range(1, len(content_frames)):
-        meter.add(output_frames[t - 1], output_frames[t], *flows[t - 1])
-    return meter.value
+        flow, mask = flows[t - 1]
+        warped, valid = warp(_as_float_tile(output_frames[t - 1]), flow)
+        m = mask & valid
+        if m.any():
+            errors.append(float(np.abs(_as_float_tile(output_frames[t]) - warped).mean(axis=2)[m].mean() * 255.0))
+    return float(np.mean(errors)) if errors else float("nan")

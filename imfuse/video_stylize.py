@@ -111,8 +111,7 @@ class FrameStylizer:
         if tile:
             stats = tiling.norm_statistics(self.model.transformer, tiling.stats_image(work)[None], params)
             plan = tiling.plan_tiles(*work_hw, tile, margin=tiling.receptive_radius(self.model.variant))
-            out = tiling.stylize_tiled(self.model.transformer, work, params, stats, plan)
-            out = out.astype(np.float32) * np.float32(1.0 / 255.0)
+            out = tiling._as_float_tile(tiling.stylize_tiled(self.model.transformer, work, params, stats, plan))
         else:
             batch = tf.convert_to_tensor(tiling._as_float_tile(work)[None])
             out = self._run(batch, tf.cast(params, tf.float32)).numpy()[0]
@@ -159,14 +158,11 @@ def transcode(src: str, dst: str, process: Callable[[np.ndarray], np.ndarray], i
     output_format(dst)  # refuse a bad extension before any work
     info = info or probe(src)
     started = time.perf_counter()
-    with atomic_output(dst) as tmp:
-        with VideoWriter.like(tmp, info) as writer:
-            done = 0
-            for frame in iter_frames(info):
-                writer.write(process(frame.rgb), frame.time)
-                done += 1
-                if progress is not None:
-                    progress(done, info.frames)
+    with atomic_output(dst) as tmp, VideoWriter.like(tmp, info) as writer:
+        for done, frame in enumerate(iter_frames(info), 1):
+            writer.write(process(frame.rgb), frame.time)
+            if progress is not None:
+                progress(done, info.frames)
     return VideoResult(os.fspath(dst), writer.frames, info.width, info.height, float(info.fps),
                        time.perf_counter() - started, writer.audio_note)
 

@@ -35,34 +35,28 @@ PALETTES = [
 ]
 
 
-SKIMAGE_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png")
+# package: (folder inside it, {name: photo file})
+DEPENDENCY_PHOTOS = {
+    "sklearn": ("datasets/images", {f"sklearn_{n}": f"{n}.jpg" for n in ("china", "flower")}),
+    "matplotlib": ("mpl-data/sample_data", {"mpl_grace_hopper": "grace_hopper.jpg"}),
+    # Colour photos inside the scikit-image wheel (skimage/data/); no pooch download.
+    "skimage": ("data", {f"skimage_{n.split('.')[0]}": n
+                         for n in ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png")}),
+}
 
 
 def dependency_photos() -> list[tuple[str, Path]]:
     """Photos that installed packages ship, located without importing the packages."""
     found: list[tuple[str, Path]] = []
-    spec = importlib.util.find_spec("sklearn")
-    if spec and spec.submodule_search_locations:
-        base = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "images"
-        found += [(f"sklearn_{n}", base / f"{n}.jpg") for n in ("china", "flower")]
-    spec = importlib.util.find_spec("matplotlib")
-    if spec and spec.submodule_search_locations:
-        base = Path(list(spec.submodule_search_locations)[0]) / "mpl-data" / "sample_data"
-        found.append(("mpl_grace_hopper", base / "grace_hopper.jpg"))
-    spec = importlib.util.find_spec("skimage")
-    if spec and spec.submodule_search_locations:
-        # Colour photos inside the scikit-image wheel (skimage/data/); no pooch download.
-        base = Path(list(spec.submodule_search_locations)[0]) / "data"
-        found += [(f"skimage_{n.split('.')[0]}", base / n) for n in SKIMAGE_PHOTOS]
+    for package, (folder, files) in DEPENDENCY_PHOTOS.items():
+        spec = importlib.util.find_spec(package)
+        if spec and spec.submodule_search_locations:
+            base = Path(list(spec.submodule_search_locations)[0]) / folder
+            found += [(name, base / file) for name, file in files.items()]
     return [(name, path) for name, path in found if path.is_file()]
 
 
 # ---------------------------------------------------------------------- content scenes
-
-
-def _vertical_gradient(h: int, w: int, top, bottom) -> np.ndarray:
-    t = np.linspace(0.0, 1.0, h)[:, None, None]
-    return (np.array(top) * (1 - t) + np.array(bottom) * t).repeat(w, axis=1)
 
 
 def landscape(seed: int, size: tuple[int, int]) -> Image.Image:
@@ -71,7 +65,8 @@ def landscape(seed: int, size: tuple[int, int]) -> Image.Image:
     w, h = size
     sky_top = rng.integers(20, 120, 3)
     sky_bottom = np.clip(sky_top + rng.integers(60, 140, 3), 0, 255)
-    im = Image.fromarray(_vertical_gradient(h, w, sky_top, sky_bottom).astype(np.uint8))
+    t = np.linspace(0.0, 1.0, h)[:, None, None]  # a vertical gradient
+    im = Image.fromarray((sky_top * (1 - t) + sky_bottom * t).repeat(w, axis=1).astype(np.uint8))
     draw = ImageDraw.Draw(im)
     sx, sy, sr = rng.integers(w // 8, 7 * w // 8), rng.integers(h // 10, h // 3), rng.integers(h // 16, h // 8)
     draw.ellipse([sx - sr, sy - sr, sx + sr, sy + sr], fill=tuple(int(v) for v in rng.integers(200, 256, 3)))
@@ -81,8 +76,7 @@ def landscape(seed: int, size: tuple[int, int]) -> Image.Image:
         ys = base - rng.uniform(0.05, 0.3, 9) * h / (layer + 1)
         colour = tuple(int(v) for v in rng.integers(30, 150, 3) // (layer + 1) + 20)
         draw.polygon([(0, h)] + [(float(x), float(y)) for x, y in zip(xs, ys)] + [(w, h)], fill=colour)
-    ground = tuple(int(v) for v in rng.integers(40, 140, 3))
-    draw.rectangle([0, int(h * 0.78), w, h], fill=ground)
+    draw.rectangle([0, int(h * 0.78), w, h], fill=tuple(int(v) for v in rng.integers(40, 140, 3)))
     for _ in range(rng.integers(2, 6)):
         bw, bh = int(rng.integers(w // 14, w // 6)), int(rng.integers(h // 10, h // 4))
         bx, by = int(rng.integers(0, w - bw)), int(h * 0.8)
@@ -297,8 +291,7 @@ def brushwork(rng, w, h):
 
 def mosaic(rng, w, h):
     """Jittered-grid Voronoi tiles with dark grout and per-tile colour jitter."""
-    s = rng.uniform(10, 20) * min(w, h) / 320
-    s = max(s, 4.0)
+    s = max(rng.uniform(10, 20) * min(w, h) / 320, 4.0)
     gw, gh = int(np.ceil(w / s)) + 3, int(np.ceil(h / s)) + 3
     jit = rng.uniform(0.25, 0.42)
     jj, ii = np.mgrid[0:gh, 0:gw]

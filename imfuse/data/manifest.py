@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,7 @@ def dataset_hash(manifest: dict) -> str:
 
 
 def reason_counts(quarantine: list[dict]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for item in quarantine:
-        counts[item["code"]] = counts.get(item["code"], 0) + 1
-    return dict(sorted(counts.items()))
+    return dict(sorted(Counter(item["code"] for item in quarantine).items()))
 
 
 def read_manifest(data_dir: str | Path) -> dict:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from imfuse import __version__
 from imfuse.data import manifest as mf
 from imfuse.data import staging
-from imfuse.beam_jobs import Progress, import_beam, make_runner, pipeline_options
+from imfuse.beam_jobs import Progress, import_beam, make_runner, pipeline_options, read_json, write_bytes
 from imfuse.data.examples import KINDS, SPLITS
 from imfuse.data.sources import is_utf8, match_sources, printable_uri
 from imfuse.data.split import SPLIT_SALT
@@ -140,12 +140,10 @@ def _check_output_dir(out: str, fingerprint: str, overwrite: bool) -> dict | Non
     manifest_path = FileSystems.join(out, mf.MANIFEST)
     if FileSystems.exists(manifest_path):
         try:
-            with FileSystems.open(manifest_path) as fh:
-                old = json.loads(fh.read().decode("utf-8"))
+            old = read_json(manifest_path)
         except Exception:  # noqa: BLE001 - unreadable: treat as a different dataset
             old = {}
-        same = old.get("inputs", {}).get("fingerprint") == fingerprint
-        if not same and not overwrite:
+        if old.get("inputs", {}).get("fingerprint") != fingerprint and not overwrite:
             raise DataError(
                 f"{out}: already holds a different dataset ({old.get('dataset_hash', 'unknown hash')}); "
                 "pass --overwrite to replace it or choose another folder"
@@ -163,14 +161,6 @@ def _check_output_dir(out: str, fingerprint: str, overwrite: bool) -> dict | Non
     elif os.path.lexists(out):
         raise DataError(f"{out}: exists and is not a folder")
     return None
-
-
-def _write_text(path: str, text: str) -> None:
-    """Write a file of the staging folder (nobody reads it before the commit)."""
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.create(path) as fh:
-        fh.write(text.encode("utf-8"))
 
 
 def _num_shards(n: int, per_shard: int) -> int:
@@ -198,9 +188,7 @@ def prepare_dataset(cfg: PrepareConfig) -> dict:
     cfg.validate()
     import_beam()
     started = time.monotonic()
-    content = match_sources(cfg.content)
-    styles = match_sources(cfg.styles)
-    items = [("content", u) for u in content] + [("style", u) for u in styles]
+    items = [("content", u) for u in match_sources(cfg.content)] + [("style", u) for u in match_sources(cfg.styles)]
     fingerprint = _fingerprint([(kind, printable_uri(u)) for kind, u in items], cfg)
     out = _resolve_out(cfg.out)
     with staging.output_lock(out):
@@ -208,7 +196,7 @@ def prepare_dataset(cfg: PrepareConfig) -> dict:
         old = _check_output_dir(out, fingerprint, cfg.overwrite)
         stage = staging.begin(out)
         try:
-            manifest = _build(cfg, stage.path, content, styles, fingerprint)
+            manifest = _build(cfg, stage.path, items, fingerprint)
             new_files = _shard_paths(manifest) + [mf.QUARANTINE, mf.MANIFEST]  # manifest last
             staging.commit(stage, new_files, _shard_paths(old), OWNED_FILES)
         except BaseException:
@@ -225,7 +213,7 @@ def prepare_dataset(cfg: PrepareConfig) -> dict:
     return manifest
 
 
-def _build(cfg: PrepareConfig, dest: str, content: list[str], styles: list[str], fingerprint: str) -> dict:
+def _build(cfg: PrepareConfig, dest: str, items: list[tuple[str, str]], fingerprint: str) -> dict:
     """Run the pipeline into `dest` (a staging folder) and write its manifest there.
 
     Files whose names are not valid UTF-8 cannot enter the pipeline (Beam's string coder
@@ -233,27 +221,24 @@ def _build(cfg: PrepareConfig, dest: str, content: list[str], styles: list[str],
     """
     from apache_beam.io.filesystems import FileSystems
 
-    items = [("content", u) for u in content] + [("style", u) for u in styles]
+    matched = {kind: sum(1 for k, _ in items if k == kind) for kind in KINDS}
+    num_shards = {kind: _num_shards(n, cfg.images_per_shard) for kind, n in matched.items()}
     bad_names = [bad_name_entry(kind, u) for kind, u in items if not is_utf8(u)]
     items = [(kind, u) for kind, u in items if is_utf8(u)]
-    num_shards = {
-        "content": _num_shards(len(content), cfg.images_per_shard),
-        "style": _num_shards(len(styles), cfg.images_per_shard),
-    }
     stash_path = FileSystems.join(dest, STASH)
     runner_name = _run_pipeline(cfg, items, dest, num_shards, stash_path)
     try:
-        with FileSystems.open(stash_path) as fh:
-            stash = json.loads(fh.read().decode("utf-8"))
+        stash = read_json(stash_path)
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"{stash_path}: the pipeline finished without its results ({exc})") from None
     stash["quarantine"] = sorted(stash["quarantine"] + bad_names, key=lambda v: json.dumps(v, sort_keys=True))
 
-    manifest = build_manifest(cfg, content, styles, stash, fingerprint, num_shards, runner_name)
-    _write_text(FileSystems.join(dest, mf.QUARANTINE), "".join(
+    manifest = build_manifest(cfg, matched, stash, fingerprint, num_shards, runner_name)
+    # Plain writes: nobody reads the staging folder before the commit.
+    write_bytes(FileSystems.join(dest, mf.QUARANTINE), "".join(
         json.dumps(q, ensure_ascii=False, sort_keys=True) + "\n" for q in stash["quarantine"]
-    ))
-    _write_text(FileSystems.join(dest, mf.MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    ).encode("utf-8"))
+    write_bytes(FileSystems.join(dest, mf.MANIFEST), (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     FileSystems.delete([stash_path])
     return manifest
 
@@ -269,32 +254,29 @@ def _run_pipeline(cfg: PrepareConfig, items: list, dest: str, num_shards: dict, 
         num_shards=num_shards,
         progress=progress,
     )
-    fractions = {kind: cfg.fractions(kind) for kind in KINDS}
     options, runner_name = pipeline_options(cfg.runner, cfg.beam_args)
     counts = {kind: sum(1 for k, _ in items if k == kind) for kind in KINDS}
     log.info("ingest: %d content + %d style files matched; runner %s", counts["content"], counts["style"], runner_name)
-    DecodeResize = decode_resize_dofn()
-    WriteShards = write_shards_dofn()
     try:
         with beam.Pipeline(runner=make_runner(runner_name), options=options) as p:
             processed = (
                 p
                 | "Match" >> beam.Create(items)
                 | "Distribute" >> beam.Reshuffle()
-                | "DecodeResize" >> beam.ParDo(DecodeResize(opts)).with_outputs("quarantine", main="ok")
+                | "DecodeResize" >> beam.ParDo(decode_resize_dofn()(opts)).with_outputs("quarantine", main="ok")
             )
             splits = (
                 processed.ok
                 | "KindSha" >> beam.Map(lambda kv: (kv[1]["kind"], kv[1]["sha256"]))
                 | "DistinctSha" >> beam.Distinct()
                 | "AllShas" >> beam.combiners.ToList()
-                | "AssignSplits" >> beam.Map(assign_all, fractions)
+                | "AssignSplits" >> beam.Map(assign_all, {kind: cfg.fractions(kind) for kind in KINDS})
             )
             written = (
                 processed.ok
                 | "GroupByShard" >> beam.GroupByKey()
                 | "WriteShards"
-                >> beam.ParDo(WriteShards(dest, num_shards), beam.pvalue.AsSingleton(splits)).with_outputs(
+                >> beam.ParDo(write_shards_dofn()(dest, num_shards), beam.pvalue.AsSingleton(splits)).with_outputs(
                     "duplicates", main="shards"
                 )
             )
@@ -314,18 +296,12 @@ def _run_pipeline(cfg: PrepareConfig, items: list, dest: str, num_shards: dict, 
 
 
 def build_manifest(
-    cfg: PrepareConfig,
-    content: list[str],
-    styles: list[str],
-    stash: dict,
-    fingerprint: str,
-    num_shards: dict,
-    runner_name: str,
+    cfg: PrepareConfig, matched: dict, stash: dict, fingerprint: str, num_shards: dict, runner_name: str
 ) -> dict:
-    """Assemble manifest.json from the pipeline's results (see imfuse.data.manifest)."""
+    """Assemble manifest.json from the pipeline's results (see imfuse.data.manifest);
+    `matched` counts the matched files of each kind."""
     import apache_beam as beam
 
-    matched = {"content": len(content), "style": len(styles)}
     counts: dict = {}
     shards: dict = {kind: {split: [] for split in SPLITS[kind]} for kind in KINDS}
     for entry in sorted(stash["shard"], key=lambda s: s["path"]):
@@ -334,13 +310,11 @@ def build_manifest(
         )
     for kind in KINDS:
         per_split = {split: sum(s["examples"] for s in shards[kind][split]) for split in SPLITS[kind]}
-        quarantined = sum(1 for q in stash["quarantine"] if q["kind"] == kind)
-        duplicates = sum(1 for d in stash["duplicate"] if d["kind"] == kind)
         counts[kind] = {
             "matched": matched[kind],
             "accepted": sum(per_split.values()),
-            "quarantined": quarantined,
-            "duplicates": duplicates,
+            "quarantined": sum(1 for q in stash["quarantine"] if q["kind"] == kind),
+            "duplicates": sum(1 for d in stash["duplicate"] if d["kind"] == kind),
             **per_split,
         }
     for key in ("matched", "accepted", "quarantined", "duplicates"):
@@ -353,11 +327,7 @@ def build_manifest(
         "counts": counts,
         "shards": shards,
         "num_shards": num_shards,
-        "image_sizes": {
-            "content": {"shorter_side": cfg.content_size},
-            "style": {"shorter_side": cfg.style_size},
-            "style_large": {"shorter_side": cfg.style_large_size, "feature": "image_large"},
-        },
+        "image_sizes": {kind: {"shorter_side": size} for kind, size in _sizes(cfg).items()},
         "options": cfg.hashed_options(),
         "features": {
             "image": f"bytes ({cfg.image_format.upper()}, RGB, shorter side = image_sizes[kind])",
@@ -381,5 +351,6 @@ def build_manifest(
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         },
     }
+    manifest["image_sizes"]["style_large"]["feature"] = "image_large"
     manifest["dataset_hash"] = mf.dataset_hash(manifest)
     return manifest

@@ -26,8 +26,7 @@ def _check(kind: str, split: str) -> None:
 def count_examples(data_dir: str | Path, kind: str, split: str) -> int:
     """Number of examples of `kind`/`split` according to the manifest."""
     _check(kind, split)
-    manifest = read_manifest(data_dir)
-    return int(manifest["counts"][kind].get(split, 0))
+    return int(read_manifest(data_dir)["counts"][kind].get(split, 0))
 
 
 def _listed_shards(data_dir: str | Path, kind: str, split: str) -> list[Path]:
@@ -111,14 +110,11 @@ def make_dataset(
     size = tf.constant(image_size, tf.int32)
 
     def cover(img, zoom=1.0):
-        shape = tf.shape(img)
-        h, w = shape[0], shape[1]
-        scale = zoom * tf.cast(size, tf.float32) / tf.cast(tf.minimum(h, w), tf.float32)
-        new_h = tf.maximum(size, tf.cast(tf.math.round(tf.cast(h, tf.float32) * scale), tf.int32))
-        new_w = tf.maximum(size, tf.cast(tf.math.round(tf.cast(w, tf.float32) * scale), tf.int32))
-        resized = tf.image.resize(img, [new_h, new_w], method="bilinear", antialias=True)
-        same = tf.logical_and(tf.equal(new_h, h), tf.equal(new_w, w))
-        return tf.cond(same, lambda: img, lambda: resized)
+        hw = tf.shape(img)[:2]
+        scale = zoom * tf.cast(size, tf.float32) / tf.cast(tf.reduce_min(hw), tf.float32)
+        new_hw = tf.maximum(size, tf.cast(tf.math.round(tf.cast(hw, tf.float32) * scale), tf.int32))
+        resized = tf.image.resize(img, new_hw, method="bilinear", antialias=True)
+        return tf.cond(tf.reduce_all(tf.equal(new_hw, hw)), lambda: img, lambda: resized)
 
     def parse(index, record):
         raw = tf.io.parse_single_example(record, spec)[key]
@@ -139,10 +135,7 @@ def make_dataset(
             if kind == "style":  # a photo with rotated hues is still a photo; a painting, a new style
                 img = tf.image.stateless_random_hue(img, 0.5, seed=seeds[4])
         else:
-            shape = tf.shape(img)
-            top = (shape[0] - size) // 2
-            left = (shape[1] - size) // 2
-            img = img[top : top + size, left : left + size, :]
+            img = tf.image.resize_with_crop_or_pad(img, size, size)  # the centre crop (cover made it large enough)
         img = tf.clip_by_value(img, 0.0, 1.0)
         return tf.ensure_shape(img, [image_size, image_size, 3])
 

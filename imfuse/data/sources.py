@@ -20,10 +20,7 @@ _GLOB_CHARS = set("*?[")
 def _filesystems():
     from imfuse.beam_jobs import import_beam
 
-    import_beam()
-    from apache_beam.io.filesystems import FileSystems
-
-    return FileSystems
+    return import_beam().io.filesystems.FileSystems
 
 
 def _is_http(uri: str) -> bool:
@@ -36,13 +33,13 @@ def _hidden(uri: str, root: str) -> bool:
     return any(part.startswith(".") for part in rel.replace("\\", "/").split("/") if part)
 
 
-def _match(pattern: str) -> list[tuple[str, int]]:
+def _match(pattern: str) -> list[str]:
     fs = _filesystems()
     try:
         results = fs.match([pattern])
     except Exception as exc:  # noqa: BLE001 - BeamIOError wraps per-pattern failures
         raise DataError(f"cannot match '{pattern}': {exc}") from None
-    return [(m.path, m.size_in_bytes) for r in results for m in r.metadata_list]
+    return [m.path for r in results for m in r.metadata_list]
 
 
 def _read_list(path: str) -> list[str]:
@@ -73,10 +70,9 @@ def match_sources(src: str) -> list[str]:
     fs = _filesystems()
     src = str(src)
     if any(ch in src for ch in _GLOB_CHARS):
-        found = [p for p, _ in _match(src)]
         root = src[: min(src.index(ch) for ch in _GLOB_CHARS if ch in src)]
         root = root[: root.rfind("/") + 1]
-        uris = [u for u in found if not _hidden(u, root)]
+        uris = [u for u in _match(src) if not _hidden(u, root)]
         what = "glob"
     elif src.lower().endswith(LIST_SUFFIXES) and fs.exists(src):
         uris = _read_list(src)
@@ -88,7 +84,7 @@ def match_sources(src: str) -> list[str]:
         root = src.rstrip("/") + "/"
         if not fs.exists(src) and not _match(root + "**"):
             raise DataError(f"{src}: no such folder, file or matching glob")
-        uris = [u for u, _ in _match(root + "**") if not _hidden(u, root)]
+        uris = [u for u in _match(root + "**") if not _hidden(u, root)]
         what = "folder"
     uris = sorted(set(uris))
     if not uris:

@@ -9,6 +9,7 @@ split. That repair is a pure function of the set of hashes, so it is determinist
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterable, Mapping
 
 SPLIT_SALT = "imfuse-split-v1"
@@ -52,12 +53,11 @@ def assign_splits(
     required = ["train"] + [n for n, f in fractions.items() if n != "train" and f > 0]
     required = required[: len(unique)]  # with fewer images than splits, fill in order
     for name in required:
-        members = {h for h, s in split_of.items() if s == name}
-        if members:
+        sizes = Counter(split_of.values())
+        if sizes[name]:
             continue
         lo, hi = intervals[name]
         centre = (lo + hi) / 2
-        sizes = {s: sum(1 for v in split_of.values() if v == s) for s in set(split_of.values())}
         donors = [h for h, s in split_of.items() if sizes[s] > 1 or s not in required]
         if not donors:
             continue

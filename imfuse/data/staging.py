@@ -121,11 +121,9 @@ def _acquire(path: str, out: str) -> int:
 
 def _same_file(fd: int, path: str) -> bool:
     try:
-        st = os.stat(path)
+        return os.path.samestat(os.stat(path), os.fstat(fd))
     except FileNotFoundError:
         return False
-    mine = os.fstat(fd)
-    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 # ------------------------------------------------------------------- begin / recover
@@ -158,10 +156,7 @@ def begin(out: str) -> Staging:
     """A fresh, empty staging folder for OUT (the pipeline writes only there)."""
     token = fsutil.unique_token()
     mode = mode_for(out)
-    if mode == "swap":
-        path = out + STAGING_INFIX + token
-    else:
-        path = out.rstrip("/") + "/" + INNER_STAGING + token
+    path = out + STAGING_INFIX + token if mode == "swap" else out.rstrip("/") + "/" + INNER_STAGING + token
     if not is_remote(out):
         os.makedirs(path)
     return Staging(out=out, path=path, mode=mode)

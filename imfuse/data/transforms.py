@@ -7,10 +7,11 @@ per-image step (`preprocess`) can be tested and benchmarked without Beam.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 
-from imfuse.beam_jobs import Progress
+from imfuse.beam_jobs import Progress, write_bytes
 from imfuse.data.examples import FEATURES, KINDS, LARGE_FEATURES, encode_example, tfrecord_frame
 from imfuse.data.sources import printable_uri, read_uri_bytes
 from imfuse.data.split import assign_splits
@@ -56,11 +57,14 @@ def reason_code(message: str) -> str:
 BAD_NAME_REASON = "file name is not valid UTF-8 (rename the file to ingest it)"
 
 
+def quarantine_entry(kind: str, source: str, reason: str) -> dict:
+    return {"source": source, "reason": reason, "code": reason_code(reason), "kind": kind}
+
+
 def bad_name_entry(kind: str, uri: str) -> dict:
     """The quarantine entry of a file whose name cannot enter the pipeline (see
     `sources.is_utf8`); same shape as DecodeResize's, with the name \\x-escaped."""
-    reason = BAD_NAME_REASON
-    return {"source": printable_uri(uri), "reason": reason, "code": reason_code(reason), "kind": kind}
+    return quarantine_entry(kind, printable_uri(uri), BAD_NAME_REASON)
 
 
 def shard_of(sha256_hex: str, num_shards: int) -> int:
@@ -116,10 +120,7 @@ def decode_resize_dofn():
                 reason = message[len(uri) + 2 :] if message.startswith(f"{uri}: ") else message
                 self.counters["quarantined"].inc()
                 self.opts.progress.tick(ok=False)
-                yield beam.pvalue.TaggedOutput(
-                    "quarantine",
-                    {"source": uri, "reason": reason, "code": reason_code(reason), "kind": kind},
-                )
+                yield beam.pvalue.TaggedOutput("quarantine", quarantine_entry(kind, uri, reason))
                 return
             self.counters["accepted_before_dedupe"].inc()
             self.opts.progress.tick()
@@ -151,24 +152,20 @@ def write_shards_dofn():
 
         def process(self, element, splits):
             (kind, shard), records = element
-            by_sha: dict[str, list[dict]] = {}
-            for record in records:
-                by_sha.setdefault(record["sha256"], []).append(record)
             per_split: dict[str, list[dict]] = {}
-            for sha in sorted(by_sha):
-                group = sorted(by_sha[sha], key=lambda r: r["source"])
-                for dup in group[1:]:
+            ordered = sorted(records, key=lambda r: (r["sha256"], r["source"]))
+            for sha, (kept, *duplicates) in itertools.groupby(ordered, lambda r: r["sha256"]):  # smallest source kept
+                for dup in duplicates:
                     yield beam.pvalue.TaggedOutput(
                         "duplicates",
-                        {"source": dup["source"], "duplicate_of": group[0]["source"], "kind": kind},
+                        {"source": dup["source"], "duplicate_of": kept["source"], "kind": kind},
                     )
-                per_split.setdefault(splits[kind][sha], []).append(group[0])
+                per_split.setdefault(splits[kind][sha], []).append(kept)
             for split, items in sorted(per_split.items()):
                 payload = b"".join(tfrecord_frame(_example(r, split)) for r in items)
                 digest = hashlib.sha256(payload).hexdigest()
                 rel = shard_name(kind, split, shard, self.num_shards[kind], digest)
-                with FileSystems.create(FileSystems.join(self.out, rel)) as fh:
-                    fh.write(payload)
+                write_bytes(FileSystems.join(self.out, rel), payload)
                 yield {
                     "kind": kind,
                     "split": split,
@@ -190,20 +187,14 @@ def _example(record: dict, split: str) -> bytes:
 
 def assign_all(pairs: list, fractions: dict) -> dict:
     """{kind: {sha: split}} for the distinct (kind, sha) pairs of accepted images."""
-    by_kind: dict[str, list[str]] = {kind: [] for kind in KINDS}
-    for kind, sha in pairs:
-        by_kind[kind].append(sha)
-    return {kind: assign_splits(shas, fractions[kind]) for kind, shas in by_kind.items()}
+    return {kind: assign_splits([sha for k, sha in pairs if k == kind], fractions[kind]) for kind in KINDS}
 
 
 def write_stash(items: list, path: str) -> str:
-    from apache_beam.io.filesystems import FileSystems
-
     grouped: dict[str, list] = {"shard": [], "duplicate": [], "quarantine": []}
     for tag, value in items:
         grouped[tag].append(value)
     for values in grouped.values():
         values.sort(key=lambda v: json.dumps(v, sort_keys=True))
-    with FileSystems.create(path) as fh:
-        fh.write(json.dumps(grouped).encode("utf-8"))
+    write_bytes(path, json.dumps(grouped).encode("utf-8"))
     return path
