@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 
 from imfuse.errors import ConfigError
-from imfuse.fsutil import atomic_path
 
 BASE_DIR = Path(__file__).resolve().parent / "base_models"
 BASE = "base"
@@ -38,9 +37,8 @@ def save_base_weights(model, variant: str, record: dict) -> Path:
     """Write BASE_DIR/<variant>.npz (float16 weights) and <variant>.json (record + architecture)."""
     import numpy as np
 
-    weights = model.get_weights()
     path = BASE_DIR / f"{variant}.npz"
-    np.savez_compressed(path, *[w.astype(np.float16) for w in weights])
+    np.savez_compressed(path, *[w.astype(np.float16) for w in model.get_weights()])
     record = {**record, "variant_config": model.variant.to_dict(), "layout": int(model.layout)}
     (BASE_DIR / f"{variant}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return path
@@ -76,9 +74,7 @@ def _materialise(variant: str, weights: Path, path: Path) -> None:
     with np.load(weights) as arrays:
         model.set_weights([arrays[f"arr_{i}"].astype(np.float32) for i in range(len(arrays.files))])
     model.predictor_init = f"shipped base model {variant}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        save_model(model, tmp)
+    save_model(model, path)  # atomic: concurrent first uses never read half a file
 
 
 def resolve_model_path(spec: str | None, variant: str = "reduced") -> Path:
@@ -94,6 +90,4 @@ def resolve_model_path(spec: str | None, variant: str = "reduced") -> Path:
 def base_model_record(variant: str = "reduced") -> dict:
     """How the shipped base model was made (command, config, dataset hash, steps, metrics)."""
     path = BASE_DIR / f"{variant}.json"
-    if not path.is_file():
-        return {}
-    return json.loads(path.read_text())
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -28,7 +28,5 @@ def preserve_color(content_rgb: np.ndarray, stylized_rgb: np.ndarray) -> np.ndar
     """Stylised luminance + content chroma, float32 RGB in [0, 1] (same shape as inputs)."""
     if content_rgb.shape != stylized_rgb.shape:
         raise ValueError(f"shape mismatch: content {content_rgb.shape} vs stylized {stylized_rgb.shape}")
-    content_yiq = rgb_to_yiq(content_rgb)
-    stylized_yiq = rgb_to_yiq(stylized_rgb)
-    merged = np.concatenate([stylized_yiq[..., :1], content_yiq[..., 1:]], axis=-1)
+    merged = np.concatenate([rgb_to_yiq(stylized_rgb)[..., :1], rgb_to_yiq(content_rgb)[..., 1:]], axis=-1)
     return np.clip(yiq_to_rgb(merged), 0.0, 1.0)

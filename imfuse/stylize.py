@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from imfuse import tiling
+from imfuse.color import preserve_color as keep_chroma
 from imfuse.errors import ConfigError, ImageError
+from imfuse.images import to_uint8
 
 if TYPE_CHECKING:  # pragma: no cover
     from imfuse.networks.model import StyleTransferModel
@@ -108,8 +111,6 @@ def stylize_with_model(
         if embedding.shape[1] != model.embedding_dim or not np.isfinite(embedding).all():
             raise ConfigError(f"embedding must be {model.embedding_dim} finite values, got shape {embedding.shape[1:]}")
     check_strength(strength)
-    from imfuse import tiling
-
     h, w = content.shape[:2]
     work_hw = tiling.working_size(h, w, style_scale)
     tile_size = tiling.resolve_tile(tile, *work_hw)
@@ -132,27 +133,19 @@ def stylize_with_model(
     else:
         batch = tiling._as_float_tile(work)[None]
         stylized = np.asarray(model.stylize_with_embedding(batch, embedding), dtype=np.float32)[0]
-        stylized = _to_uint8(stylized) if content.dtype == np.uint8 or as_uint8 else np.clip(stylized, 0.0, 1.0)
+        stylized = to_uint8(stylized) if content.dtype == np.uint8 or as_uint8 else np.clip(stylized, 0.0, 1.0)
     del work
     stylized = tiling.resize_image(stylized, (h, w))
     if stylized.dtype == np.uint8:
         _finish_in_bands(content, stylized, mask, preserve_color)
         return stylized if as_uint8 else stylized.astype(np.float32) / np.float32(255.0)
     stylized = _finish(content, stylized, mask, preserve_color)
-    return _to_uint8(stylized) if as_uint8 else stylized
-
-
-def _to_uint8(rgb: np.ndarray) -> np.ndarray:
-    from imfuse.images import to_uint8
-
-    return to_uint8(rgb)
+    return to_uint8(stylized) if as_uint8 else stylized
 
 
 def _finish(content, stylized, mask, preserve_color) -> np.ndarray:
     """Colour preservation, clipping and the mask on float (H, W, 3) arrays."""
     if preserve_color:
-        from imfuse.color import preserve_color as keep_chroma
-
         stylized = keep_chroma(content, stylized)
     stylized = np.clip(stylized, 0.0, 1.0)
     if mask is not None:
@@ -162,17 +155,15 @@ def _finish(content, stylized, mask, preserve_color) -> np.ndarray:
 
 def _finish_in_bands(content, stylized: np.ndarray, mask, preserve_color, rows: int = 256) -> None:
     """_finish on a uint8 result, in place, a band of rows at a time (no full-size float copies)."""
-    from imfuse.tiling import _as_float_tile
-
     if mask is not None and np.shape(mask) != content.shape[:2]:
         raise ImageError(f"mask shape {np.shape(mask)} does not match the content image {content.shape[:2]}")
     if mask is None and not preserve_color:
         return
     for top in range(0, content.shape[0], rows):
         band = slice(top, top + rows)
-        out = _finish(_as_float_tile(content[band]), _as_float_tile(stylized[band]),
+        out = _finish(tiling._as_float_tile(content[band]), tiling._as_float_tile(stylized[band]),
                       None if mask is None else np.asarray(mask)[band], preserve_color)
-        stylized[band] = _to_uint8(out)
+        stylized[band] = to_uint8(out)
 
 
 def _stylize_whole(model, content, styles, strength, mask, preserve_color, embedding=None) -> np.ndarray:

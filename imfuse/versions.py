@@ -27,9 +27,5 @@ def version_dirs(base: str | os.PathLike) -> dict[int, Path]:
     base = Path(base)
     if not base.is_dir():
         return {}
-    found = {}
-    for child in base.iterdir():
-        number = version_number(child.name)
-        if number is not None and child.is_dir():
-            found[number] = child
-    return found
+    numbered = ((version_number(child.name), child) for child in base.iterdir())
+    return {number: child for number, child in numbered if number is not None and child.is_dir()}

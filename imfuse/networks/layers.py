@@ -42,6 +42,12 @@ def _take(x, axis: int, start, stop):
     return x[:, start:stop] if axis == 1 else x[:, :, start:stop]
 
 
+def _map_hw(input_shape, size, channels=None) -> tuple:
+    """(B, H, W, C) with known H and W mapped by `size` (unknown stay None), C by `channels` if given."""
+    b, h, w, c = input_shape
+    return (b, *(None if d is None else size(d) for d in (h, w)), c if channels is None else channels)
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ReflectPad(keras.layers.Layer):
     """Reflect padding on H and W: zero padding darkens borders of stylised images."""
@@ -54,9 +60,7 @@ class ReflectPad(keras.layers.Layer):
         return mirror_pad(x, self.pad)
 
     def compute_output_shape(self, input_shape):
-        b, h, w, c = input_shape
-        grow = lambda d: None if d is None else d + 2 * self.pad  # noqa: E731
-        return (b, grow(h), grow(w), c)
+        return _map_hw(input_shape, lambda d: d + 2 * self.pad)
 
     def get_config(self):
         return {**super().get_config(), "pad": self.pad}
@@ -78,9 +82,7 @@ class EdgePadUpsample2D(keras.layers.Layer):
         return tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)
 
     def compute_output_shape(self, input_shape):
-        b, h, w, c = input_shape
-        grow = lambda d: None if d is None else 2 * d + 4  # noqa: E731
-        return (b, grow(h), grow(w), c)
+        return _map_hw(input_shape, lambda d: 2 * d + 4)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -102,9 +104,7 @@ class PadToMultiple(keras.layers.Layer):
         return tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
 
     def compute_output_shape(self, input_shape):
-        b, h, w, c = input_shape
-        up = lambda d: None if d is None else -(-d // self.multiple) * self.multiple  # noqa: E731
-        return (b, up(h), up(w), c)
+        return _map_hw(input_shape, lambda d: -(-d // self.multiple) * self.multiple)
 
     def get_config(self):
         return {**super().get_config(), "multiple": self.multiple}
@@ -399,15 +399,11 @@ class UpsampleConv2D(keras.layers.Conv2D):
         return y[:, 3:-3, 3:-3, :]
 
     def compute_output_shape(self, input_shape):
-        b, h, w, _ = input_shape
-        twice = lambda d: None if d is None else 2 * d  # noqa: E731
-        return (b, twice(h), twice(w), self.filters)
+        return _map_hw(input_shape, lambda d: 2 * d, channels=self.filters)
 
-    def get_config(self):
-        config = super().get_config()
-        for fixed in ("kernel_size", "strides", "padding", "use_bias"):
-            config.pop(fixed, None)
-        return config
+    def get_config(self):  # without the arguments __init__ fixes
+        fixed = ("kernel_size", "strides", "padding", "use_bias")
+        return {k: v for k, v in super().get_config().items() if k not in fixed}
 
 
 def _space_to_depth_kernel(kernel):
@@ -455,8 +451,5 @@ class SpaceToDepthConv2D(keras.layers.Conv2D):
         y = tf.nn.depth_to_space(tf.nn.conv2d(tf.nn.space_to_depth(x, 2), kernel, 1, "VALID"), 2)
         return y[:, :out_h, :out_w, :]
 
-    def get_config(self):
-        config = super().get_config()
-        for fixed in ("strides", "padding", "use_bias"):
-            config.pop(fixed, None)
-        return config
+    def get_config(self):  # without the arguments __init__ fixes
+        return {k: v for k, v in super().get_config().items() if k not in ("strides", "padding", "use_bias")}

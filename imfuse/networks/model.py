@@ -7,16 +7,16 @@ records the variant so a saved `.keras` file rebuilds the same architecture.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 
 import keras
 import tensorflow as tf
 
 from imfuse.errors import ConfigError, ModelError
+from imfuse.fsutil import atomic_path
 from imfuse.networks.config import VariantConfig, variant_config
 from imfuse.networks.predictor import build_predictor, build_style_heads
 from imfuse.networks.transformer import LAYOUT, build_transformer
-from imfuse.precision import dtype_policy_for, resolve_precision
+from imfuse.precision import dtype_policy_for, dtype_policy_scope, resolve_precision
 
 
 def _as_float(x) -> tf.Tensor:
@@ -145,7 +145,7 @@ def with_precision(model: StyleTransferModel, precision: str = "float32") -> Sty
     """
     if resolve_precision(precision) == "float32":
         return model
-    with _dtype_policy(precision):
+    with dtype_policy_scope(dtype_policy_for(precision)):
         twin = StyleTransferModel(
             model.variant, predictor_init=model.predictor_init, layout=model.layout, name=model.name
         )
@@ -158,25 +158,15 @@ def compute_precision(model: StyleTransferModel) -> str:
     return "bfloat16" if model.dtype_policy.compute_dtype == "bfloat16" else "float32"
 
 
-@contextmanager
-def _dtype_policy(precision: str):
-    """Layers built inside take the Keras dtype policy of `precision`."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(dtype_policy_for(precision))
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
 def save_model(model: StyleTransferModel, path: str | os.PathLike) -> str:
-    """Saves to a `.keras` archive (config + weights); returns the path written."""
+    """Saves to a `.keras` archive (config + weights) through a temp file beside it, so that
+    readers never see half a zip; returns the path written."""
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ConfigError(f"model path must end in .keras: {path}")
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    model.save(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path) as tmp:
+        model.save(os.fspath(tmp))
     return path
 
 
@@ -203,7 +193,7 @@ def load_model(path: str | os.PathLike, precision: str = "float32") -> StyleTran
     if not os.path.isfile(path):
         raise ModelError(f"model file not found: {path}")
     try:
-        with _dtype_policy(precision):
+        with dtype_policy_scope(dtype_policy_for(precision)):
             model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # noqa: BLE001 - corrupt zip, wrong classes, shape mismatch, ...
         raise ModelError(f"cannot load model {path}: {type(exc).__name__}: {str(exc)[:300]}") from None

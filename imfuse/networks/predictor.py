@@ -24,11 +24,6 @@ INCEPTION_WEIGHTS_MD5 = "bcbd6486424b2319ff4ef7d526e38f63"
 DOWNLOAD_TIMEOUT_S = 20.0
 
 
-def keras_cache_dir() -> str:
-    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    return os.path.join(home, "models")
-
-
 @contextmanager
 def _socket_timeout(seconds: float):
     """Offline machines must fail fast instead of hanging on the download."""
@@ -42,7 +37,8 @@ def _socket_timeout(seconds: float):
 
 def imagenet_inception_weights() -> str:
     """Path of the ImageNet InceptionV3 (no top) weights: Keras cache, else download."""
-    cached = os.path.join(keras_cache_dir(), INCEPTION_WEIGHTS_FILE)
+    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    cached = os.path.join(home, "models", INCEPTION_WEIGHTS_FILE)
     if os.path.isfile(cached):
         return cached
     try:
@@ -69,14 +65,23 @@ def _inception_trunk(weights: str) -> keras.Model:
     elif weights == "imagenet":
         path = imagenet_inception_weights()
     else:
-        path = os.path.expanduser(weights)
-        if not os.path.isfile(path):
-            raise WeightsUnavailableError(f"predictor weights file not found: {weights}")
+        path = _weights_file(weights)
     base = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(None, None, 3))
     trunk = keras.Model(base.input, base.get_layer(INCEPTION_END_LAYER).output, name="inception_v3_mixed7")
-    if path is not None:
-        _load_trunk_weights(base, trunk, path)
+    # A keras.applications InceptionV3 no-top file (legacy `.h5`) goes into the whole
+    # InceptionV3; a Keras 3 `.weights.h5` saved from the mixed7 trunk goes into the trunk.
+    if path is not None and path.endswith(".weights.h5"):
+        _strict_load(trunk, path, "mixed7-trunk .weights.h5")
+    elif path is not None:
+        _strict_load(base, path, "InceptionV3 (no top) .h5")
     return trunk
+
+
+def _weights_file(weights: str) -> str:
+    path = os.path.expanduser(weights)
+    if not os.path.isfile(path):
+        raise WeightsUnavailableError(f"predictor weights file not found: {weights}")
+    return path
 
 
 def _strict_load(model: keras.Model, path: str, kind: str) -> None:
@@ -90,15 +95,6 @@ def _strict_load(model: keras.Model, path: str, kind: str) -> None:
         raise ModelError(
             f"cannot load predictor weights from {path} as a {kind} file: {type(exc).__name__}: {str(exc)[:200]}"
         ) from None
-
-
-def _load_trunk_weights(base: keras.Model, trunk: keras.Model, path: str) -> None:
-    """A keras.applications InceptionV3 no-top file (legacy `.h5`) goes into the whole
-    InceptionV3; a Keras 3 `.weights.h5` saved from the mixed7 trunk goes into the trunk."""
-    if path.endswith(".weights.h5"):
-        _strict_load(trunk, path, "mixed7-trunk .weights.h5")
-    else:
-        _strict_load(base, path, "InceptionV3 (no top) .h5")
 
 
 def _conv(x, filters: int, kernel: int, name: str, stride: int = 1):
@@ -168,10 +164,7 @@ def build_predictor(cfg: VariantConfig, weights: str = "none") -> keras.Model:
     bottleneck = keras.layers.Dense(cfg.bottleneck, name="bottleneck", dtype="float32")(x)
     model = keras.Model(inp, bottleneck, name="style_predictor")
     if cfg.predictor == "small" and weights != "none":
-        path = os.path.expanduser(weights)
-        if not os.path.isfile(path):
-            raise WeightsUnavailableError(f"predictor weights file not found: {weights}")
-        _strict_load(model, path, "small-predictor .weights.h5")
+        _strict_load(model, _weights_file(weights), "small-predictor .weights.h5")
     return model
 
 
@@ -183,17 +176,12 @@ def build_style_heads(cfg: VariantConfig) -> keras.Model:
     """
     inp = keras.Input(shape=(cfg.bottleneck,), name="bottleneck")
     small = keras.initializers.RandomNormal(stddev=0.01)
-    outputs = []
-    for i, depth in enumerate(cfg.norm_depths):
-        outputs.append(
-            keras.layers.Dense(
-                depth, kernel_initializer=small, bias_initializer="ones", name=f"gamma_{i}", dtype="float32"
-            )(inp)
-        )
-        outputs.append(
-            keras.layers.Dense(
-                depth, kernel_initializer=small, bias_initializer="zeros", name=f"beta_{i}", dtype="float32"
-            )(inp)
-        )
+    outputs = [
+        keras.layers.Dense(
+            depth, kernel_initializer=small, bias_initializer=bias, name=f"{kind}_{i}", dtype="float32"
+        )(inp)
+        for i, depth in enumerate(cfg.norm_depths)
+        for kind, bias in (("gamma", "ones"), ("beta", "zeros"))
+    ]
     params = keras.layers.Concatenate(name="style_params")(outputs)
     return keras.Model(inp, params, name="style_heads")

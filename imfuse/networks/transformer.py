@@ -85,10 +85,8 @@ def build_transformer(cfg: VariantConfig, layout: int = LAYOUT) -> keras.Model:
 
     x = PadToMultiple(STRIDE, name="pad_to_multiple")(content)
     # Contract: plain instance norm (style-independent features).
-    for i, (filters, kernel, stride) in enumerate(
-        [(c32, cfg.outer_kernel, 1), (c64, 3, 2), (c128, 3, 2)]
-    ):
-        separable = cfg.separable_outer if i == 0 else False
+    contract = [(c32, cfg.outer_kernel, 1, cfg.separable_outer), (c64, 3, 2, False), (c128, 3, 2, False)]
+    for i, (filters, kernel, stride, separable) in enumerate(contract):
         x = _conv(x, filters, kernel, stride, separable, name=f"contract_{i}")
         x = InstanceNorm(name=f"contract_{i}_norm", dtype=NORM_DTYPE)(x)
         x = keras.layers.ReLU(name=f"contract_{i}_relu")(x)

@@ -28,12 +28,8 @@ def default_tracking_uri(cwd: str | os.PathLike | None = None) -> str:
 
 def resolve_tracking_uri(uri: str | None) -> str:
     """Explicit argument > MLFLOW_TRACKING_URI > embedded default under the working dir."""
-    if uri:
-        return _normalise(uri)
-    env = os.environ.get(_ENV)
-    if env:
-        return _normalise(env)
-    return default_tracking_uri()
+    uri = uri or os.environ.get(_ENV)
+    return _normalise(uri) if uri else default_tracking_uri()
 
 
 def _normalise(uri: str) -> str:
@@ -45,9 +41,7 @@ def _normalise(uri: str) -> str:
 
 def sqlite_path(uri: str) -> Path | None:
     """File of a `sqlite:///...` URI (None for other stores)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri[len("sqlite:///"):])
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
 def artifact_root_for(uri: str) -> str | None:
@@ -64,23 +58,25 @@ def is_http(uri: str) -> bool:
     return uri.startswith("http://") or uri.startswith("https://")
 
 
+def health_problem(url: str, timeout: float) -> str | None:
+    """Why the tracking server at `url` fails its health check, or None when it answers."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as response:
+            return None if response.status == 200 else f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return str(getattr(exc, "reason", exc))
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """TrackingError unless an HTTP tracking server answers its health check."""
-    if not is_http(uri):
-        return
-    try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=timeout) as response:
-            if response.status == 200:
-                return
-            reason = f"HTTP {response.status}"
-    except urllib.error.HTTPError as exc:
-        reason = f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError) as exc:
-        reason = str(getattr(exc, "reason", exc))
-    raise TrackingError(
-        f"cannot reach the MLflow tracking server at {uri} ({reason}); start it (e.g. `imfuse ui`) "
-        "or pass another --mlflow-uri / MLFLOW_TRACKING_URI"
-    )
+    reason = health_problem(uri, timeout) if is_http(uri) else None
+    if reason is not None:
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server at {uri} ({reason}); start it (e.g. `imfuse ui`) "
+            "or pass another --mlflow-uri / MLFLOW_TRACKING_URI"
+        )
 
 
 @lru_cache(maxsize=8)
@@ -101,6 +97,12 @@ def get_client(uri: str):
         db.parent.mkdir(parents=True, exist_ok=True)
     with tracking_errors(uri, "opening the store"):
         return _client(uri)
+
+
+def open_store(tracking_uri: str | None) -> tuple[str, object]:
+    """(resolved URI, its client): what every registry and run call starts from."""
+    uri = resolve_tracking_uri(tracking_uri)
+    return uri, get_client(uri)
 
 
 def error_code(exc: BaseException) -> str:

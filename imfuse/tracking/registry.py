@@ -28,7 +28,7 @@ from imfuse.tracking import (
     TAG_SERVING_VERSION,
     TRAIN_LOSS,
 )
-from imfuse.tracking.client import error_code, get_client, resolve_tracking_uri, tracking_errors
+from imfuse.tracking.client import error_code, open_store, tracking_errors
 
 DEFAULT_METRICS = (TRAIN_LOSS, EVAL_CONTENT_LOSS, EVAL_STYLE_LOSS_SEEN, EVAL_STYLE_LOSS_UNSEEN, GATE_METRIC,
                    EVAL_IDENTITY_STYLE_LOSS, EVAL_IMAGES_PER_SECOND)
@@ -63,8 +63,7 @@ def register_run_model(
     alias: str | None = CHALLENGER,
 ) -> int:
     """New version of `name` from `runs:/<run_id>/<artifact_path>`; alias set on it; returns the number."""
-    uri = resolve_tracking_uri(tracking_uri)
-    client = get_client(uri)
+    uri, client = open_store(tracking_uri)
     with tracking_errors(uri, f"registering model '{name}'"):
         try:
             client.get_registered_model(name)
@@ -88,7 +87,7 @@ def register_run_model(
     return int(version.version)
 
 
-def _version_info(client, mv, metrics: bool = True) -> VersionInfo:
+def _version_info(client, mv) -> VersionInfo:
     info = VersionInfo(
         name=mv.name,
         version=int(mv.version),
@@ -98,7 +97,7 @@ def _version_info(client, mv, metrics: bool = True) -> VersionInfo:
         created_ms=int(mv.creation_timestamp or 0),
         tags=dict(mv.tags or {}),
     )
-    if metrics and info.run_id:
+    if info.run_id:
         try:
             run = client.get_run(info.run_id)
         except Exception:  # noqa: BLE001 - run deleted: the version still lists, without metrics
@@ -110,16 +109,12 @@ def _version_info(client, mv, metrics: bool = True) -> VersionInfo:
 
 def get_version(name: str, alias_or_version: str | int, tracking_uri: str | None = None) -> VersionInfo:
     """A version by number ("3") or alias ("champion"); TrackingError naming what is unknown."""
-    uri = resolve_tracking_uri(tracking_uri)
-    client = get_client(uri)
+    uri, client = open_store(tracking_uri)
     ref = str(alias_or_version)
     with tracking_errors(uri, f"looking up {name}@{ref}"):
         _require_model(client, name)
         try:
-            if ref.isdigit():
-                mv = client.get_model_version(name, ref)
-            else:
-                mv = client.get_model_version_by_alias(name, ref)
+            mv = client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
         except Exception as exc:  # noqa: BLE001
             if _missing(exc):
                 what = f"version {ref}" if ref.isdigit() else f"alias '{ref}'"
@@ -128,9 +123,9 @@ def get_version(name: str, alias_or_version: str | int, tracking_uri: str | None
         return _version_info(client, mv)
 
 
-def _require_model(client, name: str) -> None:
+def _require_model(client, name: str):
     try:
-        client.get_registered_model(name)
+        return client.get_registered_model(name)
     except Exception as exc:  # noqa: BLE001
         if _missing(exc):
             known = ", ".join(sorted(m.name for m in client.search_registered_models())) or "none"
@@ -140,19 +135,16 @@ def _require_model(client, name: str) -> None:
 
 def list_models(tracking_uri: str | None = None) -> list[str]:
     """Names of all registered models, sorted."""
-    uri = resolve_tracking_uri(tracking_uri)
-    client = get_client(uri)
+    uri, client = open_store(tracking_uri)
     with tracking_errors(uri, "listing registered models"):
         return sorted(m.name for m in client.search_registered_models())
 
 
 def list_versions(name: str, tracking_uri: str | None = None) -> list[VersionInfo]:
     """All versions of `name`, newest first, with aliases, run ids and run metrics."""
-    uri = resolve_tracking_uri(tracking_uri)
-    client = get_client(uri)
+    uri, client = open_store(tracking_uri)
     with tracking_errors(uri, f"listing versions of '{name}'"):
-        _require_model(client, name)
-        aliases = _aliases_by_version(client.get_registered_model(name))
+        aliases = _aliases_by_version(_require_model(client, name))
         versions = client.search_model_versions(f"name='{name}'")
         infos = [_version_info(client, mv) for mv in versions]
     for info in infos:  # search results carry no aliases; the registered model does
@@ -192,18 +184,12 @@ def promote(
     if not str(version).isdigit():
         raise TrackingError(f"version must be a number, got '{version}'")
     info = get_version(name, version, tracking_uri)
-    if require_blessing:
-        blessed = is_blessed(info)
-        if blessed is None:
-            raise TrackingError(
-                f"{name} version {info.version} has no evaluation (run `imfuse evaluate` first); refusing to promote"
-            )
-        if not blessed:
-            raise TrackingError(
-                f"{name} version {info.version} was not blessed by its evaluation; refusing to promote"
-            )
-    uri = resolve_tracking_uri(tracking_uri)
-    client = get_client(uri)
+    blessed = is_blessed(info)
+    if require_blessing and not blessed:
+        why = ("has no evaluation (run `imfuse evaluate` first)" if blessed is None
+               else "was not blessed by its evaluation")
+        raise TrackingError(f"{name} version {info.version} {why}; refusing to promote")
+    uri, client = open_store(tracking_uri)
     with tracking_errors(uri, f"setting alias '{alias}' on {name} version {info.version}"):
         client.set_registered_model_alias(name, alias, str(info.version))
     return get_version(name, info.version, uri)
@@ -213,8 +199,7 @@ def champion_metric(
     name: str, metric: str, tracking_uri: str | None = None, alias: str = CHAMPION
 ) -> tuple[VersionInfo | None, float | None]:
     """(champion version, its run's `metric`); (None, None) if the model or alias does not exist."""
-    uri = resolve_tracking_uri(tracking_uri)
-    client = get_client(uri)
+    uri, client = open_store(tracking_uri)
     with tracking_errors(uri, f"reading the {alias} of '{name}'"):
         try:
             client.get_registered_model(name)
@@ -262,9 +247,8 @@ def download_model(
 
     Used by `imfuse export --from-registry NAME@ALIAS`; TrackingError if unknown.
     """
-    uri = resolve_tracking_uri(tracking_uri)
+    uri, client = open_store(tracking_uri)
     info = get_version(name, alias_or_version, uri)
-    client = get_client(uri)
     target = Path(dst) if dst else Path(tempfile.mkdtemp(prefix=f"{name}-v{info.version}-"))
     target.mkdir(parents=True, exist_ok=True)
     with tracking_errors(uri, f"downloading {name} version {info.version}"):

@@ -28,6 +28,7 @@ from imfuse.tracking import (
 from imfuse.tracking.client import (
     artifact_root_for,
     get_client,
+    open_store,
     resolve_tracking_uri,
     tracking_errors,
 )
@@ -41,7 +42,6 @@ __all__ = [
     "log_to_run",
     "read_run_file",
     "resolve_tracking_uri",
-    "run_summary",
     "start_run",
 ]
 
@@ -62,9 +62,9 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return flat
 
 
-def git_commit(cwd: str | os.PathLike | None = None) -> str:
+def git_commit() -> str:
     """HEAD of the source checkout (read-only `git rev-parse`), or "unknown"."""
-    where = cwd or Path(__file__).resolve().parents[2]
+    where = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=False
@@ -74,16 +74,16 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
-def ensure_experiment(client, uri: str, name: str = EXPERIMENT) -> str:
-    """Id of experiment `name`, created (artifacts next to a local store) or restored if needed."""
-    with tracking_errors(uri, f"looking up experiment '{name}'"):
-        exp = client.get_experiment_by_name(name)
+def ensure_experiment(client, uri: str) -> str:
+    """Id of the `imfuse` experiment, created (artifacts next to a local store) or restored if needed."""
+    with tracking_errors(uri, f"looking up experiment '{EXPERIMENT}'"):
+        exp = client.get_experiment_by_name(EXPERIMENT)
         if exp is None:
             root = artifact_root_for(uri)
             location = Path(root).resolve().as_uri() if root else None
             if root:
                 Path(root).mkdir(parents=True, exist_ok=True)
-            return client.create_experiment(name, artifact_location=location)
+            return client.create_experiment(EXPERIMENT, artifact_location=location)
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
@@ -107,12 +107,8 @@ def _metric_entities(metrics: Mapping[str, float], step: int):
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    out = []
-    for key, value in metrics.items():
-        value = float(value)
-        if math.isfinite(value):
-            out.append(Metric(key=key, value=value, timestamp=now, step=int(step)))
-    return out
+    values = {key: float(value) for key, value in metrics.items()}
+    return [Metric(key=k, value=v, timestamp=now, step=int(step)) for k, v in values.items() if math.isfinite(v)]
 
 
 def _log_batch(client, uri: str, run_id: str, metrics=(), params=(), tags=()) -> None:
@@ -151,17 +147,12 @@ class TrainingRun:
         variant: str,
         params: Mapping[str, Any],
         tags: Mapping[str, Any] | None = None,
-        *,
-        experiment: str = EXPERIMENT,
-        run_name: str | None = None,
     ):
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.run_dir = Path(run_dir)
         self.variant = variant
         self.params = flatten_params(params)
         self.tags = {k: str(v) for k, v in (tags or {}).items()}
-        self.experiment = experiment
-        self.run_name = run_name or self.run_dir.resolve().name
         self.run_id: str | None = None
         self.resumed = False
         self._client = None
@@ -169,7 +160,7 @@ class TrainingRun:
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> "TrainingRun":
         self._client = get_client(self.tracking_uri)
-        experiment_id = ensure_experiment(self._client, self.tracking_uri, self.experiment)
+        experiment_id = ensure_experiment(self._client, self.tracking_uri)
         previous = self._resumable_run()
         tags = self._standard_tags()
         with tracking_errors(self.tracking_uri, "starting the run"):
@@ -178,7 +169,7 @@ class TrainingRun:
                 self._client.update_run(self.run_id, status="RUNNING")
                 params = self._new_params(previous.data.params, tags)
             else:
-                run = self._client.create_run(experiment_id, tags=tags, run_name=self.run_name)
+                run = self._client.create_run(experiment_id, tags=tags, run_name=self.run_dir.resolve().name)
                 self.run_id = run.info.run_id
                 params = self.params
         _log_batch(self._client, self.tracking_uri, self.run_id, params=params, tags=tags)
@@ -239,8 +230,7 @@ class TrainingRun:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Step metrics (names as in CONTRACTS, e.g. `train/loss`); non-finite values skipped."""
-        client = self._require_active()
-        _log_batch(client, self.tracking_uri, self.run_id, metrics=_metric_entities(metrics, step))
+        _log_batch(self._require_active(), self.tracking_uri, self.run_id, metrics=_metric_entities(metrics, step))
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """A file, or a directory's contents, under `artifact_path` of the run."""
@@ -250,8 +240,7 @@ class TrainingRun:
 # ---------------------------------------------------------------------- evaluation side
 def start_run(tracking_uri: str | None, run_name: str, tags: Mapping[str, Any] | None = None) -> str:
     """A new finished-on-creation run in `imfuse` (evaluation of a model with no training run)."""
-    uri = resolve_tracking_uri(tracking_uri)
-    client = get_client(uri)
+    uri, client = open_store(tracking_uri)
     experiment_id = ensure_experiment(client, uri)
     with tracking_errors(uri, "creating a run"):
         run = client.create_run(experiment_id, tags={k: str(v) for k, v in (tags or {}).items()}, run_name=run_name)
@@ -268,26 +257,10 @@ def log_to_run(
     tags: Mapping[str, Any] | None = None,
 ) -> None:
     """Add metrics, tags and artefacts to an existing run (e.g. evaluation into the training run)."""
-    uri = resolve_tracking_uri(tracking_uri)
-    client = get_client(uri)
+    uri, client = open_store(tracking_uri)
     with tracking_errors(uri, f"finding run {run_id}"):
         client.get_run(run_id)
     _log_batch(client, uri, run_id, metrics=_metric_entities(metrics or {}, step), tags=tags or {})
     for path, artifact_path in artifacts or []:
         _log_path(client, uri, run_id, path, artifact_path)
 
-
-def run_summary(tracking_uri: str | None, run_id: str) -> dict:
-    """{"params", "tags", "metrics", "status", "artifact_uri"} of a run; TrackingError if unknown."""
-    uri = resolve_tracking_uri(tracking_uri)
-    client = get_client(uri)
-    with tracking_errors(uri, f"reading run {run_id}"):
-        run = client.get_run(run_id)
-    return {
-        "run_id": run.info.run_id,
-        "status": run.info.status,
-        "artifact_uri": run.info.artifact_uri,
-        "params": dict(run.data.params),
-        "tags": dict(run.data.tags),
-        "metrics": dict(run.data.metrics),
-    }

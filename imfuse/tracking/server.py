@@ -12,12 +12,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from imfuse.errors import ConfigError, TrackingError
-from imfuse.tracking.client import artifact_root_for, is_http, sqlite_path
+from imfuse.tracking.client import artifact_root_for, health_problem, is_http, sqlite_path
 
 
 @dataclass(frozen=True)
@@ -83,9 +82,8 @@ def start_server(
     port = port or free_port(host)
     Path(store.artifact_root).mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
-    env = dict(os.environ)
     # The GenAI job runner (trace scoring schedulers) only costs start-up time and CPU here.
-    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     proc = subprocess.Popen(
         server_command(store, host, port),
         env=env,
@@ -109,12 +107,8 @@ def wait_until_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise TrackingError(f"mlflow server exited with code {proc.returncode} before {url} came up")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
+        if health_problem(url, timeout=2) is None:
+            return
         time.sleep(0.3)
     raise TrackingError(f"mlflow server at {url} did not answer within {timeout:.0f} s")
 

@@ -10,15 +10,19 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from imfuse.errors import ModelError
+from imfuse.gatys import OptimizeConfig, optimize_image
 from imfuse.images import resize_to
+from imfuse.networks import load_model
 from imfuse.tracking import EVAL_IMAGES_PER_SECOND, eval_metric
+from imfuse.tracking.registry import champion_metric
+from imfuse.training.checkpoints import read_run_config
 from imfuse.training.scoring import SEEN, TERMS, UNSEEN, mean, metrics_from_rows, score_model
+from imfuse.training.warm_start import registered_keras
 
 
 def gatys_baseline(cfg, lossnet, scorer, contents, styles, pairs, rows, progress) -> dict:
     """Gatys optimisation on the first `gatys_subset` pairs (unseen and seen interleaved)."""
-    from imfuse.gatys import OptimizeConfig, optimize_image
-
     unseen = [i for i, p in enumerate(pairs) if p[1] == UNSEEN]
     seen = [i for i, p in enumerate(pairs) if p[1] == SEEN]
     order = [i for pair in zip(unseen, seen) for i in pair] + unseen[len(seen):] + seen[len(unseen):]
@@ -61,17 +65,11 @@ def baseline_model(reg_name: str, gate_metric: str, uri: str | None, run_dir: Pa
     (train_config.json `init_from`): a fine-tune is never blessed for being worse than where it began.
     """
     if uri is not None:
-        from imfuse.errors import ModelError
-        from imfuse.tracking.registry import champion_metric
-        from imfuse.training.warm_start import registered_keras
-
         champion, _ = champion_metric(reg_name, gate_metric, uri)
         if champion is not None:
             with contextlib.suppress(ModelError):  # a champion without a .keras model: the init model
                 keras = registered_keras(reg_name, str(champion.version), uri)
                 return BaselineModel(f"champion v{champion.version}", str(keras), champion.version)
-    from imfuse.training.checkpoints import read_run_config
-
     init = ((read_run_config(str(run_dir)) or {}).get("config") or {}).get("init_from")
     if init and Path(init).is_file():
         return BaselineModel(f"init model {Path(init).name}", init)
@@ -80,8 +78,6 @@ def baseline_model(reg_name: str, gate_metric: str, uri: str | None, run_dir: Pa
 
 def score_baseline(baseline, scorer, contents, styles, pairs, cfg) -> dict[str, float]:
     """The baseline model's gate metrics on exactly the candidate's pairs and size."""
-    from imfuse.networks import load_model
-
     rows, _ = score_model(load_model(baseline.path), scorer, contents, styles, pairs, cfg.progress)
     skip = (eval_metric("identity"), EVAL_IMAGES_PER_SECOND, eval_metric("pairs"))  # the candidate's own
     return {k: v for k, v in metrics_from_rows(rows, 0.0, {}).items() if not k.startswith(skip)}

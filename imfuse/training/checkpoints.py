@@ -2,7 +2,7 @@
 
 tf.train.CheckpointManager writes each checkpoint under a temporary name and only then
 points the `checkpoint` state file (itself replaced atomically) at it; everything else in
-the run directory goes through `imfuse.fsutil.atomic_write_text` / `save_model_atomic`
+the run directory goes through `imfuse.fsutil.atomic_write_text` / `imfuse.networks.save_model`
 (tmp + os.replace).
 """
 
@@ -15,23 +15,12 @@ from pathlib import Path
 import tensorflow as tf
 
 from imfuse.errors import ConfigError, TrainingError
-from imfuse.fsutil import atomic_path, atomic_write_text
+from imfuse.fsutil import atomic_write_text
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "train_config.json"
 HISTORY_FILE = "history.jsonl"
 MODEL_FILE = "model.keras"
-
-
-def save_model_atomic(model, path: str | os.PathLike) -> str:
-    """save_model to a temp `.keras` beside `path`, then os.replace: readers never see half a zip."""
-    from imfuse.networks import save_model
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        save_model(model, tmp)
-    return str(path)
 
 
 def read_run_config(run_dir: str | os.PathLike) -> dict | None:
@@ -75,9 +64,8 @@ def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
     Returns the path restored, or None when there is none. A checkpoint whose variables
     do not match the model (different architecture) is a ConfigError, not a fallback.
     """
-    candidates = list(reversed(manager.checkpoints))
     failures = []
-    for path in candidates:
+    for path in reversed(manager.checkpoints):
         try:
             status = checkpoint.restore(path)
         except (tf.errors.NotFoundError, tf.errors.DataLossError, tf.errors.OutOfRangeError) as exc:

@@ -148,11 +148,8 @@ class TrainConfig:
 
 def resume_mismatches(saved: dict, current: TrainConfig) -> list[str]:
     """'name: saved -> current' for every option that must not change on resume."""
-    now = current.to_dict()
-    diffs = []
-    for name, value in now.items():
-        if name in RESUMABLE_FIELDS or name not in saved:
-            continue
-        if saved[name] != value:
-            diffs.append(f"{name}: {saved[name]!r} -> {value!r}")
-    return diffs
+    return [
+        f"{name}: {saved[name]!r} -> {value!r}"
+        for name, value in current.to_dict().items()
+        if name not in RESUMABLE_FIELDS and name in saved and saved[name] != value
+    ]

@@ -6,11 +6,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from imfuse.data.manifest import MANIFEST
+from imfuse.tracking import (DATASET_ARTIFACT, EVAL_ARTIFACT, EVAL_CURVES_ARTIFACT, TAG_BLESSED, TAG_DATASET_HASH,
+                             TAG_EVAL_DATASET_HASH, TAG_EVAL_GATE_METRIC, TAG_EVAL_IMAGE_SIZE, TAG_EVAL_LOSS_NETWORK,
+                             TAG_GIT_COMMIT, TAG_LOSS_NETWORK, TAG_VARIANT)
+from imfuse.tracking.runs import git_commit, log_to_run, read_run_file, resolve_tracking_uri, start_run
+from imfuse.training.progress import read_history
+
 
 def tracking_target(cfg, run_dir: Path) -> tuple[str, str | None]:
     """(tracking URI, run id): explicit > MLFLOW_TRACKING_URI > the run's mlflow_run.json > default."""
-    from imfuse.tracking.runs import read_run_file, resolve_tracking_uri
-
     saved = read_run_file(run_dir) or {}
     explicit = cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     uri = resolve_tracking_uri(explicit or saved.get("tracking_uri"))
@@ -19,19 +24,13 @@ def tracking_target(cfg, run_dir: Path) -> tuple[str, str | None]:
 
 
 def last_step(history: Path) -> int:
-    from imfuse.training.progress import read_history
-
-    records = read_history(history)
-    return max((step for step, _ in records), default=0)
+    return max((step for step, _ in read_history(history)), default=0)
 
 
 def evaluation_run(cfg, uri: str, run_id: str | None, report: dict) -> str:
     """The run the evaluation logs into: the training's, else a new `evaluate-<model>` run."""
     if run_id is not None:
         return run_id
-    from imfuse.tracking import TAG_DATASET_HASH, TAG_GIT_COMMIT, TAG_LOSS_NETWORK, TAG_VARIANT
-    from imfuse.tracking.runs import git_commit, start_run
-
     return start_run(
         uri,
         run_name=f"evaluate-{Path(cfg.model_path).stem}",
@@ -43,11 +42,6 @@ def evaluation_run(cfg, uri: str, run_id: str | None, report: dict) -> str:
 def log_evaluation(cfg, uri: str, run_id: str, report: dict, out_dir: Path, history: Path) -> None:
     """Metrics, the gate's tags and the evaluation's files (report, blessing, grid, curves,
     the dataset manifest) into run `run_id`."""
-    from imfuse.data.manifest import MANIFEST
-    from imfuse.tracking import (DATASET_ARTIFACT, EVAL_ARTIFACT, EVAL_CURVES_ARTIFACT, TAG_BLESSED,
-                                 TAG_EVAL_DATASET_HASH, TAG_EVAL_GATE_METRIC, TAG_EVAL_IMAGE_SIZE, TAG_EVAL_LOSS_NETWORK)
-    from imfuse.tracking.runs import log_to_run
-
     artifacts = [(out_dir / name, EVAL_ARTIFACT) for name in ("blessing.json", "sample_grid.png", "eval_report.json")]
     if (out_dir / "curves").is_dir():
         artifacts.append((out_dir / "curves", EVAL_CURVES_ARTIFACT))

@@ -16,9 +16,17 @@ import numpy as np
 
 from imfuse.errors import ConfigError, DataError
 from imfuse.losses import LossWeights
-from imfuse.tracking import EVAL_IDENTITY_STYLE_LOSS, EVAL_STYLE_LOSS, GATE_METRIC, baseline_metric, eval_metric
-from imfuse.training.report import Blessing, decide_blessing, write_json
-from imfuse.training.scoring import SEEN, UNSEEN, PairScorer, stylize_batch
+from imfuse.lossnet import DEFAULT_LOSS_NETWORK, build_loss_network
+from imfuse.networks import load_model
+from imfuse.tracking import (EVAL_IDENTITY_STYLE_LOSS, EVAL_STYLE_LOSS, GATE_METRIC, baseline_metric, eval_metric,
+                             registered_model_name)
+from imfuse.training.baselines import baseline_model, gatys_baseline, score_baseline
+from imfuse.training.checkpoints import HISTORY_FILE
+from imfuse.training.eval_logging import evaluation_run, log_evaluation, tracking_target
+from imfuse.training.plots import loss_curves, sample_grid
+from imfuse.training.report import Blessing, decide_blessing, eval_report, write_json
+from imfuse.training.scoring import (SEEN, UNSEEN, PairScorer, metrics_from_rows, read_eval_images, score_model,
+                                     stylize_batch)
 
 
 @dataclass
@@ -72,17 +80,14 @@ class EvalResult:
 
 
 def _grid(cfg, model, contents, styles, out_dir: Path) -> Path:
-    from imfuse.training.plots import sample_grid
-
     grid_contents = contents[: cfg.grid_contents]
     n_seen = min(len(styles[SEEN]), math.ceil(cfg.grid_styles / 2))
     n_unseen = min(len(styles[UNSEEN]), cfg.grid_styles - n_seen)
     picked = [(SEEN, s) for s in styles[SEEN][:n_seen]] + [(UNSEEN, s) for s in styles[UNSEEN][:n_unseen]]
     batch = np.stack([c.rgb for c in grid_contents])
     columns = [stylize_batch(model, batch, s.rgb) for _, s in picked]
-    cells = [[columns[j][i] for j in range(len(picked))] for i in range(len(grid_contents))]
     return sample_grid(
-        [c.rgb for c in grid_contents], [s.rgb for _, s in picked], cells, out_dir / "sample_grid.png",
+        [c.rgb for c in grid_contents], [s.rgb for _, s in picked], list(zip(*columns)), out_dir / "sample_grid.png",
         style_labels=[g for g, _ in picked], tile=min(cfg.image_size, 160),
     )
 
@@ -90,16 +95,6 @@ def _grid(cfg, model, contents, styles, out_dir: Path) -> Path:
 def evaluate(cfg: EvalConfig) -> EvalResult:
     """Score the model, write report/grid/curves/blessing, log them to the training run."""
     cfg.validate()
-    from imfuse.lossnet import DEFAULT_LOSS_NETWORK, build_loss_network
-    from imfuse.networks import load_model
-    from imfuse.tracking import registered_model_name
-    from imfuse.training.baselines import baseline_model, gatys_baseline, score_baseline
-    from imfuse.training.checkpoints import HISTORY_FILE
-    from imfuse.training.eval_logging import evaluation_run, log_evaluation, tracking_target
-    from imfuse.training.plots import loss_curves
-    from imfuse.training.report import eval_report
-    from imfuse.training.scoring import metrics_from_rows, read_eval_images, score_model
-
     model_path = Path(cfg.model_path).resolve()
     run_dir = model_path.parent
     out_dir = Path(cfg.out_dir or run_dir / "eval").resolve()

@@ -69,10 +69,7 @@ def loss_curves(history_path: str | os.PathLike, out_dir: str | os.PathLike) -> 
     out_dir = Path(out_dir)
     written = []
     for name in names:
-        points = sorted((step, values[name]) for step, values in records if name in values)
-        if not points:
-            continue
-        steps, values = zip(*points)
+        steps, values = zip(*sorted((step, values[name]) for step, values in records if name in values))
         fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
         ax.plot(steps, values, linewidth=1.2)
         ax.set_xlabel("step")

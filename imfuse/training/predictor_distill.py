@@ -71,13 +71,6 @@ def student_like(teacher, predictor_layers: int, predictor_pool: int):
     return student
 
 
-def _predictor_parts(model):
-    """(frozen statistics layer, [trainable head layers]) of a vgg16_hed predictor."""
-    stats = model.predictor.get_layer("vgg16_hed_stats")
-    head = [model.predictor.get_layer("stats_hidden"), model.predictor.get_layer("bottleneck")]
-    return stats, head
-
-
 def _crops(data_dir: str, split: str, count: int, seed: int, size: int, augment: bool) -> np.ndarray:
     """`count` style crops (augmented: random scale, flips, hue) or the split's centre crops."""
     from imfuse.data.reader import count_examples, make_dataset
@@ -132,7 +125,9 @@ def distill_predictor(cfg: PredictorDistillConfig, progress_factory=None) -> tup
     teacher = load_model(resolve_model_path(cfg.init_from))
     student = student_like(teacher, cfg.predictor_layers, cfg.predictor_pool)
     size = int(teacher.variant.style_size)
-    stats, head = _predictor_parts(student)
+    # the vgg16_hed predictor's frozen statistics layer and its trainable head
+    stats = student.predictor.get_layer("vgg16_hed_stats")
+    head = [student.predictor.get_layer(name) for name in ("stats_hidden", "bottleneck")]
 
     def bar(total, desc):
         return progress_factory(total, desc) if progress_factory else None
@@ -190,12 +185,10 @@ def distill_predictor(cfg: PredictorDistillConfig, progress_factory=None) -> tup
 
 def save_distilled(student, cfg: PredictorDistillConfig, metrics: dict) -> Path:
     """model.keras plus `<name>.distill.json` (config and metrics) beside it."""
-    import json
-
     from imfuse.networks import save_model
+    from imfuse.training.report import write_json
 
     out = Path(cfg.out)
     save_model(student, out)
-    record = {"config": dataclasses.asdict(cfg), "metrics": metrics}
-    out.with_suffix(".distill.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    write_json(out.with_suffix(".distill.json"), {"config": dataclasses.asdict(cfg), "metrics": metrics})
     return out

@@ -59,7 +59,6 @@ class ProgressLog:
     count: int = 0
     window: StepTimer = field(default_factory=StepTimer)
     overall: StepTimer = field(default_factory=StepTimer)
-    last_metrics: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.bar = tqdm(
@@ -97,7 +96,6 @@ class ProgressLog:
         if self.on_log is not None:
             self.on_log(step, metrics)
         self.sums, self.count, self.window = {}, 0, StepTimer(_seen_first=True)
-        self.last_metrics = metrics
         return metrics
 
     def close(self) -> None:

@@ -12,10 +12,12 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import tensorflow as tf
 from tqdm.auto import tqdm
 
+from imfuse.errors import DataError
 from imfuse.images import decode_image, resize_to
-from imfuse.losses import LossWeights
+from imfuse.losses import LossWeights, perceptual_losses, style_grams
 from imfuse.tracking import EVAL_IMAGES_PER_SECOND, eval_metric
 
 TERMS = ("loss", "content_loss", "style_loss", "tv_loss")
@@ -48,8 +50,6 @@ def read_split(data_dir: str | os.PathLike, kind: str, split: str, size: int, li
 def read_eval_images(data_dir: str | os.PathLike, size: int, max_pairs: int | None):
     """(eval contents, {seen: train styles, unseen: unseen styles}, pairs) at `size`;
     DataError naming an empty split."""
-    from imfuse.errors import DataError
-
     contents = read_split(data_dir, "content", "eval", size, max_pairs)
     styles = {g: read_split(data_dir, "style", SPLIT_OF[g], size, max_pairs) for g in (SEEN, UNSEEN)}
     for name, items in (("content/eval", contents), ("style/train", styles[SEEN]), ("style/unseen", styles[UNSEEN])):
@@ -60,11 +60,7 @@ def read_eval_images(data_dir: str | os.PathLike, size: int, max_pairs: int | No
 
 def _diagonal(n_content: int, n_style: int) -> list[tuple[int, int]]:
     """All (content, style) index pairs ordered so any prefix spreads over contents and styles."""
-    order = []
-    for k in range(n_content * n_style):
-        c, q = k % n_content, k // n_content
-        order.append((c, (q + c) % n_style))
-    return order
+    return [(c, (q + c) % n_style) for q in range(n_style) for c in range(n_content)]
 
 
 def select_pairs(n_content: int, n_seen: int, n_unseen: int, max_pairs: int | None) -> list[tuple[int, str, int]]:
@@ -82,12 +78,7 @@ class PairScorer:
     """Weighted Gatys terms of single images, with per-content / per-style targets cached."""
 
     def __init__(self, lossnet, weights: LossWeights):
-        import tensorflow as tf
-
-        from imfuse.losses import perceptual_losses, style_grams
-
         self.lossnet, self.weights = lossnet, weights
-        self._style_grams = style_grams
         self._content: dict[int, dict] = {}
         self._grams: dict[tuple[str, int], dict] = {}
         self._fn = tf.function(
@@ -103,7 +94,7 @@ class PairScorer:
 
     def style_targets(self, key: tuple[str, int], rgb: np.ndarray) -> dict:
         if key not in self._grams:
-            self._grams[key] = self._style_grams(self.lossnet, rgb[None])
+            self._grams[key] = style_grams(self.lossnet, rgb[None])
         return self._grams[key]
 
     def score(self, image: np.ndarray, content_feats: dict, grams: dict) -> dict[str, float]:

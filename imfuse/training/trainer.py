@@ -21,11 +21,17 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from imfuse.data.manifest import read_dataset_hash
 from imfuse.errors import ConfigError, TrainingError
-from imfuse.precision import dtype_policy_for
+from imfuse.losses import LossWeights, balanced_mean, batch_means, perceptual_terms, style_grams
+from imfuse.lossnet import build_loss_network
+from imfuse.networks import build_model, load_model, preprocess_style, save_model
+from imfuse.networks.model import saved_variant_config
+from imfuse.precision import dtype_policy_for, dtype_policy_scope
 from imfuse.training import checkpoints as ckpt
 from imfuse.training.config import EXPONENTIAL_FINAL_FRACTION, TrainConfig, resume_mismatches
 from imfuse.training.progress import LogFn, ProgressLog
+from imfuse.training.teacher import load_teacher
 
 CheckpointFn = Callable[[int, str], None]
 
@@ -90,16 +96,17 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
+def _is_chief_task(task_type: str | None, index, cluster: dict) -> bool:
     """Only the chief (or worker 0 without a chief) writes the run directory."""
+    return task_type == "chief" or (task_type == "worker" and int(index) == 0 and "chief" not in cluster)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run directory, by its role in the strategy's cluster."""
     resolver = getattr(strategy, "cluster_resolver", None)
-    task_type = getattr(resolver, "task_type", None)
-    if not task_type:
+    if not getattr(resolver, "task_type", None):
         return True
-    if task_type == "chief":
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return task_type == "worker" and resolver.task_id == 0 and not has_chief
+    return _is_chief_task(resolver.task_type, resolver.task_id, resolver.cluster_spec().as_dict())
 
 
 def resolve_jit(jit: bool | None) -> bool:
@@ -138,8 +145,6 @@ def _teacher_targets(spec: str):
     The teacher runs in the input pipeline (NumPy/ONNX, outside the compiled step), so its
     time overlaps the previous step's compute.
     """
-    from imfuse.training.teacher import load_teacher
-
     teach = load_teacher(spec)
 
     def add_target(content, style):
@@ -151,8 +156,6 @@ def _teacher_targets(spec: str):
 
 def _warm_start(model, init_path: str) -> None:
     """Copy every weight of the model at `init_path` into `model` (same architecture)."""
-    from imfuse.networks import load_model
-
     init = load_model(init_path)
     # style_size only sets the predictor's input resize: the weights fit any value.
     same_weights = ("name", "style_size")
@@ -167,35 +170,23 @@ def _warm_start(model, init_path: str) -> None:
     model.set_weights(init.get_weights())
 
 
-def saved_predictor_geometry(path: str) -> dict:
-    """predictor_layers/predictor_pool of the model saved at `path`: how much of the VGG trunk
-    its predictor reads is part of what a warm start inherits, like its weights (a champion
-    from before the reduced variant's cheaper predictor keeps its own)."""
-    from imfuse.networks.model import saved_variant_config
-
-    cfg = saved_variant_config(path)
-    return {"predictor_layers": cfg.predictor_layers, "predictor_pool": cfg.predictor_pool}
-
-
 def _build(config: TrainConfig, strategy, resuming: bool):
     """Loss network, model and optimizer inside the strategy scope."""
-    from imfuse.lossnet import build_loss_network
-    from imfuse.networks import build_model
-
     with strategy.scope():
         # Its own policy (features come back float32), independent of --mixed-precision.
         lossnet = build_loss_network(config.loss_network, dtype_policy=dtype_policy_for(config.loss_precision))
-        previous = keras.mixed_precision.global_policy()
-        if config.mixed_precision:
-            keras.mixed_precision.set_global_policy("mixed_float16")
-        try:
+        with dtype_policy_scope("mixed_float16" if config.mixed_precision else keras.config.dtype_policy()):
             # On resume the checkpoint restores every weight: skip reading the initial weights.
             init = "none" if resuming else config.predictor_weights
             overrides = config.variant_overrides()
-            # The warm start's predictor geometry, also on resume (same weights); a resume whose
-            # init file has gone since (a cleaned cache) keeps the variant's own.
+            # How much of the VGG trunk the warm start's predictor reads is part of what it
+            # inherits, like its weights (a champion from before the reduced variant's cheaper
+            # predictor keeps its own); also on resume (same weights), unless the init file has
+            # gone since (a cleaned cache): then the variant's own.
             if config.init_from and (not resuming or os.path.isfile(config.init_from)):
-                overrides = {**saved_predictor_geometry(config.init_from), **overrides}
+                saved = saved_variant_config(config.init_from)
+                overrides = {"predictor_layers": saved.predictor_layers, "predictor_pool": saved.predictor_pool,
+                             **overrides}
             model = build_model(config.variant, predictor_weights=init, **overrides)
             model.predictor_init = config.predictor_weights
             if config.init_from and not resuming:
@@ -204,8 +195,6 @@ def _build(config: TrainConfig, strategy, resuming: bool):
             if config.train_only == "predictor":
                 model.transformer.trainable = False
                 model.style_heads.trainable = False
-        finally:
-            keras.mixed_precision.set_global_policy(previous)
         schedule = WarmupSchedule(config.learning_rate, config.steps, config.warmup_steps, config.lr_schedule)
         optimizer = keras.optimizers.Adam(learning_rate=schedule)
         if config.mixed_precision:
@@ -242,9 +231,6 @@ def make_train_step(
     `balance_styles` weighs every image's loss alike in relative terms (losses.balanced_mean)
     instead of letting the styles with the largest Gram values drive the gradient.
     """
-    from imfuse.losses import balanced_mean, batch_means, perceptual_terms, style_grams
-    from imfuse.networks import preprocess_style
-
     replicas = strategy.num_replicas_in_sync
     variables = model.trainable_variables
 
@@ -303,8 +289,6 @@ def _check_finite(step: int, terms: dict[str, float], last_checkpoint: str | Non
 
 def _float32_copy(model, config: TrainConfig):
     """A float32 model with the trained weights: saved files must run on any device."""
-    from imfuse.networks import build_model
-
     if not config.mixed_precision:
         return model
     copy = build_model(config.variant, predictor_weights="none", **config.variant_overrides())
@@ -320,8 +304,6 @@ def check_run_dir(config: TrainConfig) -> tuple[str, dict | None]:
     Returns (dataset hash, saved run record or None).
     """
     config.validate()
-    from imfuse.data.manifest import read_dataset_hash
-
     data_hash = read_dataset_hash(config.data_dir)
     saved = ckpt.read_run_config(config.out_dir)
     if saved is None:
@@ -347,9 +329,7 @@ def chief_from_tf_config(environ: dict | None = None) -> bool:
     except ValueError:
         raise ConfigError("TF_CONFIG is not valid JSON") from None
     task = spec.get("task", {})
-    if task.get("type") == "chief":
-        return True
-    return task.get("type") == "worker" and int(task.get("index", 0)) == 0 and "chief" not in spec.get("cluster", {})
+    return _is_chief_task(task.get("type"), task.get("index", 0), spec.get("cluster", {}))
 
 
 def _run_record(config: TrainConfig, data_hash: str, lossnet, model, replicas: int, start_step: int) -> dict:
@@ -429,8 +409,6 @@ def train(
             tf.random.set_seed(data_seed)
             dataset = _input_dataset(config, config.batch_size, data_seed, dataset_fn)
             data = strategy.experimental_distribute_dataset(dataset)
-            from imfuse.losses import LossWeights
-
             weights = LossWeights(config.content_weight, config.style_weight, config.tv_weight)
             train_step = make_train_step(
                 strategy, model, lossnet, optimizer, weights, config.mixed_precision, jit,
@@ -456,7 +434,7 @@ def train(
         log.close()
 
     model_path = os.path.join(run_dir, ckpt.MODEL_FILE)
-    ckpt.save_model_atomic(_float32_copy(model, config), model_path)
+    save_model(_float32_copy(model, config), model_path)
     if not chief:  # its checkpoints were only its share of a collective save
         shutil.rmtree(os.path.join(run_dir, ckpt.CHECKPOINT_DIR), ignore_errors=True)
     return TrainResult(

@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from imfuse.base_model import BASE, base_model_path, shipped_variants
 from imfuse.errors import ConfigError
+from imfuse.tracking import GATE_METRIC, registered_model_name
+from imfuse.tracking.registry import champion_metric, download_model
 
 MODELS_SCHEME = "models:/"
 AUTO = "auto"  # the registry's champion when there is one, else the shipped base, else none
@@ -18,17 +21,13 @@ AUTO = "auto"  # the registry's champion when there is one, else the shipped bas
 def registered_keras(name: str, which: str, tracking_uri: str | None) -> Path:
     """Local `.keras` file of registered version/alias `which` of `name` (ModelError if it holds none)."""
     from imfuse.export import packaged_keras
-    from imfuse.tracking.registry import download_model
 
     return packaged_keras(download_model(name, which, tracking_uri))
 
 
 def _registered(spec: str, tracking_uri: str | None) -> str:
     ref = spec[len(MODELS_SCHEME):]
-    if "@" in ref:
-        name, _, which = ref.partition("@")
-    else:
-        name, _, which = ref.partition("/")
+    name, _, which = ref.partition("@" if "@" in ref else "/")
     if not name or not which:
         raise ConfigError(f"--init-from {spec!r}: use models:/NAME@ALIAS or models:/NAME/VERSION")
     return str(registered_keras(name, which, tracking_uri))
@@ -37,10 +36,6 @@ def _registered(spec: str, tracking_uri: str | None) -> str:
 def auto_spec(variant: str, tracking_uri: str | None = None) -> str | None:
     """What 'auto' stands for, decided without downloading anything: the registry's champion
     (models:/NAME/VERSION), else 'base' for a shipped variant, else None."""
-    from imfuse.base_model import BASE, shipped_variants
-    from imfuse.tracking import GATE_METRIC, registered_model_name
-    from imfuse.tracking.registry import champion_metric
-
     name = registered_model_name(variant)
     champion, _ = champion_metric(name, GATE_METRIC, tracking_uri)
     if champion is not None:
@@ -51,8 +46,6 @@ def auto_spec(variant: str, tracking_uri: str | None = None) -> str | None:
 def resolve_init(spec: str, variant: str, tracking_uri: str | None = None) -> str | None:
     """'auto' | 'base' | PATH | models:/... -> a local `.keras` path (ConfigError if there is
     none); 'auto' gives None when there is neither a champion nor a shipped base."""
-    from imfuse.base_model import BASE, base_model_path
-
     if spec == AUTO:
         spec = auto_spec(variant, tracking_uri)
         if spec is None:
