@@ -101,13 +101,16 @@ class TaskOutputs:
         return self.artifacts.get(artifact) or {}
 
 
+def _first_metadata(entry: dict | None) -> dict:
+    """The metadata of the first artefact of an {"artifacts": [...]} list ({} without one)."""
+    items = (entry or {}).get("artifacts") or [{}]
+    return dict(items[0].get("metadata") or {})
+
+
 def read_executor_output(path: str | os.PathLike) -> TaskOutputs:
     """The executor_output.json a kfp task writes ({"parameterValues", "artifacts"})."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
-    artifacts = {}
-    for name, entry in (data.get("artifacts") or {}).items():
-        items = (entry or {}).get("artifacts") or [{}]
-        artifacts[name] = dict(items[0].get("metadata") or {})
+    artifacts = {name: _first_metadata(entry) for name, entry in (data.get("artifacts") or {}).items()}
     return TaskOutputs(parameters=dict(data.get("parameterValues") or {}), artifacts=artifacts)
 
 
@@ -119,8 +122,7 @@ def read_cache_entry(path: str | os.PathLike) -> TaskOutputs:
         if isinstance(value, dict) and value.get("__kfp_artifact__"):
             out.artifacts[name] = dict(value.get("metadata") or {})
         elif isinstance(value, dict) and value.get("__kfp_artifact_list__"):
-            items = value.get("artifacts") or [{}]
-            out.artifacts[name] = dict(items[0].get("metadata") or {})
+            out.artifacts[name] = _first_metadata(value)
         else:
             out.parameters[name] = value
     return out
@@ -202,10 +204,7 @@ class _Terminal:
             return 80
 
     def line(self, text: str) -> None:
-        with self.lock:
-            self.clear_live()
-            self.stream.write(text + "\n")
-            self.stream.flush()
+        self.raw(text + "\n")
 
     def live(self, text: str) -> None:
         if not self.tty:
@@ -283,27 +282,29 @@ class PipelineProgress(logging.Filter):
     def _on_start(self, task: str) -> None:
         self.current, self.task_started, self.bar = task, self.clock(), None
         self.task_tail.clear()
-        label = stage_label(task)
         if self.term.tty and not self.verbose:
             self._tick()
             self._start_ticker()
         else:
-            self.term.line(f"  {label:<{LABEL_WIDTH}} running ...")
+            self.term.line(f"  {stage_label(task):<{LABEL_WIDTH}} running ...")
+
+    def _record(self, task: str, status: str, seconds: float | None, outputs: TaskOutputs | None = None,
+                detail: str | None = None) -> None:
+        """Remember a stage and write its line; the detail is its key metric unless given."""
+        self.stages.append((task, status, seconds, outputs))
+        if detail is None:
+            detail = key_metric(task, outputs) if outputs else ""
+        self.term.line(stage_line(stage_label(task), status, seconds, detail))
 
     def _on_finish(self, task: str, status: str) -> None:
         seconds = self.clock() - self.task_started if self.current == task else None
         self.current = None
         if status == "SUCCESS":
-            outputs = self._outputs_of(task)
-            self.stages.append((task, "SUCCESS", seconds, outputs))
-            detail = key_metric(task, outputs) if outputs else ""
-            self.term.line(stage_line(stage_label(task), "SUCCESS", seconds, detail))
+            self._record(task, "SUCCESS", seconds, self._outputs_of(task))
         else:
-            tail = [line for line in self.task_tail]
-            self.failed = (task, tail)
-            last = next((line.strip() for line in reversed(tail) if line.strip()), "")
-            self.stages.append((task, "FAILED", seconds, None))
-            self.term.line(stage_line(stage_label(task), "FAILED", seconds, last[:200]))
+            self.failed = (task, list(self.task_tail))
+            last = next((line.strip() for line in reversed(self.task_tail) if line.strip()), "")
+            self._record(task, "FAILED", seconds, detail=last[:200])
 
     def _on_cached(self, task: str, key: str) -> None:
         outputs = None
@@ -311,8 +312,7 @@ class PipelineProgress(logging.Filter):
         if entries:
             with contextlib.suppress(OSError, ValueError):
                 outputs = read_cache_entry(entries[0])
-        self.stages.append((task, "CACHED", None, outputs))
-        self.term.line(stage_line(stage_label(task), "CACHED", 0.0, key_metric(task, outputs) if outputs else ""))
+        self._record(task, "CACHED", 0.0, outputs)
 
     def _on_retry(self, task: str, attempt: str, attempts: str, delay: str) -> None:
         self.term.line(f"  {'':<{LABEL_WIDTH}} retrying {stage_label(task)} in {format_duration(float(delay))} "
@@ -321,18 +321,14 @@ class PipelineProgress(logging.Filter):
     def _on_upstream(self, task: str) -> None:
         if stage_kind(task) not in STAGES:  # a skipped dsl.If group: its tasks are not reported one by one
             return
-        self.stages.append((task, "SKIPPED", None, None))
-        self.term.line(stage_line(stage_label(task), "SKIPPED", None, "an earlier stage failed"))
+        self._record(task, "SKIPPED", None, detail="an earlier stage failed")
 
     def _outputs_of(self, task: str) -> TaskOutputs | None:
         """The newest PIPELINE_ROOT/<run>/<task>/executor_output.json (this run's)."""
         found = [p for p in self.pipeline_root.glob(f"*/{task}/executor_output.json") if p.is_file()]
-        if not found:
-            return None
-        try:
+        with contextlib.suppress(OSError, ValueError):  # ValueError: none found, or not JSON
             return read_executor_output(max(found, key=lambda p: p.stat().st_mtime))
-        except (OSError, ValueError):
-            return None
+        return None
 
     # -------------------------------------------------------------- task output
     def output(self, text: str) -> None:
@@ -383,18 +379,12 @@ class PipelineProgress(logging.Filter):
         self.term.clear_live()
 
     # -------------------------------------------------------------- for the runner
-    def line(self, label: str, status: str, seconds: float | None = None, detail: str = "") -> None:
-        self.term.line(stage_line(label, status, seconds, detail))
-
     def say(self, text: str) -> None:
         self.term.line(text)
 
     def stage(self, kind: str) -> tuple[str, str, float | None, TaskOutputs | None] | None:
         """The last recorded stage of that kind ('evaluate-model', ...)."""
-        for entry in reversed(self.stages):
-            if stage_kind(entry[0]) == kind:
-                return entry
-        return None
+        return next((entry for entry in reversed(self.stages) if stage_kind(entry[0]) == kind), None)
 
     def report_unblessed(self) -> None:
         """After a run whose evaluation refused the model: say register and export were skipped."""
@@ -402,7 +392,7 @@ class PipelineProgress(logging.Filter):
         if evaluate and evaluate[3] is not None and is_blessed(evaluate[3]) is False:
             for kind in ("register-model", "export-deploy-model"):
                 if self.stage(kind) is None:
-                    self.line(STAGES[kind], "SKIPPED", None, "not blessed")
+                    self.say(stage_line(STAGES[kind], "SKIPPED", None, "not blessed"))
 
     def report_failure(self) -> None:
         """The failing task's last lines (else the log's) and where the full log is."""

@@ -156,7 +156,7 @@ def run_local(
     import time
     import warnings
 
-    from pipelines.progress import capture, format_duration, new_log_path
+    from pipelines.progress import capture, format_duration, new_log_path, stage_line, strip_ansi
 
     # The project image is for clusters; locally the same code runs in this interpreter.
     warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
@@ -181,7 +181,7 @@ def run_local(
             try:
                 imfuse_pipeline(**merged.arguments())
             except RuntimeError as exc:
-                text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # kfp colours task names
+                text = strip_ansi(str(exc)).strip()  # kfp colours task names
                 first = text.splitlines()[0] if text else type(exc).__name__
                 progress.report_failure()
                 raise TrainingError(
@@ -201,10 +201,10 @@ def run_local(
                 started = time.monotonic()
                 _serve_base_model(result, merged)
                 if result.serving_base_model:
-                    progress.line(
+                    progress.say(stage_line(
                         "serve base model", "SUCCESS", time.monotonic() - started,
                         f"the shipped {merged.variant} base model as serving version {result.serving_version}",
-                    )
+                    ))
             progress.say(f"pipeline finished in {format_duration(progress.elapsed())}")
         except TrainingError:
             raise
@@ -319,17 +319,18 @@ def normalize_cron(expr: str) -> str:
     return " ".join(fields)
 
 
-def _client(host: str):
+@contextlib.contextmanager
+def _kfp_call(host: str, action: str) -> Iterator[tuple]:
+    """(kfp.Client, the freshly compiled pipeline package) for one call to the KFP API at
+    `host`; kfp_server_api / network errors -> one-line ConfigError."""
     import kfp
 
-    return kfp.Client(host=host)
+    from pipelines.training_pipeline import compile_pipeline
 
-
-@contextlib.contextmanager
-def _api_errors(host: str, action: str) -> Iterator[None]:
-    """kfp_server_api / network errors -> one-line ConfigError."""
+    client = kfp.Client(host=host)
     try:
-        yield
+        with tempfile.TemporaryDirectory() as tmp:
+            yield client, compile_pipeline(os.path.join(tmp, "imfuse_pipeline.yaml"))
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - ApiException, urllib3 errors
@@ -339,20 +340,13 @@ def _api_errors(host: str, action: str) -> Iterator[None]:
         raise ConfigError(f"Kubeflow Pipelines at {host}: {action} failed ({where}{reason})") from None
 
 
-def _package(tmpdir: str) -> str:
-    from pipelines.training_pipeline import compile_pipeline
-
-    return compile_pipeline(os.path.join(tmpdir, "imfuse_pipeline.yaml"))
-
-
 def submit(host: str, params: PipelineParams, experiment: str = "imfuse", run_name: str | None = None) -> tuple[str, str]:
     """One run of the freshly compiled pipeline; returns (run id, run URL)."""
     params.validate()
     host = check_host(host)
-    client = _client(host)
-    with tempfile.TemporaryDirectory() as tmp, _api_errors(host, "creating the run"):
+    with _kfp_call(host, "creating the run") as (client, package):
         result = client.create_run_from_pipeline_package(
-            _package(tmp), arguments=params.arguments(), run_name=run_name, experiment_name=experiment
+            package, arguments=params.arguments(), run_name=run_name, experiment_name=experiment
         )
     return result.run_id, f"{host}/#/runs/details/{result.run_id}"
 
@@ -373,8 +367,7 @@ def schedule(
     params.validate()
     cron6 = normalize_cron(cron)
     host = check_host(host)
-    client = _client(host)
-    with tempfile.TemporaryDirectory() as tmp, _api_errors(host, "creating the recurring run"):
+    with _kfp_call(host, "creating the recurring run") as (client, package):
         exp = client.create_experiment(experiment)
         run = client.create_recurring_run(
             experiment_id=exp.experiment_id,
@@ -383,7 +376,7 @@ def schedule(
             max_concurrency=1,
             no_catchup=True,
             params=params.arguments(),
-            pipeline_package_path=_package(tmp),
+            pipeline_package_path=package,
             enable_caching=False if refresh_data else None,
         )
     return run.recurring_run_id, cron6

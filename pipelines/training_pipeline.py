@@ -47,22 +47,18 @@ from imfuse.serving.defaults import MODEL_NAME
 PIPELINE_NAME = "imfuse-training"
 
 
-def _cluster_settings(task: dsl.PipelineTask) -> dsl.PipelineTask:
-    """Env from imfuse-settings / imfuse-s3 when present (kfp.local ignores platform settings)."""
-    kubernetes.use_config_map_as_env(task, SETTINGS_CONFIGMAP, {k: k for k in SETTINGS_ENV}, optional=True)
-    kubernetes.use_secret_as_env(task, S3_SECRET, {k: k for k in S3_SECRET_ENV}, optional=True)
-    return task
-
-
 def _settings(task: dsl.PipelineTask, name: str, cache: bool, retry: tuple, resources: tuple) -> dsl.PipelineTask:
     """Display name, caching, retries (count, backoff[, factor]) and (cpu, memory) requests and
-    limits of one task, plus the cluster's settings."""
+    limits of one task, plus env from imfuse-settings / imfuse-s3 when present (kfp.local
+    ignores platform settings)."""
     retries, backoff, *factor = retry
     task.set_display_name(name).set_caching_options(enable_caching=cache)
     task.set_retry(num_retries=retries, backoff_duration=backoff, backoff_factor=factor[0] if factor else None)
     cpu, memory, cpu_limit, memory_limit = resources
     task.set_cpu_request(cpu).set_memory_request(memory).set_cpu_limit(cpu_limit).set_memory_limit(memory_limit)
-    return _cluster_settings(task)
+    kubernetes.use_config_map_as_env(task, SETTINGS_CONFIGMAP, {k: k for k in SETTINGS_ENV}, optional=True)
+    kubernetes.use_secret_as_env(task, S3_SECRET, {k: k for k in S3_SECRET_ENV}, optional=True)
+    return task
 
 
 def _train(dataset, gpu: bool, **params) -> dsl.PipelineTask:

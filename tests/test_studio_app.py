@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import numpy as np
@@ -59,6 +60,17 @@ def test_gallery_serves_the_demo_styles(client):
     assert image.status_code == 200 and image.content[:2] == b"\xff\xd8"
     missing = client.get("/api/gallery/not_a_style")
     assert missing.status_code == 404 and "unknown gallery style" in missing.json()["error"]
+
+
+def test_gallery_in_an_unwritable_cache_falls_back_to_a_temp_folder(tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the cache folder should be")  # mkdir fails, even as root
+    gallery = Gallery(blocker / "gallery")
+    try:
+        assert len(gallery.names()) == 12  # at the first call, not only at a later one
+        assert gallery.path(gallery.names()[0]).is_file()
+    finally:
+        shutil.rmtree(gallery.root, ignore_errors=True)
 
 
 def test_stylize_mixes_styles_and_keeps_masked_out_pixels(client, images):

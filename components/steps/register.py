@@ -43,8 +43,5 @@ def register_stage(model_dir: str, mlflow_uri: str, promote: bool, metadata: dic
         raise ModelError(f"{model_file} not found: the Model artefact holds no trained model")
     version = register_model(uri, run_id, model_file, variant, run_tags={TAG_PIPELINE_REGISTERED: "true"})
     name = registered_model_name(variant)
-    if promote:
-        info = promote_version(name, version, uri, require_blessing=True)
-    else:
-        info = get_version(name, version, uri)
+    info = promote_version(name, version, uri, require_blessing=True) if promote else get_version(name, version, uri)
     return {"registered_model": name, "version": int(version), "aliases": list(info.aliases), "run_id": run_id, "tracking_uri": uri}

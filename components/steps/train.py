@@ -64,15 +64,6 @@ def train_args(data_dir: str, run_dir: str, variant: str, steps: int, image_size
     return argv + (["--mlflow-uri", mlflow_uri] if mlflow_uri else [])
 
 
-def last_metrics(run_dir: str | Path) -> dict[str, float]:
-    """The last history.jsonl record's metrics (train/loss, ...)."""
-    from imfuse.training.checkpoints import HISTORY_FILE
-    from imfuse.training.progress import read_history
-
-    records = read_history(Path(run_dir) / HISTORY_FILE)
-    return dict(records[-1][1]) if records else {}
-
-
 def train_stage(
     data_dir: str, out_dir: str, variant: str, steps: int, image_size: int, batch_size: int, mlflow_uri: str,
     init_from: str = "", learning_rate: float = 0.0, teacher: str = "", distill_only: bool = False,
@@ -95,6 +86,7 @@ def collect_run(run_dir: str | Path, out_dir: str, variant: str, steps: int, ima
     Shared by the in-pod step and the distributed one (there `run_dir` is the chief's --out)."""
     from imfuse.tracking.runs import RUN_FILE, read_run_file
     from imfuse.training.checkpoints import CONFIG_FILE, HISTORY_FILE, MODEL_FILE
+    from imfuse.training.progress import read_history
 
     run_dir = Path(run_dir)
     missing = [name for name in (MODEL_FILE, RUN_FILE) if not (run_dir / name).is_file()]
@@ -105,7 +97,7 @@ def collect_run(run_dir: str | Path, out_dir: str, variant: str, steps: int, ima
     for name in (MODEL_FILE, HISTORY_FILE, CONFIG_FILE, RUN_FILE):
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, out / name)
-    metrics = last_metrics(run_dir)
+    history = read_history(run_dir / HISTORY_FILE)
     run = read_run_file(out)
     return {
         "mlflow_run_id": run["run_id"],
@@ -114,5 +106,5 @@ def collect_run(run_dir: str | Path, out_dir: str, variant: str, steps: int, ima
         "steps": int(steps),
         "image_size": int(image_size),
         "batch_size": int(batch_size),
-        "metrics": metrics,
+        "metrics": dict(history[-1][1]) if history else {},  # the last record's (train/loss, ...)
     }

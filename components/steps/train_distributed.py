@@ -29,6 +29,7 @@ Regenerate the example manifest after changing the render:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 import re
@@ -80,7 +81,6 @@ RBAC_NEEDS = (
 )
 EXAMPLE_NAME = "imfuse-train-example"
 EXAMPLE_NAMESPACE = "kubeflow"
-EXAMPLE_PATH = Path(__file__).resolve().parents[2] / "k8s" / "training" / "tfjob-example.yaml"
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -115,15 +115,10 @@ def _pod_template(image: str, args: Sequence[str], gpu: bool, pvc: str, mount_pa
         {"name": key, "valueFrom": {"secretKeyRef": {"name": S3_SECRET, "key": key, "optional": True}}}
         for key in S3_SECRET_ENV
     ]
+    user = {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID}  # the pod's and its container's
     spec: dict = {
         "automountServiceAccountToken": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": UID,
-            "runAsGroup": UID,
-            "fsGroup": UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": {**user, "fsGroup": UID, "seccompProfile": {"type": "RuntimeDefault"}},
     }
     if gpu:
         spec["nodeSelector"] = {GPU_NODE_LABEL[0]: GPU_NODE_LABEL[1]}
@@ -137,9 +132,7 @@ def _pod_template(image: str, args: Sequence[str], gpu: bool, pvc: str, mount_pa
         "env": container_env,
         "resources": replica_resources(gpu),
         "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": UID,
-            "runAsGroup": UID,
+            **user,
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
@@ -356,10 +349,8 @@ def wait_for_tfjob(
         state, _ = job_state(job)
         pod_list: Sequence[Mapping] = ()
         if pods is not None and state not in TERMINAL:
-            try:
+            with contextlib.suppress(Exception):  # pod details only decorate the line
                 pod_list = pods(name)
-            except Exception:  # noqa: BLE001 - pod details only decorate the line
-                pod_list = ()
         line = status_line(job, pod_list)
         if line != last:
             echo(line)
@@ -451,10 +442,8 @@ class KubeTFJobs:
         return self._call(self.custom.get_namespaced_custom_object, name)
 
     def delete(self, name: str) -> None:
-        try:
+        with contextlib.suppress(JobGone):
             self._call(self.custom.delete_namespaced_custom_object, name, propagation_policy="Background")
-        except JobGone:
-            pass
 
     def pods(self, name: str) -> list[dict]:
         found = self.core.list_namespaced_pod(self.namespace, label_selector=f"{JOB_NAME_LABEL}={name}")

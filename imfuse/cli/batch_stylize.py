@@ -37,9 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from imfuse.batch_stylize import BatchConfig, run_batch_stylize
     from imfuse.config_io import config_from_args
 
-    beam_args = [a for a in args.beam_args if a != "--"]
-    config = config_from_args(BatchConfig, args, input_glob=args.input, beam_args=beam_args,
-                              progress=not args.no_progress)
-    summary = run_batch_stylize(config)
-    print(json.dumps(summary, indent=2))
+    config = config_from_args(BatchConfig, args, input_glob=args.input,
+                              beam_args=[a for a in args.beam_args if a != "--"], progress=not args.no_progress)
+    print(json.dumps(run_batch_stylize(config), indent=2))
     return 0

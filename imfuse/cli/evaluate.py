@@ -64,19 +64,18 @@ def format_summary(report: dict) -> str:
     def m(name: str) -> float:
         return metrics[eval_metric(name)]
 
-    lines = [f"{report['counts']['pairs']} pairs at {report['image_size']} px, loss network {report['loss_network']}"]
-    lines.append(f"{'':24}{'content':>12}{'style':>12}{'tv':>12}")
-    lines.append(f"{'model':24}{m('content_loss'):12.5g}{m('style_loss'):12.5g}{m('tv_loss'):12.5g}")
-    lines.append(
-        f"{'identity':24}{m('identity_content_loss'):12.5g}{m('identity_style_loss'):12.5g}"
-        f"{m('identity_tv_loss'):12.5g}"
-    )
+    def row(label: str, prefix: str = "") -> str:
+        return f"{label:24}" + "".join(f"{m(f'{prefix}{term}_loss'):12.5g}" for term in ("content", "style", "tv"))
+
+    lines = [
+        f"{report['counts']['pairs']} pairs at {report['image_size']} px, loss network {report['loss_network']}",
+        f"{'':24}{'content':>12}{'style':>12}{'tv':>12}",
+        row("model"),
+        row("identity", "identity_"),
+    ]
     if eval_metric("gatys_style_loss") in metrics:
         n = len(report["baselines"]["gatys"]["pairs"])
-        lines.append(
-            f"{f'gatys ({n} pairs)':24}{m('gatys_content_loss'):12.5g}{m('gatys_style_loss'):12.5g}"
-            f"{m('gatys_tv_loss'):12.5g}"
-        )
+        lines.append(row(f"gatys ({n} pairs)", "gatys_"))
         lines.append(f"{f'model on those {n}':24}{'':12}{m('gatys_model_style_loss'):12.5g}")
     lines.append(
         f"style loss seen {m('style_loss_seen'):.5g}, unseen {m('style_loss_unseen'):.5g}; "

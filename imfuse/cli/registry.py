@@ -5,11 +5,6 @@ from __future__ import annotations
 import argparse
 import time
 
-from imfuse.networks.config import VARIANTS
-from imfuse.tracking import registered_model_name
-
-MODELS = tuple(registered_model_name(v) for v in VARIANTS)
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -36,16 +31,11 @@ def register(subparsers) -> None:
     cmp_.add_argument("--metrics", nargs="+", default=None, help="metric names (default: train/loss and eval/*)")
     add_uri_option(cmp_)
     cmp_.set_defaults(func=run_compare)
-    p.set_defaults(func=lambda args: _usage(p))
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
 def add_uri_option(parser) -> None:
     parser.add_argument("--mlflow-uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI or ./imfuse-work)")
-
-
-def _usage(parser) -> int:
-    parser.print_help()
-    return 2
 
 
 def _names(args) -> list[str]:

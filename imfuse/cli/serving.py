@@ -82,7 +82,8 @@ def register(subparsers) -> None:
     client = subparsers.add_parser("client", help="call a TF Serving / imfuse serve endpoint")
     sub = client.add_subparsers(dest="client_command", metavar="ACTION")
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, func) -> None:
+        """The flags every client action takes, and its handler."""
         p.add_argument("--target", default="localhost:8500", help="HOST:PORT (gRPC; the REST port with --rest)")
         p.add_argument("--model-name", default=MODEL_NAME)
         choice = p.add_mutually_exclusive_group()
@@ -91,6 +92,7 @@ def register(subparsers) -> None:
         p.add_argument("--rest", action="store_true", help="use the REST API instead of gRPC")
         p.add_argument("--timeout", type=float, default=30.0, help="deadline per call in seconds")
         p.add_argument("--retries", type=int, default=3, help="retries on UNAVAILABLE")
+        p.set_defaults(func=func)
 
     stylize = sub.add_parser("stylize", help="stylise CONTENT with STYLE, write a PNG")
     stylize.add_argument("content", help="content image file")
@@ -100,16 +102,10 @@ def register(subparsers) -> None:
                          help="a style fitted by `imfuse fit-style` with the served model, instead of STYLE "
                               "(the stylize_with_embedding signature)")
     stylize.add_argument("--strength", type=float, help="style strength in [0, 1] (model default if omitted)")
-    common(stylize)
-    stylize.set_defaults(func=run_client_stylize)
-
-    status = sub.add_parser("status", help="version states of a model (GetModelStatus)")
-    common(status)
-    status.set_defaults(func=run_client_status)
-
-    metadata = sub.add_parser("metadata", help="signature defs of a model (GetModelMetadata), as JSON")
-    common(metadata)
-    metadata.set_defaults(func=run_client_metadata)
+    common(stylize, run_client_stylize)
+    common(sub.add_parser("status", help="version states of a model (GetModelStatus)"), run_client_status)
+    common(sub.add_parser("metadata", help="signature defs of a model (GetModelMetadata), as JSON"),
+           run_client_metadata)
     client.set_defaults(func=lambda args: (client.print_help(), 2)[1])
 
 

@@ -48,14 +48,12 @@ def register(subparsers) -> None:
 
 def _tracking_uri(explicit: str | None) -> str | None:
     """Explicit > MLFLOW_TRACKING_URI > the default local store, only if it already exists."""
-    if explicit:
-        from imfuse.tracking.client import resolve_tracking_uri
+    from imfuse.tracking.client import default_tracking_uri, resolve_tracking_uri, sqlite_path
 
+    if explicit:
         return resolve_tracking_uri(explicit)
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    from imfuse.tracking.client import default_tracking_uri, sqlite_path
-
     uri = default_tracking_uri()
     path = sqlite_path(uri)
     return uri if path is not None and path.is_file() else None
@@ -95,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     backend = app.state.studio.backend
     if hasattr(backend, "model"):  # load the local model now, not on the first click
         backend.model()
-    where = config.target or app.state.studio.backend.description
+    where = config.target or backend.description
     print(f"imfuse studio on http://{config.host}:{config.port}/ (stylising with {where}"
           f"{'; MLflow ' + mlflow_uri if mlflow_uri else ''})", file=sys.stderr, flush=True)
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning")

@@ -122,6 +122,18 @@ def load_styles(args) -> list[tuple]:
     return [(load_image(path).rgb, weight) for path, weight in map(parse_style_spec, specs)]
 
 
+def load_model_arg(args):
+    """(model, "model: WHICH, VARIANT variant, PRECISION compute") of --model and --precision."""
+    from imfuse.base_model import resolve_model_path
+    from imfuse.networks import compute_precision, load_model
+
+    path = resolve_model_path(args.model)
+    model = load_model(path, precision=args.precision)
+    shipped = args.model in (None, "", "base") or args.model.startswith("base:")
+    which = "shipped base model" if shipped else str(path)
+    return model, f"model: {which}, {model.variant.name} variant, {compute_precision(model)} compute"
+
+
 def _weights(args):
     from dataclasses import replace
 
@@ -160,16 +172,10 @@ def run(args) -> int:
         first, last = result.history[0], result.history[-1]
         summary = f"loss {first['loss']:.4g} -> {last['loss']:.4g} (style {first['style_loss']:.4g} -> {last['style_loss']:.4g})"
     else:
-        from imfuse.networks import compute_precision, load_model
         from imfuse.stylize import stylize_with_model
 
-        from imfuse.base_model import resolve_model_path
-
-        path = resolve_model_path(args.model)
-        model = load_model(path, precision=args.precision)
-        shipped = args.model in (None, "", "base") or args.model.startswith("base:")
-        which = "shipped base model" if shipped else str(path)
-        print(f"model: {which}, {model.variant.name} variant, {compute_precision(model)} compute", file=sys.stderr)
+        model, described = load_model_arg(args)
+        print(described, file=sys.stderr)
         if args.style_scale is not None and not args.style_scale > 0:
             raise ConfigError(f"--style-scale must be positive, got {args.style_scale}")
         embedding = None

@@ -40,63 +40,64 @@ def register(subparsers) -> None:
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+    def option(flag: str, **kwargs) -> None:
+        """A TrainConfig field's flag (--a-b sets a_b), defaulting to the field's default."""
+        p.add_argument(flag, default=_default(flag[2:].replace("-", "_")), **kwargs)
+
     p.add_argument("--data", required=True, metavar="DIR", help="prepared dataset (imfuse data prepare)")
     p.add_argument("--variant", required=True, choices=VARIANT_NAMES)
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="checkpoints/, model.keras, history.jsonl")
-    p.add_argument("--steps", type=int, default=_default("steps"), help="target step count (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=_default("batch_size"), help="global batch (default %(default)s)")
-    p.add_argument("--image-size", type=int, default=_default("image_size"), help="content crop in px (default %(default)s)")
-    p.add_argument("--style-size", type=int, default=_default("style_size"), help="style crop in px (default %(default)s)")
-    p.add_argument("--style-zoom", type=float, default=_default("style_zoom"),
-                   help="largest random scale of style crops (default %(default)s; 1 keeps the style's own stroke size)")
-    p.add_argument("--learning-rate", type=float, default=_default("learning_rate"),
-                   help="peak Adam learning rate (default %(default)g)")
-    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=_default("lr_schedule"))
-    p.add_argument("--warmup-steps", type=int, default=_default("warmup_steps"), help="linear warm-up steps (default %(default)s)")
-    p.add_argument("--content-weight", type=float, default=_default("content_weight"))
-    p.add_argument("--style-weight", type=float, default=_default("style_weight"))
-    p.add_argument("--tv-weight", type=float, default=_default("tv_weight"))
+    option("--steps", type=int, help="target step count (default %(default)s)")
+    option("--batch-size", type=int, help="global batch (default %(default)s)")
+    option("--image-size", type=int, help="content crop in px (default %(default)s)")
+    option("--style-size", type=int, help="style crop in px (default %(default)s)")
+    option("--style-zoom", type=float,
+           help="largest random scale of style crops (default %(default)s; 1 keeps the style's own stroke size)")
+    option("--learning-rate", type=float, help="peak Adam learning rate (default %(default)g)")
+    option("--lr-schedule", choices=LR_SCHEDULES)
+    option("--warmup-steps", type=int, help="linear warm-up steps (default %(default)s)")
+    option("--content-weight", type=float)
+    option("--style-weight", type=float)
+    option("--tv-weight", type=float)
     p.add_argument(
         "--teacher",
         metavar="lite|init|MODEL.keras|SAVEDMODEL_DIR",
         help="distil from a teacher: its stylised images become an L1 target beside the Gatys losses "
         "(init: the --init-from model, which keeps a fine-tune close to it)",
     )
-    p.add_argument("--teacher-weight", type=float, default=_default("teacher_weight"),
-                   help=f"weight of the teacher's L1 term (default {_default('teacher_weight'):g})")
-    p.add_argument(
+    option("--teacher-weight", type=float,
+           help=f"weight of the teacher's L1 term (default {_default('teacher_weight'):g})")
+    option(
         "--balance-styles",
         action=argparse.BooleanOptionalAction,
-        default=_default("balance_styles"),
         help="scale each image's loss gradient by the batch mean over its own loss, so muted styles "
         "count as much as ones with huge Gram values (default: off)",
     )
-    p.add_argument("--train-only", choices=TRAIN_ONLY, default=_default("train_only"),
-                   help="predictor: only the style predictor learns; the --init-from model's transformer and "
-                   "style heads stay frozen (default: %(default)s)")
+    option("--train-only", choices=TRAIN_ONLY,
+           help="predictor: only the style predictor learns; the --init-from model's transformer and "
+           "style heads stay frozen (default: %(default)s)")
     p.add_argument(
         "--init-from",
         metavar="auto|base|PATH|models:/NAME@ALIAS",
         help="warm start: the shipped base model, a .keras file, a registered version, or auto "
         "(the registry's champion, else the shipped base)",
     )
-    p.add_argument("--loss-network", default=_default("loss_network"), help="vgg16-hed (offline), vgg16-imagenet, vgg19-imagenet")
-    p.add_argument(
+    option("--loss-network", help="vgg16-hed (offline), vgg16-imagenet, vgg19-imagenet")
+    option(
         "--loss-precision",
         choices=LOSS_PRECISIONS,
-        default=_default("loss_precision"),
         help="loss-network compute; auto = bfloat16 on CPUs with AVX512-BF16/AMX",
     )
     p.add_argument("--predictor", choices=PREDICTORS,
                    help="style predictor (default: the variant's, vgg16_hed: frozen pretrained VGG16-HED statistics)")
-    p.add_argument("--predictor-weights", default=_default("predictor_weights"), metavar="none|imagenet|PATH",
-                   help="initial weights of the inception_v3 / small predictors")
-    p.add_argument("--checkpoint-every", type=int, default=_default("checkpoint_every"),
-                   help="steps between checkpoints (default %(default)s)")
-    p.add_argument("--log-every", type=int, default=_default("log_every"), help="steps between metric logs (default %(default)s)")
-    p.add_argument("--seed", type=int, default=_default("seed"))
+    option("--predictor-weights", metavar="none|imagenet|PATH",
+           help="initial weights of the inception_v3 / small predictors")
+    option("--checkpoint-every", type=int, help="steps between checkpoints (default %(default)s)")
+    option("--log-every", type=int, help="steps between metric logs (default %(default)s)")
+    option("--seed", type=int)
     p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 with loss scaling (GPUs)")
-    p.add_argument("--strategy", choices=STRATEGIES, default=_default("strategy"))
+    option("--strategy", choices=STRATEGIES)
     p.add_argument(
         "--jit",
         action=argparse.BooleanOptionalAction,
@@ -120,16 +121,12 @@ def config_from_args(args: argparse.Namespace):
     return build(TrainConfig, args, data_dir=args.data, out_dir=args.out, init_from=init_from)
 
 
-def _one_line_warnings() -> None:
-    warnings.formatwarning = lambda message, category, *rest, **kw: f"imfuse: warning: {message}\n"
-
-
 def run(args: argparse.Namespace) -> int:
     if args.register and args.no_mlflow:
         raise ConfigError("--register needs MLflow; drop --no-mlflow")
     config = config_from_args(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    _one_line_warnings()
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"imfuse: warning: {message}\n"  # one line
     from imfuse.training.tracked import train_tracked
 
     run_ = train_tracked(config, args.mlflow_uri, track=not args.no_mlflow, register=args.register,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from imfuse.cli.stylize import _tile_arg, load_styles
+from imfuse.cli.stylize import _tile_arg, load_model_arg, load_styles
 from imfuse.precision import PRECISIONS
 
 
@@ -78,15 +78,10 @@ def run(args) -> int:
                            style_scale=args.style_scale, stability=stability_config(args))
     info = probe(args.input)  # a bad or truncated input is refused before the model loads
     styles = load_styles(args)
-    from imfuse.base_model import resolve_model_path
-    from imfuse.networks import compute_precision, load_model
-
-    path = resolve_model_path(args.model)
-    model = load_model(path, precision=args.precision)
-    which = "shipped base model" if args.model in (None, "base") else str(path)
+    model, described = load_model_arg(args)
     print(f"input: {info.describe()}", file=sys.stderr)
     weight = options.stability.weight
-    print(f"model: {which}, {model.variant.name} variant, {compute_precision(model)} compute; "
+    print(f"{described}; "
           f"temporal stability {'off' if weight == 0 else f'weight {weight:g}, flow at {options.stability.flow_size} px'}",
           file=sys.stderr)
     bar, report = _progress_bar(not args.no_progress, info.frames)

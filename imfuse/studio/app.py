@@ -37,7 +37,8 @@ from imfuse.studio.config import StudioConfig
 from imfuse.studio.gallery import Gallery
 from imfuse.studio.fit import check_fittable, run_fit
 from imfuse.studio.gatys import GatysOptions, run_gatys
-from imfuse.studio.inputs import FieldError, StylizeRequest, build_request, decode_upload, parse_float, parse_int
+from imfuse.studio.inputs import FieldError, StylizeRequest, build_request, decode_upload, for_field
+from imfuse.studio.inputs import parse_float, parse_int
 from imfuse.studio.jobs import DONE, JobManager
 from imfuse.studio.versions import VersionCatalog, VersionRef
 from imfuse.style_fit import StyleFitConfig
@@ -104,10 +105,7 @@ class Studio:
                 styles.append((decode_upload("style", data, name, self.limits), weight))
             for i, name in enumerate(names):
                 weight = parse_float("style", gallery_weights[i] if i < len(gallery_weights) else None, 1.0, 0.0, 100.0)
-                try:
-                    path = self.gallery.path(name)
-                except ImfuseError as exc:
-                    raise FieldError("style", str(exc)) from None
+                path = for_field("style", lambda: self.gallery.path(name))
                 styles.append((decode_upload("style", path.read_bytes(), path.name, self.limits), weight))
             return build_request(content_rgb, styles, strength=strength, preserve_color=preserve,
                                  mask_file=mask if (mask[0] or mask[1]) else None,
@@ -181,7 +179,7 @@ def create_app(config: StudioConfig | None = None, *, backend: Backend | None = 
                 job = studio.jobs.submit(lambda on_step: run_fit(studio.backend, req, steps, on_step), steps, "fit")
                 return JSONResponse(job.to_dict(), status_code=202)
             steps = parse_int("steps", form.get("steps"), GatysOptions().steps, 1, cfg.max_gatys_steps)
-            size = parse_int("size", form.get("size"), None, 16, cfg.max_side)
+            size = studio.size_field(form)
             req = await studio.stylize_request(form, None)
             size = min(size or min(max(req.content.shape[:2]), GatysOptions().size), cfg.max_gatys_size)
             options = GatysOptions(steps=steps, size=max(16, size))
@@ -220,12 +218,7 @@ def create_app(config: StudioConfig | None = None, *, backend: Backend | None = 
     async def compare(request: Request) -> Response:
         try:
             form = await studio.read_form(request)
-            refs = []
-            for side in ("a", "b"):
-                try:
-                    refs.append(VersionRef.parse(str(form.get(side, ""))))
-                except ImfuseError as exc:
-                    raise FieldError(side, str(exc)) from None
+            refs = [for_field(side, lambda: VersionRef.parse(str(form.get(side, "")))) for side in ("a", "b")]
             req = await studio.stylize_request(form, studio.size_field(form))
 
             def run_side(ref: VersionRef) -> dict:

@@ -93,15 +93,13 @@ class _RemoteEmbedder:
 
     def __init__(self, client, probe: np.ndarray):
         self.client = client
-        self._cache: dict[bytes, np.ndarray] = {}
+        self._cache: dict[str, np.ndarray] = {}
         self.embedding_dim = int(self.embed_style(np.asarray(probe, np.float32)[None]).shape[1])
 
     def embed_style(self, batch: np.ndarray) -> np.ndarray:
-        import hashlib
-
         from imfuse.images import encode_png
 
-        key = hashlib.sha256(np.ascontiguousarray(batch).tobytes()).digest()
+        key = style_key(batch)
         if key not in self._cache:
             self._cache[key] = np.asarray(self.client.style_embedding(encode_png(batch[0])), np.float32)[None]
         return self._cache[key]

@@ -29,13 +29,10 @@ class Gallery:
         self.root = Path(root)
         self._lock = threading.Lock()
 
-    def _styles_dir(self) -> Path:
-        return self.root / "styles"
-
     def ensure(self) -> Path:
         """Generate the styles if missing (atomically: a half-written gallery is never used)."""
         with self._lock:
-            styles = self._styles_dir()
+            styles = self.root / "styles"
             if styles.is_dir() and any(styles.glob("*.jpg")):
                 return styles
             from imfuse.data.demo import write_demo_data
@@ -45,7 +42,7 @@ class Gallery:
                 tmp = Path(tempfile.mkdtemp(prefix=".gallery-", dir=self.root))
             except OSError:  # read-only cache: a private temp folder instead
                 self.root = Path(tempfile.mkdtemp(prefix="imfuse-studio-gallery-"))
-                tmp = self.root / ".gen"
+                styles, tmp = self.root / "styles", self.root / ".gen"
             write_demo_data(tmp, n_content=1, n_styles=N_STYLES, size=SIZE)
             try:
                 os.replace(tmp / "styles", styles)

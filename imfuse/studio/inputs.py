@@ -14,9 +14,6 @@ import numpy as np
 from imfuse.errors import ConfigError, ImfuseError
 from imfuse.images import ImageLimits, decode_image, load_mask, resize_to, to_uint8
 
-METHODS = ("model", "optimize")
-
-
 class FieldError(ConfigError):
     """An ImfuseError tied to one form field ('content', 'style', 'mask', 'strength', ...)."""
 
@@ -40,7 +37,7 @@ class StylizeRequest:
         return self.content.astype(np.float32) / np.float32(255.0)
 
 
-def _field(field: str, call):
+def for_field(field: str, call):
     """Run `call`, re-raising any ImfuseError as a FieldError of `field` (same message)."""
     try:
         return call()
@@ -52,7 +49,7 @@ def _field(field: str, call):
 
 def decode_upload(field: str, data: bytes, filename: str, limits: ImageLimits) -> np.ndarray:
     """Float32 RGB of an uploaded file, or FieldError with the CLI's message for it."""
-    return _field(field, lambda: decode_image(data, filename or f"<{field}>", limits).rgb)
+    return for_field(field, lambda: decode_image(data, filename or f"<{field}>", limits).rgb)
 
 
 def parse_float(field: str, text: str | None, default: float, low: float, high: float) -> float:
@@ -110,5 +107,5 @@ def build_request(
     if mask_file is not None:
         data, name = mask_file
         decode_upload("mask", data, name, limits)  # the CLI's message, naming the file
-        mask = _field("mask", lambda: load_mask(data, hw, limits))
+        mask = for_field("mask", lambda: load_mask(data, hw, limits))
     return StylizeRequest(to_uint8(content), styles, strength, preserve_color, mask)

@@ -86,9 +86,8 @@ class VersionCatalog:
         if cfg.target:
             try:
                 client = ServingBackend(cfg.target, cfg.model_name, rest=cfg.rest, timeout_s=10).client()
-                for row in client.status():
-                    if row["state"] == "AVAILABLE":
-                        options.append({"id": f"serving:{row['version']}", "title": f"serving version {row['version']}"})
+                options += [{"id": f"serving:{row['version']}", "title": f"serving version {row['version']}"}
+                            for row in client.status() if row["state"] == "AVAILABLE"]
             except ImfuseError as exc:
                 warnings.append(str(exc))
             for label in cfg.serving_labels:
@@ -109,12 +108,10 @@ class VersionCatalog:
             except ImfuseError as exc:
                 warnings.append(str(exc))
                 infos = []
-            for info in infos:
-                for alias in info.aliases:
-                    options.append({"id": f"registry:{alias}",
-                                    "title": f"registry {alias} ({cfg.registered_model} v{info.version})"})
-            for info in infos:
-                options.append({"id": f"registry:{info.version}", "title": f"registry {cfg.registered_model} v{info.version}"})
+            options += [{"id": f"registry:{alias}", "title": f"registry {alias} ({cfg.registered_model} v{info.version})"}
+                        for info in infos for alias in info.aliases]
+            options += [{"id": f"registry:{info.version}", "title": f"registry {cfg.registered_model} v{info.version}"}
+                        for info in infos]
         return options, warnings
 
     # --------------------------------------------------------------- resolving
@@ -127,7 +124,11 @@ class VersionCatalog:
             version = backend.served_version()
             card = VersionCard(ref.id, f"serving {'version' if ref.ref.isdigit() else 'label'} {ref.ref}"
                                + ("" if ref.ref.isdigit() else f" (version {version})"))
-            info = self._registry_by_serving_version(version) if version is not None else None
+            info = None
+            if version is not None and cfg.mlflow_uri:
+                from imfuse.tracking.registry import serving_version_info
+
+                info = serving_version_info(cfg.registered_model, version, cfg.mlflow_uri)
             if info is not None:
                 self._fill(card, info)
             elif cfg.mlflow_uri:
@@ -166,13 +167,6 @@ class VersionCatalog:
         version, label = (int(ref), None) if ref.isdigit() else (None, ref)
         return ServingBackend(cfg.target, cfg.model_name, rest=cfg.rest, version=version, label=label,
                               timeout_s=cfg.timeout_s)
-
-    def _registry_by_serving_version(self, version: int):
-        if not self.config.mlflow_uri:
-            return None
-        from imfuse.tracking.registry import serving_version_info
-
-        return serving_version_info(self.config.registered_model, version, self.config.mlflow_uri)
 
     def _fill(self, card: VersionCard, info) -> None:
         card.registry = f"{info.name} v{info.version}" + (f" ({', '.join(info.aliases)})" if info.aliases else "")
