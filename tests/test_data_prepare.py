@@ -184,6 +184,16 @@ def test_output_dir_holding_a_different_dataset_is_refused(run):
     assert read_manifest(run["out1"])["dataset_hash"] == run["m1"]["dataset_hash"]  # untouched
 
 
+def test_a_manifest_that_is_json_but_not_a_manifest_is_a_different_dataset(run, tmp_path):
+    out = tmp_path / "other"
+    out.mkdir()
+    for body in ("[1, 2]", '{"inputs": "x"}'):
+        (out / "manifest.json").write_text(body)
+        with pytest.raises(DataError, match="different dataset.*--overwrite"):
+            prepare_dataset(PrepareConfig(out=str(out), **run["cfg"]))
+        assert (out / "manifest.json").read_text() == body  # untouched
+
+
 def test_bad_sources_and_options(run, tmp_path):
     with pytest.raises(DataError, match="no such folder"):
         prepare_dataset(PrepareConfig(content=str(tmp_path / "nope"), styles=str(run["styles"]), out=str(tmp_path / "o")))

@@ -88,6 +88,18 @@ def test_status_and_metadata_endpoints(server):
     assert RestClient(f"127.0.0.1:{server.rest_port}").status()[0]["state"] == "AVAILABLE"
 
 
+def test_rest_client_status_codes_are_grpcs_numbers(monkeypatch):
+    """TF Serving's REST status names its code; the client reports gRPC's number, as over gRPC."""
+    doc = {"model_version_status": [
+        {"version": "2", "state": "END", "status": {"error_code": "NOT_FOUND", "error_message": "gone"}},
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}},
+        {"version": "0", "state": "END", "status": {"error_code": "SOMETHING_NEW"}},
+    ]}
+    client = RestClient("127.0.0.1:1")
+    monkeypatch.setattr(client, "_http", lambda *a, **k: json.dumps(doc).encode())
+    assert [s["error_code"] for s in client.status()] == [5, 0, 2]
+
+
 def test_failed_version_status_has_no_paths_or_exception_text(tmp_path):
     base = tmp_path / "secret-models" / "imfuse"
     build_toy_model(base, 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from imfuse.cli import main
@@ -100,3 +102,15 @@ def test_cli_server_down_is_one_line_exit_2(capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("imfuse: error: cannot reach the MLflow tracking server at " + dead)
         assert "\n" not in err
+
+
+def test_downloads_without_a_destination_are_removed_at_exit(tmp_path):
+    """download_model's own temp folders live as long as the process that reads them."""
+    import subprocess
+    import sys
+
+    code = ("from imfuse.tracking.registry import _scratch_dir; p = _scratch_dir('imfuse-test-'); "
+            "(p / 'model.keras').write_bytes(b'x'); print(p)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    path = Path(out.stdout.strip().splitlines()[-1])
+    assert path.name.startswith("imfuse-test-") and not path.exists()

@@ -100,6 +100,23 @@ def test_warm_start_keeps_the_init_models_predictor_geometry(prepared_dataset, t
     assert load_model(tmp_path / "run" / "model.keras").variant.predictor_layers == 4
 
 
+@pytest.mark.slow
+def test_mixed_precision_saves_the_init_models_predictor_geometry(prepared_dataset, tmp_path):
+    """The float32 copy saved after --mixed-precision is the trained model's own architecture,
+    not the variant's default (which would not take a 4-block warm start's weights)."""
+    from imfuse.networks import build_model, load_model, save_model
+    from imfuse.training import train
+
+    old = tmp_path / "old.keras"
+    save_model(build_model("reduced", "none", predictor_layers=4, predictor_pool=1), old)
+    config = _config(prepared_dataset, tmp_path / "run", init_from=str(old), steps=2, mixed_precision=True)
+    with pytest.warns(RuntimeWarning, match="meant for GPUs"):
+        result = train(config, progress=False)
+    saved = load_model(result.model_path)
+    assert saved.dtype_policy.name == "float32"
+    assert (saved.variant.predictor_layers, saved.variant.predictor_pool) == (4, 1)
+
+
 def test_resume_after_the_init_file_is_gone(prepared_dataset, tmp_path):
     """A resume restores every weight from its checkpoint, so a warm start's init file that
     has since been deleted (a cleaned cache) does not stop it."""

@@ -143,6 +143,8 @@ def _check_output_dir(out: str, fingerprint: str, overwrite: bool) -> dict | Non
             old = read_json(manifest_path)
         except Exception:  # noqa: BLE001 - unreadable: treat as a different dataset
             old = {}
+        if not isinstance(old, dict) or not isinstance(old.get("inputs", {}), dict):  # JSON, but not a manifest
+            old = {}
         if old.get("inputs", {}).get("fingerprint") != fingerprint and not overwrite:
             raise DataError(
                 f"{out}: already holds a different dataset ({old.get('dataset_hash', 'unknown hash')}); "

@@ -314,11 +314,19 @@ class RestClient(_Base):
             {
                 "version": int(s["version"]),
                 "state": s["state"],
-                "error_code": 0 if s.get("status", {}).get("error_code", "OK") == "OK" else 2,
+                "error_code": _code_value(s.get("status", {}).get("error_code", "OK")),
                 "error_message": s.get("status", {}).get("error_message", ""),
             }
             for s in doc["model_version_status"]
         ]
+
+
+def _code_value(name: str) -> int:
+    """REST status names a code ("NOT_FOUND"); gRPC's status carries its number (5): the same here."""
+    import grpc
+
+    code = getattr(grpc.StatusCode, str(name), grpc.StatusCode.UNKNOWN)
+    return int(code.value[0]) if isinstance(code, grpc.StatusCode) else 2
 
 
 def make_client(target: str, rest: bool = False, **kwargs) -> _Base:

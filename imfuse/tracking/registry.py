@@ -7,7 +7,9 @@ are its run's metrics, so names identical across runs line up in `compare`.
 
 from __future__ import annotations
 
+import atexit
 import math
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,6 +242,14 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _scratch_dir(prefix: str) -> Path:
+    """A temp folder removed when the process exits: a download is read while the process runs
+    (a warm start, a baseline, the studio's compare), and left behind it would pile up in /tmp."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 def download_model(
     name: str, alias_or_version: str, tracking_uri: str | None = None, dst: str | None = None
 ) -> Path:
@@ -249,7 +259,7 @@ def download_model(
     """
     uri, client = open_store(tracking_uri)
     info = get_version(name, alias_or_version, uri)
-    target = Path(dst) if dst else Path(tempfile.mkdtemp(prefix=f"{name}-v{info.version}-"))
+    target = Path(dst) if dst else _scratch_dir(f"{name}-v{info.version}-")
     target.mkdir(parents=True, exist_ok=True)
     with tracking_errors(uri, f"downloading {name} version {info.version}"):
         if info.source.startswith("runs:/"):

@@ -291,8 +291,11 @@ def _float32_copy(model, config: TrainConfig):
     """A float32 model with the trained weights: saved files must run on any device."""
     if not config.mixed_precision:
         return model
-    copy = build_model(config.variant, predictor_weights="none", **config.variant_overrides())
-    copy.predictor_init = model.predictor_init
+    from imfuse.networks.model import StyleTransferModel
+
+    with dtype_policy_scope("float32"):  # the trained model's own architecture (a warm start's predictor too)
+        copy = StyleTransferModel(model.variant, predictor_init=model.predictor_init, layout=model.layout,
+                                  name=model.name)
     copy.set_weights(model.get_weights())
     return copy
 
