@@ -49,6 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--fit-learning-rate", type=float, default=None, help="default: StyleFitConfig's")
     p.add_argument("--fit-optimizer", default=None, help="adam or lbfgs; default: StyleFitConfig's")
     p.add_argument("--fit-crop", type=int, default=None, help="fit on the photos' centre crops; default: StyleFitConfig's")
+    p.add_argument("--fit-photos", type=int, default=None, help="fit on the first N dependency photos (default: all)")
+    p.add_argument("--fit-tv-weight", type=float, default=None, help="the fit's total-variation weight; default: StyleFitConfig's")
     return p.parse_args(argv)
 
 
@@ -75,11 +77,12 @@ def lite_stylize(engine, content: np.ndarray, style: np.ndarray) -> np.ndarray:
 
 
 def fitted(model, styles, steps: int, size: int, learning_rate: float | None = None,
-           optimizer: str | None = None, crop: int | None = None) -> tuple:
+           optimizer: str | None = None, crop: int | None = None, n_photos: int | None = None,
+           tv_weight: float | None = None) -> tuple:
     """stylise(content, style) with each style's fitted embedding, and the fit seconds per style."""
     from imfuse.style_fit import StyleFitConfig, default_fit_photos, fit_style_embedding
 
-    photos = default_fit_photos(size)
+    photos = default_fit_photos(size)[:n_photos]
     config = StyleFitConfig(steps=steps, size=size)
     if learning_rate is not None:
         config.learning_rate = learning_rate
@@ -87,6 +90,8 @@ def fitted(model, styles, steps: int, size: int, learning_rate: float | None = N
         config.optimizer = optimizer
     if crop is not None:
         config.crop = crop
+    if tv_weight is not None:
+        config.tv_weight = tv_weight
     cache, seconds = {}, []
     for s in styles:
         started = time.perf_counter()
@@ -120,7 +125,8 @@ def methods(args, unseen=()) -> dict:
         if args.fit_steps:
             print(f"fitting {len(unseen)} unseen styles' embeddings for imfuse {name}, {args.fit_steps} steps each")
             out[f"imfuse {name} + fit"], seconds = fitted(model, unseen, args.fit_steps, args.size, args.fit_learning_rate,
-                                                        args.fit_optimizer, args.fit_crop)
+                                                        args.fit_optimizer, args.fit_crop,
+                                                        args.fit_photos, args.fit_tv_weight)
             print(f"  fit: {np.mean(seconds):.0f} s per style (once per style; not in ms/image)")
     engine = StyleTransfer(device="cpu")
     out["identity"] = lambda c, s: c
