@@ -99,11 +99,13 @@ class LocalRunResult:
     # The candidate was refused and nothing was served yet: the shipped base model
     # (what the candidate was fine-tuned from and gated against) is served instead.
     serving_base_model: bool = False
+    # The candidate was refused and an earlier run's version stays served (a re-run of the main job).
+    kept_serving: bool = False
     log_file: Path | None = None  # the run's full log (kfp.local and every task's output)
 
     @property
     def blessed(self) -> bool:
-        return self.serving_version is not None and not self.serving_base_model
+        return self.serving_version is not None and not (self.serving_base_model or self.kept_serving)
 
     @property
     def serving(self) -> bool:
@@ -197,7 +199,9 @@ def run_local(
             if new:
                 result.serving_version = new[-1]
                 _read_registry(result, merged.variant)
-            elif not before:
+            elif before:  # refused: what an earlier run published stays served
+                result.serving_version, result.kept_serving = max(before), True
+            else:
                 started = time.monotonic()
                 _serve_base_model(result, merged)
                 if result.serving_base_model:
@@ -267,6 +271,11 @@ def next_steps(result: LocalRunResult, cwd: str | os.PathLike | None = None) -> 
             "The fine-tuned model was not blessed (it scored worse than the shipped base model on the "
             "held-out pairs; the evaluate line above says by how much), so it was not registered. "
             "Nothing was served yet, so the shipped base model is served instead."
+        )
+    elif result.kept_serving:
+        registered = (
+            "The fine-tuned model was not blessed (the evaluate line above says why), so nothing was "
+            f"registered or exported; version {result.serving_version}, which an earlier run published, stays served."
         )
     elif result.registered_model:
         registered = (

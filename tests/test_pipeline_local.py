@@ -136,6 +136,13 @@ def test_a_refused_first_candidate_leaves_the_base_model_served(tmp_path):
     assert "shipped base model is served instead" in summary and "Registered" not in summary
     assert f"--model-base-path {base}" in summary
 
+    kept = LocalRunResult(workdir=tmp_path, tracking_uri=result.tracking_uri, model_name="imfuse",
+                          model_base_path=base, serving_version=1, kept_serving=True)
+    summary = next_steps(kept)
+    assert kept.serving and not kept.blessed
+    assert "version 1, which an earlier run published, stays served" in summary and "Registered" not in summary
+    assert f"--model-base-path {base}" in summary
+
     other = LocalRunResult(workdir=tmp_path, tracking_uri=result.tracking_uri, model_name="imfuse",
                            model_base_path=tmp_path / "s2" / "imfuse")
     _serve_base_model(other, PipelineParams(variant="reduced", init_from=str(tmp_path / "own.keras")))

@@ -67,7 +67,8 @@ def register(subparsers) -> None:
         help="run the whole pipeline (kfp.local: demo data to a served model)",
         description="Run every step in this Python environment with kfp.local; ends with a registered model "
         "version, a SavedModel under WORKDIR/serving/<model>/<version>, and how to serve and call it. "
-        "Exit status 3: the model was not blessed (nothing registered or exported).",
+        "Exit status 3: the model was not blessed and no model is served (nothing registered or exported); "
+        "a refused model leaves an earlier run's served version, or on a first run the shipped base model, served.",
     )
     r.add_argument("--local", action="store_true", required=True, help="run with kfp.local (required; "
                    "use `submit` for a cluster)")
