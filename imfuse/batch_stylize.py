@@ -29,7 +29,7 @@ from imfuse.beam_jobs import (
 )
 from imfuse.errors import ConfigError, ImageError, ModelError
 from imfuse.stylize import check_strength
-from imfuse.versions import is_saved_model, version_dirs
+from imfuse.versions import is_saved_model, saved_model_versions
 
 SIGNATURE = "stylize_with_embedding"
 
@@ -73,7 +73,7 @@ def resolve_saved_model(model: str, scratch: str) -> str:
     if is_saved_model(path):
         return str(path)
     if path.is_dir():
-        versions = {v: p for v, p in version_dirs(path).items() if is_saved_model(p)}
+        versions = saved_model_versions(path)
         if versions:
             return str(versions[max(versions)])
     if not path.exists():

@@ -29,3 +29,8 @@ def version_dirs(base: str | os.PathLike) -> dict[int, Path]:
         return {}
     numbered = ((version_number(child.name), child) for child in base.iterdir())
     return {number: child for number, child in numbered if number is not None and child.is_dir()}
+
+
+def saved_model_versions(base: str | os.PathLike) -> dict[int, Path]:
+    """Complete integer version folders under a base path (the others are ignored, as TF Serving does)."""
+    return {v: path for v, path in version_dirs(base).items() if is_saved_model(path)}

@@ -1,4 +1,4 @@
-from imfuse.versions import is_saved_model, version_dirs, version_number
+from imfuse.versions import is_saved_model, saved_model_versions, version_dirs, version_number
 
 
 def test_version_number_takes_ascii_integers_only():
@@ -23,3 +23,11 @@ def test_is_saved_model_accepts_binary_or_text_protos(tmp_path):
         (tmp_path / name / name).write_bytes(b"")
         assert is_saved_model(tmp_path / name)
     assert not is_saved_model(tmp_path) and not is_saved_model(tmp_path / "missing")
+
+
+def test_saved_model_versions_are_the_complete_ones(tmp_path):
+    for name in ("1", "2", "3"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "1" / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "3" / "saved_model.pbtxt").write_text("")
+    assert saved_model_versions(tmp_path) == {1: tmp_path / "1", 3: tmp_path / "3"}  # 2: an export in progress

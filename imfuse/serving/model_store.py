@@ -21,7 +21,7 @@ from imfuse.errors import ImfuseError
 from imfuse.serving.config import ModelConfig
 from imfuse.serving.servable import Servable, load_servable
 from imfuse.serving.status import StatusError, error_id
-from imfuse.versions import is_saved_model, version_dirs
+from imfuse.versions import saved_model_versions
 
 log = logging.getLogger("imfuse.serving")
 
@@ -60,11 +60,6 @@ def _fingerprint(path: Path) -> tuple:
         return ()
 
 
-def scan_versions(base_path: str | Path) -> dict[int, Path]:
-    """Complete integer version folders under a base path (others are ignored, like TF Serving)."""
-    return {v: path for v, path in version_dirs(base_path).items() if is_saved_model(path)}
-
-
 class ModelStore:
     """Thread-safe registry of loaded versions per model, kept in sync with disk by poll()."""
 
@@ -92,7 +87,7 @@ class ModelStore:
         if not Path(cfg.base_path).is_dir() and cfg.name not in self._warned_missing:
             log.warning("model %s: base path %s does not exist (yet); waiting for versions", cfg.name, cfg.base_path)
             self._warned_missing.add(cfg.name)
-        on_disk = scan_versions(cfg.base_path)
+        on_disk = saved_model_versions(cfg.base_path)
         aspired = cfg.policy.select(list(on_disk))
         with self._lock:
             loaded = dict(self._servables.get(cfg.name, {}))
