@@ -86,16 +86,23 @@ def test_init_from_another_architecture_is_refused(prepared_dataset, trained_ini
 
 def test_warm_start_keeps_the_init_models_predictor_geometry(prepared_dataset, tmp_path):
     """A champion saved before the reduced variant read 3 VGG blocks of a half-size style
-    keeps its 4-block full-size predictor through a fine-tune (and its resume)."""
+    keeps its 4-block full-size predictor through a fine-tune (and its resume), and the size
+    it resizes a style to: crops of --style-size 64 must not make a 256 px predictor read
+    32 px styles (the main job's candidates scored 2x the base's loss before a step)."""
     from imfuse.networks import build_model, load_model, save_model
     from imfuse.training import train
 
     old = tmp_path / "old.keras"
     save_model(build_model("reduced", "none", predictor_layers=4, predictor_pool=1), old)
     config = _config(prepared_dataset, tmp_path / "run", init_from=str(old))
+    assert config.style_size == SIZE != 256
     result = train(config, progress=False)
-    tuned = load_model(result.model_path).variant
-    assert (tuned.predictor_layers, tuned.predictor_pool) == (4, 1)
+    tuned = load_model(result.model_path)
+    assert (tuned.variant.predictor_layers, tuned.variant.predictor_pool, tuned.variant.style_size) == (4, 1, 256)
+    # learning rate 1e-9: the fine-tune stylises as the model it started from
+    rng = np.random.default_rng(0)
+    pair = {"content": rng.random((1, 64, 64, 3), np.float32), "style": rng.random((1, 96, 96, 3), np.float32)}
+    np.testing.assert_allclose(tuned(pair), load_model(old)(pair), atol=1e-4)
     train(_config(prepared_dataset, tmp_path / "run", init_from=str(old), steps=3), progress=False)
     assert load_model(tmp_path / "run" / "model.keras").variant.predictor_layers == 4
 

@@ -51,7 +51,8 @@ def register(subparsers) -> None:
     option("--steps", type=int, help="target step count (default %(default)s)")
     option("--batch-size", type=int, help="global batch (default %(default)s)")
     option("--image-size", type=int, help="content crop in px (default %(default)s)")
-    option("--style-size", type=int, help="style crop in px (default %(default)s)")
+    option("--style-size", type=int, help="style crop in px; a new model's predictor input too "
+           "(an --init-from model keeps its own) (default %(default)s)")
     option("--style-zoom", type=float,
            help="largest random scale of style crops (default %(default)s; 1 keeps the style's own stroke size)")
     option("--learning-rate", type=float, help="peak Adam learning rate (default %(default)g)")

@@ -56,6 +56,7 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 4
     image_size: int = 256
+    # Style crops' size; also the size a new model's predictor resizes styles to (a warm start keeps its init model's).
     style_size: int = 256
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"

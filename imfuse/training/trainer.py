@@ -179,14 +179,16 @@ def _build(config: TrainConfig, strategy, resuming: bool):
             # On resume the checkpoint restores every weight: skip reading the initial weights.
             init = "none" if resuming else config.predictor_weights
             overrides = config.variant_overrides()
-            # How much of the VGG trunk the warm start's predictor reads is part of what it
-            # inherits, like its weights (a champion from before the reduced variant's cheaper
-            # predictor keeps its own); also on resume (same weights), unless the init file has
-            # gone since (a cleaned cache): then the variant's own.
+            # How the warm start's predictor sees a style is part of what it inherits, like its
+            # weights: how much of the VGG trunk it reads (a champion from before the reduced
+            # variant's cheaper predictor keeps its own) and the size it resizes a style to (the
+            # base's 256 px: the main job's 128 px crops at a 128 px predictor input doubled the
+            # base's unseen-style loss before a step was taken). Also on resume (same weights),
+            # unless the init file has gone since (a cleaned cache): then the variant's own.
             if config.init_from and (not resuming or os.path.isfile(config.init_from)):
                 saved = saved_variant_config(config.init_from)
-                overrides = {"predictor_layers": saved.predictor_layers, "predictor_pool": saved.predictor_pool,
-                             **overrides}
+                overrides = {**overrides, "predictor_layers": saved.predictor_layers,
+                             "predictor_pool": saved.predictor_pool, "style_size": saved.style_size}
             model = build_model(config.variant, predictor_weights=init, **overrides)
             model.predictor_init = config.predictor_weights
             if config.init_from and not resuming:
