@@ -126,17 +126,19 @@ def test_mixed_precision_saves_the_init_models_predictor_geometry(prepared_datas
 
 def test_resume_after_the_init_file_is_gone(prepared_dataset, tmp_path):
     """A resume restores every weight from its checkpoint, so a warm start's init file that
-    has since been deleted (a cleaned cache) does not stop it."""
-    from imfuse.networks import build_model, save_model
+    has since been deleted (a cleaned cache) does not stop it, and the predictor geometry it
+    inherited comes from the run's own record."""
+    from imfuse.networks import build_model, load_model, save_model
     from imfuse.training import train
 
     init = tmp_path / "init.keras"
-    save_model(build_model("reduced", "none"), init)
+    save_model(build_model("reduced", "none", predictor_layers=4, predictor_pool=1), init)
     train(_config(prepared_dataset, tmp_path / "run", init_from=str(init)), progress=False)
     init.unlink()
     result = train(_config(prepared_dataset, tmp_path / "run", init_from=str(init), steps=3), progress=False)
     assert json.loads((tmp_path / "run" / "history.jsonl").read_text().splitlines()[-1])["step"] == 3
-    assert result.model_path
+    resumed = load_model(result.model_path).variant
+    assert (resumed.predictor_layers, resumed.predictor_pool, resumed.style_size) == (4, 1, 256)
 
 
 def test_resolve_init_specs(tmp_path, monkeypatch):

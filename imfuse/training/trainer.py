@@ -170,6 +170,27 @@ def _warm_start(model, init_path: str) -> None:
     model.set_weights(init.get_weights())
 
 
+# How a warm start's predictor sees a style is part of what it inherits, like its weights: how
+# much of the VGG trunk it reads (a champion from before the reduced variant's cheaper predictor
+# keeps its own) and the size it resizes a style to (the base's 256 px: taking the main job's
+# 128 px crop size instead doubled the base's unseen-style loss before a step was taken).
+INHERITED_GEOMETRY = ("predictor_layers", "predictor_pool", "style_size")
+
+
+def _inherited_geometry(config: TrainConfig, resuming: bool) -> dict:
+    """A warm start's predictor geometry: on resume the run's own record (the init file may have
+    gone since, from a cleaned cache), else the init model's; {} for a fresh model."""
+    if not config.init_from:
+        return {}
+    recorded = (ckpt.read_run_config(config.out_dir) or {}).get("variant_config") if resuming else None
+    if recorded:
+        return {k: recorded[k] for k in INHERITED_GEOMETRY if k in recorded}
+    if resuming and not os.path.isfile(config.init_from):
+        return {}
+    saved = saved_variant_config(config.init_from).to_dict()
+    return {k: saved[k] for k in INHERITED_GEOMETRY}
+
+
 def _build(config: TrainConfig, strategy, resuming: bool):
     """Loss network, model and optimizer inside the strategy scope."""
     with strategy.scope():
@@ -178,17 +199,7 @@ def _build(config: TrainConfig, strategy, resuming: bool):
         with dtype_policy_scope("mixed_float16" if config.mixed_precision else keras.config.dtype_policy()):
             # On resume the checkpoint restores every weight: skip reading the initial weights.
             init = "none" if resuming else config.predictor_weights
-            overrides = config.variant_overrides()
-            # How the warm start's predictor sees a style is part of what it inherits, like its
-            # weights: how much of the VGG trunk it reads (a champion from before the reduced
-            # variant's cheaper predictor keeps its own) and the size it resizes a style to (the
-            # base's 256 px: the main job's 128 px crops at a 128 px predictor input doubled the
-            # base's unseen-style loss before a step was taken). Also on resume (same weights),
-            # unless the init file has gone since (a cleaned cache): then the variant's own.
-            if config.init_from and (not resuming or os.path.isfile(config.init_from)):
-                saved = saved_variant_config(config.init_from)
-                overrides = {**overrides, "predictor_layers": saved.predictor_layers,
-                             "predictor_pool": saved.predictor_pool, "style_size": saved.style_size}
+            overrides = {**config.variant_overrides(), **_inherited_geometry(config, resuming)}
             model = build_model(config.variant, predictor_weights=init, **overrides)
             model.predictor_init = config.predictor_weights
             if config.init_from and not resuming:
