@@ -87,8 +87,8 @@ def test_init_from_another_architecture_is_refused(prepared_dataset, trained_ini
 def test_warm_start_keeps_the_init_models_predictor_geometry(prepared_dataset, tmp_path):
     """A champion saved before the reduced variant read 3 VGG blocks of a half-size style
     keeps its 4-block full-size predictor through a fine-tune (and its resume), and the size
-    it resizes a style to: crops of --style-size 64 must not make a 256 px predictor read
-    32 px styles (the main job's candidates scored 2x the base's loss before a step)."""
+    it resizes a style to: crops of --style-size 64 must not make a predictor that resizes
+    styles to 256 px resize them to 64 (the main job's candidates scored 2x the base's loss before a step)."""
     from imfuse.networks import build_model, load_model, save_model
     from imfuse.training import train
 
