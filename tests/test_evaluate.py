@@ -201,6 +201,13 @@ def test_evaluate_blessing_fails_against_a_better_champion(setup, mlflow_server,
     assert blessing["champion_version"] == version and report["baseline_model"]["label"] == f"champion v{version}"
     assert f"> champion v{version}" in blessing["reason"]
     assert "FAIL" in capsys.readouterr().out
+    # the grid shows what the gate compared: each content stylised by the candidate, then by the champion
+    grid = np.asarray(Image.open(out_dir / "sample_grid.png").convert("RGB"), dtype=np.int16)
+    tile, step = SIZE, SIZE + 4
+    assert grid.shape[:2] == (4 + step * 5, 4 + step * 5)  # header + 2 contents x 2 models; first column + 4 styles
+    cell = lambda r, c: grid[4 + r * step + 14: 4 + r * step + tile, 4 + c * step: 4 + c * step + tile]  # below labels
+    assert np.array_equal(cell(1, 0), cell(2, 0))  # the same photo on both rows
+    assert np.abs(cell(1, 1) - cell(2, 1)).mean() > 1  # two models, two pictures
     assert _evaluate(setup, mlflow_server, "--gatys-subset", "0", "--max-pairs", "2", "--out", str(out_dir)) == 0
 
 

@@ -13,7 +13,6 @@ from tqdm.auto import tqdm
 from imfuse.errors import ModelError
 from imfuse.gatys import OptimizeConfig, optimize_image
 from imfuse.images import resize_to
-from imfuse.networks import load_model
 from imfuse.tracking import EVAL_IMAGES_PER_SECOND, eval_metric
 from imfuse.tracking.registry import champion_metric
 from imfuse.training.checkpoints import read_run_config
@@ -76,8 +75,8 @@ def baseline_model(reg_name: str, gate_metric: str, uri: str | None, run_dir: Pa
     return None
 
 
-def score_baseline(baseline, scorer, contents, styles, pairs, cfg) -> dict[str, float]:
+def score_baseline(model, scorer, contents, styles, pairs, cfg) -> dict[str, float]:
     """The baseline model's gate metrics on exactly the candidate's pairs and size."""
-    rows, _ = score_model(load_model(baseline.path), scorer, contents, styles, pairs, cfg.progress)
+    rows, _ = score_model(model, scorer, contents, styles, pairs, cfg.progress)
     skip = (eval_metric("identity"), EVAL_IMAGES_PER_SECOND, eval_metric("pairs"))  # the candidate's own
     return {k: v for k, v in metrics_from_rows(rows, 0.0, {}).items() if not k.startswith(skip)}

@@ -79,17 +79,27 @@ class EvalResult:
     run_id: str | None
 
 
-def _grid(cfg, model, contents, styles, out_dir: Path) -> Path:
+def _grid(cfg, models: list[tuple[str, object]], contents, styles, out_dir: Path) -> Path:
+    """Each grid content once per model (the candidate, then its gate baseline), so the picture
+    shows what the gate compared."""
     grid_contents = contents[: cfg.grid_contents]
     n_seen = min(len(styles[SEEN]), math.ceil(cfg.grid_styles / 2))
     n_unseen = min(len(styles[UNSEEN]), cfg.grid_styles - n_seen)
     picked = [(SEEN, s) for s in styles[SEEN][:n_seen]] + [(UNSEEN, s) for s in styles[UNSEEN][:n_unseen]]
     batch = np.stack([c.rgb for c in grid_contents])
-    columns = [stylize_batch(model, batch, s.rgb) for _, s in picked]
+    columns = {label: [stylize_batch(model, batch, s.rgb) for _, s in picked] for label, model in models}
+    order = [(i, label) for i in range(len(grid_contents)) for label, _ in models]
     return sample_grid(
-        [c.rgb for c in grid_contents], [s.rgb for _, s in picked], list(zip(*columns)), out_dir / "sample_grid.png",
+        [grid_contents[i].rgb for i, _ in order], [s.rgb for _, s in picked],
+        [[column[i] for column in columns[label]] for i, label in order], out_dir / "sample_grid.png",
         style_labels=[g for g, _ in picked], tile=min(cfg.image_size, 160),
+        row_labels=[label for _, label in order] if len(models) > 1 else None,
     )
+
+
+def _short_label(baseline) -> str:
+    """The baseline's grid label, short enough for a tile: "champion v3" or "init model"."""
+    return f"champion v{baseline.champion_version}" if baseline.champion_version is not None else "init model"
 
 
 def evaluate(cfg: EvalConfig) -> EvalResult:
@@ -113,7 +123,8 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     metrics = metrics_from_rows(rows, images_per_second, gatys)
     if cfg.gate_metric not in metrics:
         raise ConfigError(f"unknown --gate-metric '{cfg.gate_metric}'; known: {', '.join(sorted(metrics))}")
-    baseline_metrics = score_baseline(baseline, scorer, contents, styles, pairs, cfg) if baseline else {}
+    baseline_keras = load_model(baseline.path) if baseline else None
+    baseline_metrics = score_baseline(baseline_keras, scorer, contents, styles, pairs, cfg) if baseline else {}
     metrics.update({baseline_metric(k): v for k, v in baseline_metrics.items()})
     blessing = decide_blessing(
         cfg.gate_metric, metrics[cfg.gate_metric], baseline_metrics.get(cfg.gate_metric),
@@ -126,7 +137,9 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     report = eval_report(
         cfg, model_path=model_path, variant=variant, registered_model=reg_name, lossnet=lossnet, contents=contents,
         styles=styles, pairs=pairs, metrics=metrics, rows=rows, gatys=gatys, blessing=blessing, baseline=baseline,
-        tracking_uri=uri, run_id=run_id, grid=_grid(cfg, model, contents, styles, out_dir),
+        tracking_uri=uri, run_id=run_id,
+        grid=_grid(cfg, [("candidate", model)] + ([(_short_label(baseline), baseline_keras)] if baseline else []),
+                   contents, styles, out_dir),
         curves=loss_curves(history, out_dir / "curves"), history=history,
     )
     if cfg.log_mlflow:

@@ -26,9 +26,11 @@ def sample_grid(
     path: str | os.PathLike,
     style_labels: Sequence[str] | None = None,
     tile: int = 128,
+    row_labels: Sequence[str] | None = None,
 ) -> Path:
     """Write a grid PNG: header row = style thumbnails, first column = contents,
-    cell (i, j) = content i stylised with style j. Every image is resized to `tile`."""
+    cell (i, j) = content i stylised with style j. Every image is resized to `tile`.
+    Labels are drawn over the header's style tiles and the first column's content tiles."""
     rows, cols = len(contents), len(styles)
     if rows == 0 or cols == 0:
         raise ValueError("sample grid needs at least one content and one style")
@@ -45,12 +47,13 @@ def sample_grid(
         put(content, i + 1, 0)
         for j in range(cols):
             put(cells[i][j], i + 1, j + 1)
-    if style_labels:
-        draw = ImageDraw.Draw(canvas)
-        for j, label in enumerate(style_labels):
-            x, y = GAP + (j + 1) * step + 2, GAP + 2
-            draw.rectangle((x - 1, y - 1, x + 6 * len(label) + 2, y + 11), fill=(0, 0, 0))
-            draw.text((x, y), label, fill=(255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    labels = [((0, j + 1), label) for j, label in enumerate(style_labels or ())]
+    labels += [((i + 1, 0), label) for i, label in enumerate(row_labels or ())]
+    for (row, col), label in labels:
+        x, y = GAP + col * step + 2, GAP + row * step + 2
+        draw.rectangle((x - 1, y - 1, x + 6 * len(label) + 2, y + 11), fill=(0, 0, 0))
+        draw.text((x, y), label, fill=(255, 255, 255))
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out)
