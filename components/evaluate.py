@@ -19,6 +19,7 @@ def evaluate_model(
     max_pairs: int = 8,
     gatys_steps: int = 50,
     gate_tolerance: float = 0.0,
+    reference_styles: bool = True,
 ) -> bool:
     """Gatys metrics vs identity/Gatys/champion; returns `blessed`, which gates registration and export.
 
@@ -32,7 +33,8 @@ def evaluate_model(
 
     with tempfile.TemporaryDirectory(prefix="imfuse-eval-") as out_dir:
         result = evaluate_stage(
-            model.path, dataset.path, out_dir, mlflow_uri, image_size, max_pairs, gatys_steps, gate_tolerance
+            model.path, dataset.path, out_dir, mlflow_uri, image_size, max_pairs, gatys_steps, gate_tolerance,
+            reference_styles,
         )
         page = render_report_html(result.report, out_dir)
     with open(report.path, "w", encoding="utf-8") as handle:

@@ -48,6 +48,7 @@ class PipelineParams:
     eval_max_pairs: int | None = None
     gatys_steps: int | None = None
     gate_tolerance: float | None = None
+    reference_styles: bool | None = None
     promote: bool | None = None
     init_from: str | None = None
     learning_rate: float | None = None
@@ -269,7 +270,8 @@ def next_steps(result: LocalRunResult, cwd: str | os.PathLike | None = None) -> 
     if result.serving_base_model:
         registered = (
             "The fine-tuned model was not blessed (it scored worse than the shipped base model on the "
-            "held-out pairs; the evaluate line above says by how much), so it was not registered. "
+            "held-out pairs or on the real reference styles; the evaluate line above says by how much), so it was "
+            "not registered. "
             "Nothing was served yet, so the shipped base model is served instead."
         )
     elif result.kept_serving:

@@ -92,6 +92,7 @@ def _evaluate_and_publish(
     eval_max_pairs,
     gatys_steps,
     gate_tolerance,
+    reference_styles,
     promote,
 ) -> None:
     """The tasks after training (evaluate; if blessed: register + export), added to each branch.
@@ -108,6 +109,7 @@ def _evaluate_and_publish(
         max_pairs=eval_max_pairs,
         gatys_steps=gatys_steps,
         gate_tolerance=gate_tolerance,
+        reference_styles=reference_styles,
     )
     _settings(evaluate, "evaluate", False, (1, "30s"), ("2", "4G", "4", "8G"))
 
@@ -143,6 +145,7 @@ def imfuse_pipeline(
     eval_max_pairs: int = 8,
     gatys_steps: int = 50,
     gate_tolerance: float = 0.0,
+    reference_styles: bool = True,
     promote: bool = True,
     init_from: str = "auto",
     learning_rate: float = 1e-4,
@@ -172,6 +175,7 @@ def imfuse_pipeline(
         eval_max_pairs=eval_max_pairs,
         gatys_steps=gatys_steps,
         gate_tolerance=gate_tolerance,
+        reference_styles=reference_styles,
         promote=promote,
     )
     training = dict(

@@ -78,7 +78,7 @@ def test_components_and_the_pipeline_declare_the_same_defaults():
     assert components.export_deploy_model.component_spec.inputs["model_name"].default == MODEL_NAME == pipeline["model_name"]
     evaluate = components.evaluate_model.component_spec.inputs
     library = {f.name: f.default for f in dataclasses.fields(EvalConfig)}
-    for name in ("gatys_steps", "gate_tolerance"):  # the CLI's `imfuse evaluate` scores the same way
+    for name in ("gatys_steps", "gate_tolerance", "reference_styles"):  # the CLI's `imfuse evaluate` scores the same way
         assert evaluate[name].default == library[name], name
 
 

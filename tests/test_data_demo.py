@@ -72,6 +72,15 @@ def test_dependency_photos_only_existing_files():
     assert all(path.is_file() for _, path in demo.dependency_photos())
 
 
+def test_reference_styles_are_shipped_and_never_demo_data():
+    """The evaluation's real reference styles: all six found offline, none of them a demo photo."""
+    refs = dict(demo.reference_styles())
+    assert sorted(p.name for p in refs.values()) == [
+        "brick.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png", "retina.jpg"]
+    assert all(p.is_file() for p in refs.values())
+    assert not set(refs.values()) & {p for _, p in demo.dependency_photos()}
+
+
 def test_write_demo_data_is_byte_identical_and_covers_all_families(tmp_path):
     n_styles = len(demo.TEXTURES)
     first = demo.write_demo_data(tmp_path / "a", n_content=3, n_styles=n_styles, size=48)

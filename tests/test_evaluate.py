@@ -129,8 +129,14 @@ def test_evaluate_report_matches_recomputation_and_is_logged(setup, mlflow_serve
     assert report["blessing"] == blessing and report["run_id"] == setup["run_id"]
 
     # every pair recomputed directly with imfuse.losses on the same images
-    pairs = report["pairs"]
+    pairs = [p for p in report["pairs"] if p["style_group"] != "reference"]
+    reference = [p for p in report["pairs"] if p["style_group"] == "reference"]
     assert len(pairs) == 2 * 2 + 2 * 2
+    # one pair per real reference style, outside the dataset's means, in a ratio of its own
+    assert sorted(Path(p["style"]).name for p in reference) == sorted(
+        ["brick.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png", "retina.jpg"])
+    ref_ratios = [p["model"]["style_loss"] / p["identity"]["style_loss"] for p in reference]
+    assert report["metrics"]["eval/style_ratio_reference"] == pytest.approx(np.exp(np.mean(np.log(ref_ratios))), rel=1e-6)
     model = keras.saving.load_model(setup["model"], compile=False)
     lossnet = build_loss_network("vgg16-hed")
     weights = LossWeights()
@@ -208,7 +214,14 @@ def test_evaluate_blessing_fails_against_a_better_champion(setup, mlflow_server,
     cell = lambda r, c: grid[4 + r * step + 14: 4 + r * step + tile, 4 + c * step: 4 + c * step + tile]  # below labels
     assert np.array_equal(cell(1, 0), cell(2, 0))  # the same photo on both rows
     assert np.abs(cell(1, 1) - cell(2, 1)).mean() > 1  # two models, two pictures
+    assert "on real reference styles" in blessing["reason"]
+    assert m["eval/baseline_style_ratio_reference"] == pytest.approx(blessing["reference_champion"])
     assert _evaluate(setup, mlflow_server, "--gatys-subset", "0", "--max-pairs", "2", "--out", str(out_dir)) == 0
+    # without the reference styles: neither scored nor gated
+    _evaluate(setup, mlflow_server, "--gatys-subset", "0", "--max-pairs", "2", "--out", str(out_dir), "--no-reference-styles")
+    report = json.loads((out_dir / "eval_report.json").read_text())
+    assert "eval/style_ratio_reference" not in report["metrics"] and "reference" not in report["blessing"]["reason"]
+    assert all(p["style_group"] != "reference" for p in report["pairs"])
 
 
 def test_a_fine_tune_worse_than_its_init_model_is_not_blessed(setup, tmp_path):

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 COMPILED = REPO / "pipelines" / "imfuse_pipeline.yaml"
 PARAMETERS = {
     "variant", "steps", "image_size", "batch_size", "content_source", "styles_source", "mlflow_uri",
-    "serving_base_path", "model_name", "eval_max_pairs", "gatys_steps", "gate_tolerance", "promote",
+    "serving_base_path", "model_name", "eval_max_pairs", "gatys_steps", "gate_tolerance", "reference_styles", "promote",
     "init_from", "learning_rate", "teacher", "distill_only", "workers",
 }
 WORKERS_CONDITION = "int(inputs.parameter_values['pipelinechannel--workers']) > 0"

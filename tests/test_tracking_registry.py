@@ -43,6 +43,13 @@ def test_decide_blessing_rules():
     assert not no_style.blessed and ">= identity" in no_style.reason
     assert not decide_blessing(GATE, float("nan"), None, 1.0, 2.0).blessed
     assert set(ok.to_dict()) >= {"blessed", "metric", "candidate", "champion", "reason"}
+    # better on the dataset's unseen styles, worse on the real reference styles: refused
+    traded = decide_blessing(GATE, 0.5, 0.64, 1.0, 2.0, baseline="init model", reference=(3.2, 1.7))
+    assert not traded.blessed and "on real reference styles 3.2 > 1.7" in traded.reason
+    assert (traded.reference_candidate, traded.reference_champion) == (3.2, 1.7)
+    assert decide_blessing(GATE, 0.5, 0.64, 1.0, 2.0, reference=(1.6, 1.7)).blessed
+    assert decide_blessing(GATE, 0.5, 0.64, 1.0, 2.0, tolerance=1.0, reference=(3.2, 1.7)).blessed
+    assert not decide_blessing(GATE, 0.5, 0.64, 1.0, 2.0, reference=(float("nan"), 1.7)).blessed
 
 
 def test_gate_blocks_a_worse_candidate_and_cli_promotes(mlflow_server, tmp_path, capsys):

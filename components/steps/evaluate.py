@@ -53,6 +53,7 @@ def evaluate_stage(
     max_pairs: int,
     gatys_steps: int,
     gate_tolerance: float,
+    reference_styles: bool = True,
 ):
     """Run the evaluation of RUN_DIR/model.keras; returns imfuse's EvalResult."""
     from imfuse.training.checkpoints import MODEL_FILE
@@ -68,6 +69,7 @@ def evaluate_stage(
         gatys_subset=1 if gatys_steps > 0 else 0,
         gatys_steps=max(int(gatys_steps), 1),
         gate_tolerance=float(gate_tolerance),
+        reference_styles=bool(reference_styles),
         progress=False,
     )
     return evaluate(cfg)

@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     p.add_argument("--gate-metric", default=GATE_METRIC, help="lower is better")
     p.add_argument("--gate-tolerance", type=float, default=0.0, help="blessed if <= champion x (1 + tolerance)")
     p.add_argument("--registered-model", default=None, help="whose champion to compare with (default imfuse-<variant>)")
+    p.add_argument("--no-reference-styles", dest="reference_styles", action="store_false",
+                   help="do not score and gate on the real reference styles scikit-image ships (brick, "
+                        "grass, gravel, hubble, ihc, retina); for a model meant for your styles only")
     p.add_argument("--no-mlflow", action="store_true", help="no tracking: no champion comparison, nothing logged")
     p.add_argument("--fail-if-not-blessed", action="store_true", help=f"exit {EXIT_NOT_BLESSED} when not blessed")
     p.add_argument("--no-progress", action="store_true")
@@ -82,4 +85,6 @@ def format_summary(report: dict) -> str:
         f"per pair, style loss / the photo's (geometric mean): seen {m('style_ratio_seen'):.3g}, "
         f"unseen {m('style_ratio_unseen'):.3g}; {m('images_per_second'):.2f} images/s"
     )
+    if eval_metric("style_ratio_reference") in metrics:
+        lines.append(f"real reference styles: style loss / the photo's {m('style_ratio_reference'):.3g}")
     return "\n".join(lines)

@@ -37,6 +37,9 @@ def _params(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-max-pairs", type=int, help=f"content x style pairs scored by evaluation {d('eval_max_pairs')}")
     g.add_argument("--gatys-steps", type=int, help=f"Gatys baseline steps on one pair, 0 skips it {d('gatys_steps')}")
     g.add_argument("--gate-tolerance", type=float, help="blessed if <= champion x (1 + tolerance)")
+    g.add_argument("--reference-styles", action=argparse.BooleanOptionalAction, default=None,
+                   help=fixed % ("on: the gate also compares on real images scikit-image ships; "
+                                 "off for a model meant for your styles only"))
     g.add_argument("--init-from", metavar="auto|base|PATH|models:/NAME@ALIAS",
                    help=fixed % ("auto: the registry's champion, else the shipped base model"))
     g.add_argument("--learning-rate", type=float, help=fixed % ("1e-4: a fine-tune"))

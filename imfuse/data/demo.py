@@ -45,10 +45,28 @@ DEPENDENCY_PHOTOS = {
 }
 
 
+# Real textures and images inside the scikit-image wheel that no imfuse training or demo reads:
+# the evaluation's reference styles (imfuse.training.scoring), a stand-in for real paintings
+# where the main job has none.
+REFERENCE_STYLES = {
+    "skimage": ("data", {f"skimage_{n.split('.')[0]}": n for n in (
+        "brick.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png", "retina.jpg")}),
+}
+
+
 def dependency_photos() -> list[tuple[str, Path]]:
     """Photos that installed packages ship, located without importing the packages."""
+    return _shipped(DEPENDENCY_PHOTOS)
+
+
+def reference_styles() -> list[tuple[str, Path]]:
+    """REFERENCE_STYLES that the installed packages ship."""
+    return _shipped(REFERENCE_STYLES)
+
+
+def _shipped(table: dict) -> list[tuple[str, Path]]:
     found: list[tuple[str, Path]] = []
-    for package, (folder, files) in DEPENDENCY_PHOTOS.items():
+    for package, (folder, files) in table.items():
         spec = importlib.util.find_spec(package)
         if spec and spec.submodule_search_locations:
             base = Path(list(spec.submodule_search_locations)[0]) / folder

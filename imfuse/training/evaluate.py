@@ -25,8 +25,10 @@ from imfuse.training.checkpoints import HISTORY_FILE
 from imfuse.training.eval_logging import evaluation_run, log_evaluation, tracking_target
 from imfuse.training.plots import loss_curves, sample_grid
 from imfuse.training.report import Blessing, decide_blessing, eval_report, write_json
-from imfuse.training.scoring import (SEEN, UNSEEN, PairScorer, metrics_from_rows, read_eval_images, score_model,
-                                     stylize_batch)
+from imfuse.training.scoring import (REFERENCE, SEEN, UNSEEN, PairScorer, metrics_from_rows, read_eval_images,
+                                     score_model, stylize_batch)
+
+REFERENCE_RATIO = eval_metric(f"style_ratio_{REFERENCE}")
 
 
 @dataclass
@@ -49,6 +51,9 @@ class EvalConfig:
     weights: LossWeights = field(default_factory=LossWeights)
     grid_contents: int = 4
     grid_styles: int = 6
+    # Also score real images no training reads (scoring.REFERENCE) and gate on them like on the
+    # unseen styles: a fine-tune must not get worse on real styles than its baseline model.
+    reference_styles: bool = True
     log_mlflow: bool = True
     progress: bool = True
 
@@ -114,7 +119,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     # the tracking server and the champion before the slow part: an unreachable server fails in seconds
     uri, run_id = tracking_target(cfg, run_dir) if cfg.log_mlflow else (None, None)
     baseline = baseline_model(reg_name, cfg.gate_metric, uri, run_dir)
-    contents, styles, pairs = read_eval_images(cfg.data_dir, cfg.image_size, cfg.max_pairs)
+    contents, styles, pairs = read_eval_images(cfg.data_dir, cfg.image_size, cfg.max_pairs, cfg.reference_styles)
 
     lossnet = build_loss_network(cfg.loss_network or DEFAULT_LOSS_NETWORK)
     scorer = PairScorer(lossnet, cfg.weights)
@@ -131,6 +136,8 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         candidate_style_loss=metrics[EVAL_STYLE_LOSS], identity_style_loss=metrics[EVAL_IDENTITY_STYLE_LOSS],
         tolerance=cfg.gate_tolerance, champion_version=baseline and baseline.champion_version,
         baseline=baseline and baseline.label,
+        reference=(metrics[REFERENCE_RATIO], baseline_metrics[REFERENCE_RATIO])
+        if REFERENCE_RATIO in baseline_metrics else None,
     )
 
     history = run_dir / HISTORY_FILE

@@ -29,6 +29,9 @@ class Blessing:
     champion_version: int | None = None
     candidate_style_loss: float | None = None
     identity_style_loss: float | None = None
+    # The same rule on the reference pairs (real styles no training reads), when they were scored.
+    reference_candidate: float | None = None
+    reference_champion: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,9 +50,11 @@ def decide_blessing(
     tolerance: float = 0.0,
     champion_version: int | None = None,
     baseline: str | None = None,
+    reference: tuple[float, float] | None = None,
 ) -> Blessing:
     """Blessed iff (no champion, or candidate <= champion * (1 + tolerance)) and the candidate's
-    style loss is below the identity baseline's (stylising must beat doing nothing).
+    style loss is below the identity baseline's (stylising must beat doing nothing), and, where
+    `reference` (candidate, champion) is given, the same rule holds on the reference pairs.
 
     `champion` is the baseline model's value scored in the same evaluation, on the same
     pairs and size; `baseline` names that model ("champion v3", "init model x.keras")."""
@@ -61,6 +66,8 @@ def decide_blessing(
         champion_version=champion_version,
         candidate_style_loss=float(candidate_style_loss),
         identity_style_loss=float(identity_style_loss),
+        reference_candidate=None if reference is None else float(reference[0]),
+        reference_champion=None if reference is None else float(reference[1]),
     )
     if not math.isfinite(candidate):
         return Blessing(blessed=False, reason=f"candidate {metric} is {candidate}", **common)
@@ -79,6 +86,12 @@ def decide_blessing(
             f"candidate {metric} {candidate:.6g} {'<=' if gate_ok else '>'} {who} {champion:.6g}"
             f" x (1 + {tolerance:g}) = {bound:.6g}"
         )
+        if reference is not None:
+            ref_bound = reference[1] * (1.0 + tolerance)
+            ref_ok = reference[0] <= ref_bound  # False for NaN
+            gate_ok = gate_ok and ref_ok
+            gate_text += (f"; on real reference styles {reference[0]:.6g} {'<=' if ref_ok else '>'} "
+                          f"{ref_bound:.6g}")
     return Blessing(blessed=gate_ok and beats_identity, reason=f"{gate_text}; {identity_text}", **common)
 
 
