@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from imfuse.tracking import GATE_METRIC, eval_metric
+from imfuse.tracking import EVAL_STYLE_RATIO_REFERENCE, GATE_METRIC, eval_metric
 
 EXIT_NOT_BLESSED = 3
 
@@ -85,6 +85,6 @@ def format_summary(report: dict) -> str:
         f"per pair, style loss / the photo's (geometric mean): seen {m('style_ratio_seen'):.3g}, "
         f"unseen {m('style_ratio_unseen'):.3g}; {m('images_per_second'):.2f} images/s"
     )
-    if eval_metric("style_ratio_reference") in metrics:
-        lines.append(f"real reference styles: style loss / the photo's {m('style_ratio_reference'):.3g}")
+    if EVAL_STYLE_RATIO_REFERENCE in metrics:
+        lines.append(f"real reference styles: style loss / the photo's {metrics[EVAL_STYLE_RATIO_REFERENCE]:.3g}")
     return "\n".join(lines)

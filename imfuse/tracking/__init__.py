@@ -44,6 +44,9 @@ EVAL_IMAGES_PER_SECOND = eval_metric("images_per_second")
 # mean over pairs of the model's style loss / the photo's own. A mean of style losses would
 # be decided by the style with the largest Gram values (imfuse.training.scoring.style_ratio).
 GATE_METRIC = eval_metric("style_ratio_unseen")
+# The same ratio over real reference styles no training reads (imfuse.training.scoring.REFERENCE),
+# gated alike so a fine-tune cannot trade real styles for its dataset's own.
+EVAL_STYLE_RATIO_REFERENCE = eval_metric("style_ratio_reference")
 
 # Tags on runs and model versions: the only place their names are spelled.
 TAG_VARIANT = "imfuse.variant"

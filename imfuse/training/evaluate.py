@@ -18,17 +18,15 @@ from imfuse.errors import ConfigError, DataError
 from imfuse.losses import LossWeights
 from imfuse.lossnet import DEFAULT_LOSS_NETWORK, build_loss_network
 from imfuse.networks import load_model
-from imfuse.tracking import (EVAL_IDENTITY_STYLE_LOSS, EVAL_STYLE_LOSS, GATE_METRIC, baseline_metric, eval_metric,
-                             registered_model_name)
+from imfuse.tracking import (EVAL_IDENTITY_STYLE_LOSS, EVAL_STYLE_LOSS, EVAL_STYLE_RATIO_REFERENCE, GATE_METRIC,
+                             baseline_metric, eval_metric, registered_model_name)
 from imfuse.training.baselines import baseline_model, gatys_baseline, score_baseline
 from imfuse.training.checkpoints import HISTORY_FILE
 from imfuse.training.eval_logging import evaluation_run, log_evaluation, tracking_target
 from imfuse.training.plots import loss_curves, sample_grid
 from imfuse.training.report import Blessing, decide_blessing, eval_report, write_json
-from imfuse.training.scoring import (REFERENCE, SEEN, UNSEEN, PairScorer, metrics_from_rows, read_eval_images,
-                                     score_model, stylize_batch)
-
-REFERENCE_RATIO = eval_metric(f"style_ratio_{REFERENCE}")
+from imfuse.training.scoring import (SEEN, UNSEEN, PairScorer, metrics_from_rows, read_eval_images, score_model,
+                                     stylize_batch)
 
 
 @dataclass
@@ -136,8 +134,8 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         candidate_style_loss=metrics[EVAL_STYLE_LOSS], identity_style_loss=metrics[EVAL_IDENTITY_STYLE_LOSS],
         tolerance=cfg.gate_tolerance, champion_version=baseline and baseline.champion_version,
         baseline=baseline and baseline.label,
-        reference=(metrics[REFERENCE_RATIO], baseline_metrics[REFERENCE_RATIO])
-        if REFERENCE_RATIO in baseline_metrics else None,
+        reference=(metrics[EVAL_STYLE_RATIO_REFERENCE], baseline_metrics[EVAL_STYLE_RATIO_REFERENCE])
+        if EVAL_STYLE_RATIO_REFERENCE in baseline_metrics else None,
     )
 
     history = run_dir / HISTORY_FILE

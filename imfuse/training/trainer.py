@@ -157,10 +157,8 @@ def _teacher_targets(spec: str):
 def _warm_start(model, init_path: str) -> None:
     """Copy every weight of the model at `init_path` into `model` (same architecture)."""
     init = load_model(init_path)
-    # style_size only sets the predictor's input resize: the weights fit any value.
-    same_weights = ("name", "style_size")
-    ours = {k: v for k, v in model.variant.to_dict().items() if k not in same_weights}
-    theirs = {k: v for k, v in init.variant.to_dict().items() if k not in same_weights}
+    ours = {k: v for k, v in model.variant.to_dict().items() if k != "name"}
+    theirs = {k: v for k, v in init.variant.to_dict().items() if k != "name"}
     if ours != theirs or init.layout != model.layout:
         changed = sorted(k for k in ours if ours[k] != theirs.get(k)) or ["layout"]
         raise ConfigError(
