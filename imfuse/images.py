@@ -382,6 +382,14 @@ def flatten_alpha(im: Image.Image, background: tuple[int, int, int] = (255, 255,
 # -------------------------------------------------------------------------- encoding
 
 
+def to_float32(arr: np.ndarray) -> np.ndarray:
+    """uint8 [0, 255] -> float32 [0, 1]; float images as float32 (no copy when they already are)."""
+    arr = np.asarray(arr)
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) * np.float32(1.0 / 255.0)
+    return arr.astype(np.float32, copy=False)
+
+
 def to_uint8(rgb: np.ndarray) -> np.ndarray:
     """Float [0, 1] -> uint8 [0, 255] with rounding (NaN -> 0)."""
     arr = np.nan_to_num(np.asarray(rgb, dtype=np.float32), nan=0.0)

@@ -15,7 +15,7 @@ import numpy as np
 from imfuse import tiling
 from imfuse.color import preserve_color as keep_chroma
 from imfuse.errors import ConfigError, ImageError
-from imfuse.images import to_uint8
+from imfuse.images import to_float32, to_uint8
 
 if TYPE_CHECKING:  # pragma: no cover
     from imfuse.networks.model import StyleTransferModel
@@ -131,7 +131,7 @@ def stylize_with_model(
         plan = tiling.plan_tiles(*work_hw, tile_size, margin=radius)
         stylized = tiling.stylize_tiled(model.transformer, work, params, stats, plan, progress)
     else:
-        batch = tiling._as_float_tile(work)[None]
+        batch = to_float32(work)[None]
         stylized = np.asarray(model.stylize_with_embedding(batch, embedding), dtype=np.float32)[0]
         stylized = to_uint8(stylized) if content.dtype == np.uint8 or as_uint8 else np.clip(stylized, 0.0, 1.0)
     del work
@@ -161,7 +161,7 @@ def _finish_in_bands(content, stylized: np.ndarray, mask, preserve_color, rows: 
         return
     for top in range(0, content.shape[0], rows):
         band = slice(top, top + rows)
-        out = _finish(tiling._as_float_tile(content[band]), tiling._as_float_tile(stylized[band]),
+        out = _finish(to_float32(content[band]), to_float32(stylized[band]),
                       None if mask is None else np.asarray(mask)[band], preserve_color)
         stylized[band] = to_uint8(out)
 

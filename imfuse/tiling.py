@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imfuse.errors import ConfigError
+from imfuse.images import resize_to, to_float32, to_uint8
 
 STRIDE = 4  # the transformer's total stride (two stride-2 convs)
 DEFAULT_TILE = 768
@@ -237,14 +238,6 @@ def _run_with_stats(transformer, tile, params, stats) -> np.ndarray:
 # ----------------------------------------------------------------------------- image helpers
 
 
-def _as_float_tile(arr: np.ndarray) -> np.ndarray:
-    """float32 in [0, 1] of a uint8 (scaled) or float image."""
-    arr = np.asarray(arr)
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) * np.float32(1.0 / 255.0)
-    return arr.astype(np.float32, copy=False)
-
-
 def resize_image(arr: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """Antialiased resize to (H, W); uint8 stays uint8 (Pillow), float goes through imfuse.images."""
     h, w = int(size_hw[0]), int(size_hw[1])
@@ -254,7 +247,6 @@ def resize_image(arr: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
         from PIL import Image
 
         return np.asarray(Image.fromarray(arr, "RGB").resize((w, h), Image.Resampling.LANCZOS))
-    from imfuse.images import resize_to
 
     return resize_to(np.asarray(arr, np.float32), (h, w))
 
@@ -280,7 +272,7 @@ def stats_image(content: np.ndarray, max_pixels: int = STATS_PIXELS) -> np.ndarr
     h, w = content.shape[:2]
     if h * w > max_pixels:
         content = resize_image(content, size_for_pixels(h, w, max_pixels))
-    return _as_float_tile(content)
+    return to_float32(content)
 
 
 # ----------------------------------------------------------------------------- tiled run
@@ -289,7 +281,7 @@ def stats_image(content: np.ndarray, max_pixels: int = STATS_PIXELS) -> np.ndarr
 def _tile_window(content: np.ndarray, y: int, x: int, th: int, tw: int) -> np.ndarray:
     """content[y:y+th, x:x+tw] as float32, reflect-padded past the bottom/right edge
     (what PadToMultiple does for an untiled run)."""
-    tile = _as_float_tile(content[y:y + th, x:x + tw])
+    tile = to_float32(content[y:y + th, x:x + tw])
     pad_h, pad_w = th - tile.shape[0], tw - tile.shape[1]
     if pad_h or pad_w:
         tile = np.pad(tile, [(0, pad_h), (0, pad_w), (0, 0)], mode="reflect")
@@ -304,8 +296,6 @@ def stylize_tiled(transformer, content: np.ndarray, params, stats, plan: TilePla
     statistics from `norm_statistics`, `plan` from `plan_tiles`.
     """
     import tensorflow as tf
-
-    from imfuse.images import to_uint8
 
     h, w = content.shape[:2]
     ph, pw = _ceil_to(h, STRIDE), _ceil_to(w, STRIDE)

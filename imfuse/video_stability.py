@@ -39,7 +39,7 @@ import numpy as np
 
 from imfuse.color import LUMA_WEIGHTS
 from imfuse.errors import ConfigError
-from imfuse.tiling import _as_float_tile
+from imfuse.images import to_float32
 
 DEFAULT_WEIGHT = 0.8
 DEFAULT_FLOW_SIZE = 256
@@ -193,7 +193,7 @@ class TemporalStabilizer:
         stylized = np.asarray(stylized, dtype=np.float32)
         if not self.enabled:
             return stylized
-        content_f = _as_float_tile(content)
+        content_f = to_float32(content)
         H, W = stylized.shape[:2]
         if content_f.shape[:2] != (H, W):
             raise ValueError(f"content {content_f.shape} and stylised {stylized.shape} frames differ in size")
@@ -262,8 +262,8 @@ def warping_error(content_frames, output_frames, size: int | None = None, flows:
     errors = []
     for t in range(1, len(content_frames)):
         flow, mask = flows[t - 1]
-        warped, valid = warp(_as_float_tile(output_frames[t - 1]), flow)
+        warped, valid = warp(to_float32(output_frames[t - 1]), flow)
         m = mask & valid
         if m.any():
-            errors.append(float(np.abs(_as_float_tile(output_frames[t]) - warped).mean(axis=2)[m].mean() * 255.0))
+            errors.append(float(np.abs(to_float32(output_frames[t]) - warped).mean(axis=2)[m].mean() * 255.0))
     return float(np.mean(errors)) if errors else float("nan")

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from imfuse.errors import ConfigError
-from imfuse.images import to_uint8
+from imfuse.images import to_float32, to_uint8
 from imfuse.stylize import check_strength
 from imfuse.video_stability import StabilityConfig, TemporalStabilizer
 
@@ -111,16 +111,16 @@ class FrameStylizer:
         if tile:
             stats = tiling.norm_statistics(self.model.transformer, tiling.stats_image(work)[None], params)
             plan = tiling.plan_tiles(*work_hw, tile, margin=tiling.receptive_radius(self.model.variant))
-            out = tiling._as_float_tile(tiling.stylize_tiled(self.model.transformer, work, params, stats, plan))
+            out = to_float32(tiling.stylize_tiled(self.model.transformer, work, params, stats, plan))
         else:
-            batch = tf.convert_to_tensor(tiling._as_float_tile(work)[None])
+            batch = tf.convert_to_tensor(to_float32(work)[None])
             out = self._run(batch, tf.cast(params, tf.float32)).numpy()[0]
         if out.shape[:2] != (h, w):
             out = np.clip(tiling.resize_image(out, (h, w)), 0.0, 1.0)
         if self.options.preserve_color:
             from imfuse.color import preserve_color
 
-            out = preserve_color(tiling._as_float_tile(frame), out)
+            out = preserve_color(to_float32(frame), out)
         return out
 
 
