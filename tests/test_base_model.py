@@ -96,5 +96,5 @@ def test_model_spec_base_variant_picks_that_shipped_model(monkeypatch):
     assert base_model.resolve_model_path("base:full") == "<full>"
     assert str(base_model.resolve_model_path("runs/model.keras")) == "runs/model.keras"
     monkeypatch.undo()
-    with pytest.raises(ConfigError, match="no shipped base model for variant 'tiny'"):
-        base_model.resolve_model_path("base:tiny")
+    with pytest.raises(ConfigError, match="no shipped base model for variant 'full'"):
+        base_model.resolve_model_path("base:full")

@@ -110,8 +110,8 @@ def test_overrides_change_architecture_and_are_recorded(tmp_path, images):
 
 
 def test_bad_variant_and_options():
-    with pytest.raises(ConfigError, match="unknown model variant 'tiny'"):
-        build_model("tiny")
+    with pytest.raises(ConfigError, match="unknown model variant 'huge'"):
+        build_model("huge")
     with pytest.raises(ConfigError, match="unknown variant option"):
         build_model("reduced", depth=3)
     with pytest.raises(ConfigError, match="alpha"):

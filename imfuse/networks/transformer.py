@@ -35,16 +35,19 @@ LAYOUT = 2
 NORM_DTYPE = "float32"
 
 
-def _conv(x, filters: int, kernel: int, stride: int, separable: bool, name: str, space_to_depth: bool = False):
-    """Reflect-padded conv without bias (every conv here is followed by a normaliser)."""
+def _conv(
+    x, filters: int, kernel: int, stride: int, separable: bool, name: str, space_to_depth: bool = False,
+    bias: bool = False,
+):
+    """Reflect-padded conv, without bias where a normaliser follows (it would cancel out)."""
     x = ReflectPad(kernel // 2, name=f"{name}_pad")(x)
     if separable:
         return keras.layers.SeparableConv2D(
-            filters, kernel, strides=stride, padding="valid", use_bias=False, name=name
+            filters, kernel, strides=stride, padding="valid", use_bias=bias, name=name
         )(x)
     if space_to_depth:
         return SpaceToDepthConv2D(filters, kernel, name=name)(x)
-    return keras.layers.Conv2D(filters, kernel, strides=stride, padding="valid", use_bias=False, name=name)(x)
+    return keras.layers.Conv2D(filters, kernel, strides=stride, padding="valid", use_bias=bias, name=name)(x)
 
 
 def _upsample_conv(x, filters: int, separable: bool, fused: bool, name: str):
@@ -84,11 +87,12 @@ def build_transformer(cfg: VariantConfig, layout: int = LAYOUT) -> keras.Model:
     c32, c64, c128 = cfg.channels(32), cfg.channels(64), cfg.channels(128)
 
     x = PadToMultiple(STRIDE, name="pad_to_multiple")(content)
-    # Contract: plain instance norm (style-independent features).
+    # Contract: plain instance norm (style-independent features), or biased convs alone.
     contract = [(c32, cfg.outer_kernel, 1, cfg.separable_outer), (c64, 3, 2, False), (c128, 3, 2, False)]
     for i, (filters, kernel, stride, separable) in enumerate(contract):
-        x = _conv(x, filters, kernel, stride, separable, name=f"contract_{i}")
-        x = InstanceNorm(name=f"contract_{i}_norm", dtype=NORM_DTYPE)(x)
+        x = _conv(x, filters, kernel, stride, separable, name=f"contract_{i}", bias=not cfg.contract_norm)
+        if cfg.contract_norm:
+            x = InstanceNorm(name=f"contract_{i}_norm", dtype=NORM_DTYPE)(x)
         x = keras.layers.ReLU(name=f"contract_{i}_relu")(x)
 
     for b in range(cfg.residual_blocks):
