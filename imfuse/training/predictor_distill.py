@@ -1,7 +1,7 @@
 """Distil a trained model's style predictor into a cheaper one, keeping its transformer.
 
 A new style costs the predictor's forward pass. The vgg16_hed predictor reads VGG16 to
-block4_conv1 at 256 px (about 27 GFLOPs), far more than the reduced transformer at 512 px.
+block4_conv1 at 256 px (about 27 GFLOPs), far more than the tiny transformer at 512 px.
 A student that reads fewer VGG blocks from a smaller copy of the style (for example blocks
 1-3 at 128 px, about 1/7 of the work) can learn to give the same conditioning: only its
 small MLP head is trained, to reproduce the teacher's style parameters (what the
@@ -23,14 +23,14 @@ from imfuse.networks.config import VARIANTS, VariantConfig
 
 @dataclass
 class PredictorDistillConfig:
-    """One distillation run; `init_from` names the teacher model (a path or 'base')."""
+    """One distillation run; `init_from` names the teacher model (a path or 'base:VARIANT')."""
 
     data_dir: str
     out: str
-    init_from: str = "base"
-    # the reduced variant's own geometry: what a fresh reduced model reads
-    predictor_layers: int = VARIANTS["reduced"].predictor_layers
-    predictor_pool: int = VARIANTS["reduced"].predictor_pool
+    init_from: str = "base:tiny"  # a vgg16_hed model (the reduced base's predictor is Magenta's)
+    # the tiny variant's own geometry: what a fresh tiny model reads
+    predictor_layers: int = VARIANTS["tiny"].predictor_layers
+    predictor_pool: int = VARIANTS["tiny"].predictor_pool
     crops: int = 3072  # augmented training-style crops (each style's centre crop is added)
     epochs: int = 200
     batch_size: int = 64
