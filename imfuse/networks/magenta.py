@@ -22,8 +22,7 @@ from imfuse.errors import ConfigError
 
 PREDICT_FILE = "arbitrary_predict.onnx"
 TRANSFORM_FILE = "arbitrary_transform.onnx"
-# The predictor's input size and the sub-graph that ends in the 100-d bottleneck conv.
-STYLE_SIZE = 256
+# The predictor's last conv (1280 -> 100): imfuse's trainable bottleneck head, not the frozen trunk.
 _BOTTLENECK_CONV = "mobilenet_conv/Conv/"
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
