@@ -26,7 +26,7 @@ def test_export_cli_then_batch_stylize_real_images(shared_data, tmp_path, capsys
     from imfuse.cli import main
     from imfuse.networks import build_model, save_model
 
-    keras_path = save_model(build_model("reduced", predictor_weights="none"), tmp_path / "m.keras")
+    keras_path = save_model(build_model("tiny", predictor_weights="none"), tmp_path / "m.keras")
     serving = tmp_path / "serving"
     assert main(["export", "--model", keras_path, "--base-path", str(serving), "--name", "sty"]) == 0
     printed = capsys.readouterr().out

