@@ -366,7 +366,8 @@ def test_balanced_styles_step_weighs_each_image_by_the_mean_over_its_own_loss():
     loud = np.tile(np.kron([[1, 0], [0, 1]], np.ones((4, 4))), (4, 4))[..., None].repeat(3, -1)
     styles = np.stack([loud, np.full((32, 32, 3), 0.5)]).astype(np.float32)  # huge Grams vs tiny ones
     strategy = tf.distribute.get_strategy()
-    cfg = TrainConfig(data_dir="d", out_dir="o", image_size=32, style_size=32, batch_size=2, loss_precision="float32")
+    cfg = TrainConfig(data_dir="d", out_dir="o", variant="tiny", image_size=32, style_size=32, batch_size=2,
+                      loss_precision="float32")
     keras.utils.set_random_seed(0)
     lossnet, model, _, _, _ = _build(cfg, strategy, False)
     start = [v.numpy() for v in model.trainable_variables]
