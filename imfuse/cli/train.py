@@ -77,6 +77,7 @@ def register(subparsers) -> None:
     )
     option("--train-only", choices=TRAIN_ONLY,
            help="predictor: only the style predictor learns; the --init-from model's transformer and "
+           "style heads stay frozen. transformer: only the transformer learns; the init's predictor and "
            "style heads stay frozen (default: %(default)s)")
     p.add_argument(
         "--init-from",

@@ -131,6 +131,10 @@ def format_base_models() -> str:
         if source:  # phase 1 imported pretrained weights instead of training
             lines.append(f"  phase1 imported: {source['package']} ({source['license']}); sha256 "
                          + ", ".join(f"{name} {digest[:12]}" for name, digest in source["files"].items()))
+            widened = record["configs"]["phase1"].get("widened")
+            if widened:
+                lines.append(f"  phase1 widened: alpha {widened['from_alpha']} -> {widened['to_alpha']}, "
+                             f"{widened['method']}, seed {widened['seed']}")
         for key in ("renamed", "commands", "dataset_hash", "steps", "trained_on", "metrics"):
             if key in record:
                 value = record[key]

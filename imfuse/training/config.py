@@ -20,7 +20,7 @@ LR_SCHEDULES = ("cosine", "constant", "exponential")
 LOSS_PRECISIONS = PRECISIONS
 STRATEGIES = ("default", "mirrored", "multiworker")
 VARIANT_NAMES = tuple(VARIANTS)
-TRAIN_ONLY = ("all", "predictor")
+TRAIN_ONLY = ("all", "predictor", "transformer")
 # Options that may differ between the first run and a resume: how long, how often to
 # save/log, and how the same computation is executed. Everything else defines the model
 # or the optimisation problem and must match the checkpoint.
@@ -79,7 +79,9 @@ class TrainConfig:
     balance_styles: bool = False
     # "all", or "predictor": only the style predictor's head learns, the transformer and style
     # heads stay as warm-started, so a fine-tune can teach the conditioning new styles without
-    # moving what every other style's picture depends on.
+    # moving what every other style's picture depends on. "transformer": the reverse, the init's
+    # predictor and style heads (its conditioning, learnt from far more styles than a fine-tune
+    # sees) stay, and only the transformer learns to render it.
     train_only: str = "all"
     # Warm start: weights of a compatible model to begin from (resolved to a .keras path).
     init_from: str | None = None
@@ -105,7 +107,7 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
                                   f"got {getattr(self, name)!r}")
         if self.train_only != "all" and not self.init_from:
-            raise ConfigError("--train-only predictor needs --init-from: the frozen transformer must come from a trained model")
+            raise ConfigError(f"--train-only {self.train_only} needs --init-from: the frozen parts must come from a trained model")
         positive = ("steps", "batch_size", "image_size", "style_size", "checkpoint_every", "log_every", "keep_checkpoints")
         for name in positive:
             if int(getattr(self, name)) < 1:

@@ -206,6 +206,9 @@ def _build(config: TrainConfig, strategy, resuming: bool):
             if config.train_only == "predictor":
                 model.transformer.trainable = False
                 model.style_heads.trainable = False
+            elif config.train_only == "transformer":  # the init's style conditioning stays as it is
+                model.predictor.trainable = False
+                model.style_heads.trainable = False
         schedule = WarmupSchedule(config.learning_rate, config.steps, config.warmup_steps, config.lr_schedule)
         optimizer = keras.optimizers.Adam(learning_rate=schedule)
         if config.mixed_precision:
