@@ -38,7 +38,18 @@ def test_base_model_is_small_and_says_how_it_was_made(tmp_path, monkeypatch):
     assert (BASE_DIR / "README.md").is_file()
 
 
-def test_base_model_beats_identity_style_loss_on_a_real_pair(shared_data):
+def test_full_base_is_the_reduced_base_widened_and_says_so():
+    assert (BASE_DIR / "full.npz").stat().st_size < 4 * 1024 * 1024
+    record = base_model_record("full")
+    assert record["variant_config"]["alpha"] == 1.0 and record["steps"] == {"phase1": 0, "phase2": 400}
+    widened = record["configs"]["phase1"]["widened"]
+    assert (widened["from"], widened["from_alpha"], widened["to_alpha"]) == ("base:reduced", 0.25, 1.0)
+    assert record["configs"]["phase1"]["from_record"]["commands"] == base_model_record("reduced")["commands"]
+    assert record["configs"]["phase2"]["learning_rate"] == 5e-5
+
+
+@pytest.mark.parametrize("variant", ["reduced", "full"])
+def test_base_model_beats_identity_style_loss_on_a_real_pair(shared_data, variant):
     """A held-out photo x a painting no training read (the benchmark's unseen split): the
     base model's style loss is far below the photo's own, and the photo stays recognisable
     (content loss well below a flat grey image's)."""
@@ -49,7 +60,7 @@ def test_base_model_beats_identity_style_loss_on_a_real_pair(shared_data):
 
     content = _square(shared_data / "content" / "golden_gate_sq.jpg")
     style = _square(shared_data / "styles" / "the_shipwreck_of_the_minotaur.jpg")
-    model = load_model(base_model_path())
+    model = load_model(base_model_path(variant))
     out = stylize_batch(model, content[None], style)[0]
     scorer = PairScorer(build_loss_network(), LossWeights())
     feats, grams = scorer.content_targets(0, content), scorer.style_targets(("unseen", 0), style)
@@ -99,5 +110,5 @@ def test_model_spec_base_variant_picks_that_shipped_model(monkeypatch):
     assert base_model.resolve_model_path("base:full") == "<full>"
     assert str(base_model.resolve_model_path("runs/model.keras")) == "runs/model.keras"
     monkeypatch.undo()
-    with pytest.raises(ConfigError, match="no shipped base model for variant 'full'"):
-        base_model.resolve_model_path("base:full")
+    with pytest.raises(ConfigError, match="no shipped base model for variant 'huge'"):
+        base_model.resolve_model_path("base:huge")

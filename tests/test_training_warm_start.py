@@ -153,10 +153,11 @@ def test_resolve_init_specs(tmp_path, monkeypatch):
     monkeypatch.setattr(warm_start, "_registered", lambda *a: pytest.fail("no registry lookup expected"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert warm_start.resolve_init("auto", "reduced", uri) == str(base_model.base_model_path("reduced"))
-    if "full" not in base_model.shipped_variants():
-        assert warm_start.resolve_init("auto", "full", uri) is None
-        with pytest.raises(ConfigError, match="no shipped base model for variant 'full'"):
-            warm_start.resolve_init("base", "full")
+    assert warm_start.resolve_init("auto", "full", uri) == str(base_model.base_model_path("full"))
+    monkeypatch.setattr(base_model, "BASE_DIR", tmp_path / "no-bases")  # an install without a full base
+    assert warm_start.resolve_init("auto", "full", uri) is None
+    with pytest.raises(ConfigError, match="no shipped base model for variant 'full'"):
+        warm_start.resolve_init("base", "full")
 
 
 def test_all_zero_weights_without_teacher_is_refused(tmp_path):
@@ -164,20 +165,23 @@ def test_all_zero_weights_without_teacher_is_refused(tmp_path):
         TrainConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "o"), content_weight=0, style_weight=0, tv_weight=0)
 
 
-def test_train_only_predictor_moves_the_predictor_alone(prepared_dataset, trained_init, tmp_path):
-    """--train-only predictor: the warm start's transformer and style heads come out
-    bit-identical while the predictor's head learns; without a warm start it is refused."""
+@pytest.mark.parametrize("part, frozen", [("predictor", ("transformer", "style_heads")),
+                                          ("transformer", ("predictor", "style_heads"))])
+def test_train_only_moves_that_part_alone(prepared_dataset, trained_init, tmp_path, part, frozen):
+    """--train-only predictor|transformer: the warm start's other parts come out bit-identical
+    while that part learns; without a warm start it is refused."""
     from imfuse.networks import load_model
     from imfuse.training import train
 
-    result = train(_config(prepared_dataset, tmp_path / "head", init_from=str(trained_init), train_only="predictor",
+    result = train(_config(prepared_dataset, tmp_path / "head", init_from=str(trained_init), train_only=part,
                            learning_rate=1e-3), progress=False)
     init, final = load_model(trained_init), load_model(result.model_path)
-    for part in ("transformer", "style_heads"):
-        for a, b in zip(getattr(init, part).get_weights(), getattr(final, part).get_weights()):
+    for name in frozen:
+        for a, b in zip(getattr(init, name).get_weights(), getattr(final, name).get_weights()):
             np.testing.assert_array_equal(a, b)
-    assert any(not np.array_equal(a, b) for a, b in zip(init.predictor.get_weights(), final.predictor.get_weights()))
+    assert any(not np.array_equal(a, b) for a, b in zip(getattr(init, part).get_weights(),
+                                                        getattr(final, part).get_weights()))
     with pytest.raises(ConfigError, match="--init-from"):
-        _config(prepared_dataset, tmp_path / "cold", train_only="predictor")
+        _config(prepared_dataset, tmp_path / "cold", train_only=part)
     with pytest.raises(ConfigError, match="--train-only"):
         _config(prepared_dataset, tmp_path / "x", train_only="heads")
