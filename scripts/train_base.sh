@@ -18,8 +18,12 @@
 # (--balance-styles); the defaults are the shipped model's recipe. PHASE1_FROM=base skips
 # phase 1 and starts phase 2 from the shipped base model (whose record phase 1 then is);
 # PHASE1_FROM=magenta makes phase 1 the import of Magenta's pretrained mobile network
-# (imfuse models import-magenta; the reduced variant), which the shipped reduced base was
-# made from with PHASE2_STEPS=400.
+# (imfuse models import-magenta; the reduced variant, or for full that network widened
+# exactly), which the shipped reduced base was made from with PHASE2_STEPS=400.
+# PHASE1_FROM=widen makes phase 1 the shipped reduced base widened exactly to VARIANT (imfuse
+# models widen): the shipped full base, with PHASE2_STEPS=400 PHASE2_LR=5e-5. PHASE2_LR sets
+# phase 2's learning rate (2e-4), PHASE2_TRAIN_ONLY=transformer freezes the init's predictor and
+# style heads (--train-only).
 # PREDICTOR_FROM=base trains nothing but a cheaper predictor for the shipped base (imfuse
 # models distill-predictor: VGG blocks 1-3 of a half-size style, fitted to its own conditioning).
 set -euo pipefail

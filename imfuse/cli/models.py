@@ -57,6 +57,7 @@ def _import_magenta(args: argparse.Namespace) -> int:
 
     from imfuse.networks import save_model
     from imfuse.networks.magenta import ALPHA, pretrained_model, source_record
+    from imfuse.networks.widen import METHOD
 
     out = Path(args.out)
     if out.suffix != ".keras":
@@ -66,7 +67,7 @@ def _import_magenta(args: argparse.Namespace) -> int:
     record = {"variant": model.variant.name, "source": source_record()}
     if model.variant.alpha != ALPHA:
         record["widened"] = {"from_alpha": ALPHA, "to_alpha": model.variant.alpha, "seed": args.seed,
-                             "method": "Net2WiderNet with exact random splits (imfuse.networks.widen)"}
+                             "method": METHOD}
     Path(path).with_suffix(".import.json").write_text(json.dumps(record, indent=2) + "\n")
     widened = f", widened exactly from alpha {ALPHA} to {model.variant.alpha}" if "widened" in record else ""
     print(f"wrote {path}: variant {model.variant.name} with Magenta's pretrained weights "
@@ -80,7 +81,7 @@ def _widen(args: argparse.Namespace) -> int:
 
     from imfuse.base_model import resolve_model_path
     from imfuse.networks import load_model, save_model
-    from imfuse.networks.widen import widen_model
+    from imfuse.networks.widen import METHOD, widen_model
 
     out = Path(args.out)
     if out.suffix != ".keras":
@@ -91,7 +92,7 @@ def _widen(args: argparse.Namespace) -> int:
     path = save_model(model, out)
     record = {"widened": {"from": args.model, "from_variant": narrow.variant.name, "from_alpha": narrow.variant.alpha,
                           "to_alpha": model.variant.alpha, "seed": args.seed,
-                          "method": "Net2WiderNet with exact random splits (imfuse.networks.widen)"}}
+                          "method": METHOD}}
     Path(path).with_suffix(".widen.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {path}: {narrow.variant.name} (alpha {narrow.variant.alpha}) widened exactly to "
           f"{model.variant.name} (alpha {model.variant.alpha}); {narrow.count_params():,} -> {model.count_params():,} weights")

@@ -24,6 +24,9 @@ import numpy as np
 
 from imfuse.errors import ConfigError
 
+# How a widened model's record names its origin (imfuse models widen, import-magenta --variant full).
+METHOD = "Net2WiderNet with exact random splits (imfuse.networks.widen)"
+
 
 def _mapping(narrow: int, wide: int) -> np.ndarray:
     """Which narrow channel each wide channel copies."""
