@@ -165,20 +165,18 @@ imported = phase1_from == "magenta"  # phase 1 is the import: no run, no dataset
 git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
 keep = ("train/loss", "train/teacher_loss", "train/style_loss", "train/content_loss")
 data_of = {"phase1": work / "data", "phase2": work / "data2"}
-if phase1_from == "base":  # phase 1 is the shipped model: carry its record over
-    shipped = json.loads((BASE_DIR / f"{variant}.json").read_text())
-    runs = {"phase1": {"config": shipped["configs"]["phase1"], "loss_network": shipped["loss_network"]}}
-    metrics = {k: v for k, v in shipped["metrics"].items() if k.startswith("phase1/")}
+if phase1_from in ("base", "widen"):  # a shipped base is phase 1 (widen: reduced's, widened): carry its record over
+    shipped = json.loads((BASE_DIR / f"{variant if phase1_from == 'base' else 'reduced'}.json").read_text())
     phase1_record = {"commands": shipped["commands"], "git_commit": shipped["git_commit"],
                      "dataset_hash": shipped["dataset_hash"], "trained_on": shipped["trained_on"]}
-elif phase1_from == "widen":  # the shipped reduced base, widened: its record is phase 1's
-    shipped = json.loads((BASE_DIR / "reduced.json").read_text())
-    widened = json.loads((work / "phase1" / "model.widen.json").read_text())
-    runs = {"phase1": {"config": {"steps": 0, **widened, "from_record": {
-        k: shipped[k] for k in ("summary", "commands", "git_commit", "dataset_hash", "steps", "configs")}}}}
-    metrics = {}
-    phase1_record = {"commands": shipped["commands"], "git_commit": shipped["git_commit"],
-                     "dataset_hash": shipped["dataset_hash"], "trained_on": shipped["trained_on"]}
+    if phase1_from == "base":
+        runs = {"phase1": {"config": shipped["configs"]["phase1"], "loss_network": shipped["loss_network"]}}
+        metrics = {k: v for k, v in shipped["metrics"].items() if k.startswith("phase1/")}
+    else:
+        widened = json.loads((work / "phase1" / "model.widen.json").read_text())
+        runs = {"phase1": {"config": {"steps": 0, **widened, "from_record": {
+            k: shipped[k] for k in ("summary", "commands", "git_commit", "dataset_hash", "steps", "configs")}}}}
+        metrics = {}
 elif imported:  # its source files stand for a config
     runs = {"phase1": {"config": {"steps": 0, **json.loads((work / "phase1" / "model.import.json").read_text())}}}
     metrics = {}

@@ -51,23 +51,30 @@ def _distill_predictor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keras_out(out: str):
+    """--out checked before any work (save_model would refuse it only after)."""
+    from pathlib import Path
+
+    if Path(out).suffix != ".keras":
+        raise ConfigError(f"--out must end in .keras, got {out!r}")
+    return Path(out)
+
+
 def _import_magenta(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
     from imfuse.networks import save_model
+    from imfuse.networks.config import variant_config
     from imfuse.networks.magenta import ALPHA, pretrained_model, source_record
-    from imfuse.networks.widen import METHOD
+    from imfuse.networks.widen import widening_record
 
-    out = Path(args.out)
-    if out.suffix != ".keras":
-        raise ConfigError(f"--out must end in .keras, got {args.out!r}")
+    out = _keras_out(args.out)
     model = pretrained_model(args.variant, seed=args.seed)
     path = save_model(model, out)
     record = {"variant": model.variant.name, "source": source_record()}
     if model.variant.alpha != ALPHA:
-        record["widened"] = {"from_alpha": ALPHA, "to_alpha": model.variant.alpha, "seed": args.seed,
-                             "method": METHOD}
+        record["widened"] = widening_record(variant_config("reduced"), model.variant, args.seed)
     Path(path).with_suffix(".import.json").write_text(json.dumps(record, indent=2) + "\n")
     widened = f", widened exactly from alpha {ALPHA} to {model.variant.alpha}" if "widened" in record else ""
     print(f"wrote {path}: variant {model.variant.name} with Magenta's pretrained weights "
@@ -81,18 +88,14 @@ def _widen(args: argparse.Namespace) -> int:
 
     from imfuse.base_model import resolve_model_path
     from imfuse.networks import load_model, save_model
-    from imfuse.networks.widen import METHOD, widen_model
+    from imfuse.networks.widen import widen_model, widening_record
 
-    out = Path(args.out)
-    if out.suffix != ".keras":
-        raise ConfigError(f"--out must end in .keras, got {args.out!r}")
-    source = resolve_model_path(args.model)
-    narrow = load_model(source)
+    out = _keras_out(args.out)
+    narrow = load_model(resolve_model_path(args.model))
     model = widen_model(narrow, args.variant, seed=args.seed)
     path = save_model(model, out)
-    record = {"widened": {"from": args.model, "from_variant": narrow.variant.name, "from_alpha": narrow.variant.alpha,
-                          "to_alpha": model.variant.alpha, "seed": args.seed,
-                          "method": METHOD}}
+    record = {"widened": widening_record(narrow.variant, model.variant, args.seed, **{
+        "from": args.model, "from_variant": narrow.variant.name})}
     Path(path).with_suffix(".widen.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {path}: {narrow.variant.name} (alpha {narrow.variant.alpha}) widened exactly to "
           f"{model.variant.name} (alpha {model.variant.alpha}); {narrow.count_params():,} -> {model.count_params():,} weights")

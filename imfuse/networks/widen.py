@@ -50,7 +50,8 @@ def widen_kernel(kernel: np.ndarray, out_map: np.ndarray | None, in_map: np.ndar
     if out_map is not None:
         wide = wide[..., out_map]
     if in_map is not None:
-        wide = wide[..., in_map, :] * _split(in_map, wide[..., in_map, :].shape, rng)
+        wide = wide[..., in_map, :]
+        wide = wide * _split(in_map, wide.shape, rng)
     return wide.astype(kernel.dtype)
 
 
@@ -72,6 +73,11 @@ def _norm_maps(narrow, wide) -> list[np.ndarray | None]:
     for small, big in zip(narrow.norm_depths, wide.norm_depths):
         maps.append(None if small == big else _mapping(small, big))
     return maps
+
+
+def widening_record(narrow, wide, seed: int, **source) -> dict:
+    """What a widened model's record says of its origin (models widen, import-magenta --variant full)."""
+    return {**source, "from_alpha": narrow.alpha, "to_alpha": wide.alpha, "seed": seed, "method": METHOD}
 
 
 def check_widenable(narrow, wide) -> None:
