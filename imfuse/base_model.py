@@ -5,8 +5,8 @@ Each is produced by the project's own `imfuse train` (`scripts/train_base.sh`; s
 dataset hash, steps, metrics). `imfuse stylize --method model`, `imfuse export` and
 `imfuse serve` use it when no model is given; `imfuse train --init-from base` fine-tunes it.
 
-The weights ship as float16 in a compressed `.npz` (1 MB, not a 2.5 MB `.keras` file in
-git); the first use builds the `.keras` model from them into a cache folder keyed by the
+The weights ship as float16 in a compressed `.npz` (0.6 MB for reduced, not a 2.5 MB `.keras`
+file in git; a base that would pass 2 MB, the full one, keeps its large kernels in int8); the first use builds the `.keras` model from them into a cache folder keyed by the
 weights' hash, so every consumer of a `.keras` path works unchanged.
 """
 
@@ -33,13 +33,55 @@ def shipped_variants() -> list[str]:
     return sorted(p.stem for p in BASE_DIR.glob("*.npz"))
 
 
+# Files over this many bytes do not belong in git: a larger base ships its big kernels in int8.
+MAX_BASE_BYTES = 2 * 1024 * 1024
+FLOAT16 = "float16"
+INT8 = "int8 per output channel (kernels of 4096+ values; float16 scales and the rest)"
+_INT8_MIN_SIZE = 4096
+
+
+def _encode(weights, storage: str) -> dict:
+    """npz arrays of `weights`: float16 as arr_i; int8 as q_i (values) + s_i (scale per output channel)."""
+    import numpy as np
+
+    arrays = {}
+    for i, w in enumerate(weights):
+        if storage == INT8 and w.ndim >= 2 and w.size >= _INT8_MIN_SIZE:
+            flat = w.reshape(-1, w.shape[-1])
+            scale = (np.abs(flat).max(axis=0) / 127).astype(np.float16)
+            scale[scale == 0] = 1
+            arrays[f"q_{i}"] = np.round(flat / scale.astype(np.float32)).astype(np.int8).reshape(w.shape)
+            arrays[f"s_{i}"] = scale
+        else:
+            arrays[f"arr_{i}"] = w.astype(np.float16)
+    return arrays
+
+
+def _decode(arrays) -> list:
+    import numpy as np
+
+    count = len({name.split("_")[1] for name in arrays.files})
+    return [arrays[f"arr_{i}"].astype(np.float32) if f"arr_{i}" in arrays.files
+            else arrays[f"q_{i}"].astype(np.float32) * arrays[f"s_{i}"].astype(np.float32)
+            for i in range(count)]
+
+
 def save_base_weights(model, variant: str, record: dict) -> Path:
-    """Write BASE_DIR/<variant>.npz (float16 weights) and <variant>.json (record + architecture)."""
+    """Write BASE_DIR/<variant>.npz and <variant>.json (record + architecture + weight storage).
+
+    float16 weights, unless that file would be over MAX_BASE_BYTES: then the large kernels are
+    stored as int8 per output channel (the full base: 3.7 -> 1.7 MB), and the record says so.
+    """
     import numpy as np
 
     path = BASE_DIR / f"{variant}.npz"
-    np.savez_compressed(path, *[w.astype(np.float16) for w in model.get_weights()])
-    record = {**record, "variant_config": model.variant.to_dict(), "layout": int(model.layout)}
+    weights = model.get_weights()
+    for storage in (FLOAT16, INT8):
+        np.savez_compressed(path, **_encode(weights, storage))
+        if path.stat().st_size <= MAX_BASE_BYTES:
+            break
+    record = {**record, "variant_config": model.variant.to_dict(), "layout": int(model.layout),
+              "weights_storage": storage}
     (BASE_DIR / f"{variant}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return path
 
@@ -72,7 +114,7 @@ def _materialise(variant: str, weights: Path, path: Path) -> None:
     record = base_model_record(variant)
     model = StyleTransferModel(record["variant_config"], layout=record["layout"], name=f"imfuse_{variant}")
     with np.load(weights) as arrays:
-        model.set_weights([arrays[f"arr_{i}"].astype(np.float32) for i in range(len(arrays.files))])
+        model.set_weights(_decode(arrays))
     model.predictor_init = f"shipped base model {variant}"
     save_model(model, path)  # atomic: concurrent first uses never read half a file
 

@@ -39,13 +39,38 @@ def test_base_model_is_small_and_says_how_it_was_made(tmp_path, monkeypatch):
 
 
 def test_full_base_is_the_reduced_base_widened_and_says_so():
-    assert (BASE_DIR / "full.npz").stat().st_size < 4 * 1024 * 1024
+    from imfuse.base_model import INT8, MAX_BASE_BYTES
+
+    assert (BASE_DIR / "full.npz").stat().st_size < MAX_BASE_BYTES  # float16 was 3.7 MB
     record = base_model_record("full")
+    assert record["weights_storage"] == INT8
     assert record["variant_config"]["alpha"] == 1.0 and record["steps"] == {"phase1": 0, "phase2": 400}
     widened = record["configs"]["phase1"]["widened"]
     assert (widened["from"], widened["from_alpha"], widened["to_alpha"]) == ("base:reduced", 0.25, 1.0)
     assert record["configs"]["phase1"]["from_record"]["commands"] == base_model_record("reduced")["commands"]
     assert record["configs"]["phase2"]["learning_rate"] == 5e-5
+
+
+def test_int8_storage_round_trips_within_half_a_step():
+    """Large kernels as int8 per output channel (1 byte a weight), the rest float16."""
+    import io
+
+    from imfuse.base_model import FLOAT16, INT8, _decode, _encode
+
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(0, 0.05, (3, 3, 64, 32)).astype(np.float32), rng.normal(0, 1, (32,)).astype(np.float32)]
+    weights[0][..., 5] = 0  # an all-zero output channel
+    for storage, bound in ((FLOAT16, 1e-3), (INT8, 0.5 / 127)):
+        buffer = io.BytesIO()
+        np.savez(buffer, **_encode(weights, storage))
+        buffer.seek(0)
+        with np.load(buffer) as arrays:
+            names, decoded = set(arrays.files), _decode(arrays)
+        assert (names == {"q_0", "s_0", "arr_1"}) == (storage == INT8)
+        scale = np.abs(weights[0]).reshape(-1, 32).max(axis=0)
+        assert np.all(np.abs(decoded[0] - weights[0]) <= bound * scale * 1.01 + 1e-6)
+        np.testing.assert_allclose(decoded[1], weights[1], atol=2e-3)
+        assert not decoded[0][..., 5].any()
 
 
 @pytest.mark.parametrize("variant", ["reduced", "full"])

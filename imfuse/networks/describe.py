@@ -118,7 +118,7 @@ def format_summaries(summaries: list[ModelSummary]) -> str:
 
 def format_base_models() -> str:
     """What each shipped base model is and how it was made (its committed record)."""
-    from imfuse.base_model import BASE_DIR, base_model_record, shipped_variants
+    from imfuse.base_model import BASE_DIR, FLOAT16, INT8, base_model_record, shipped_variants
 
     lines = ["Shipped base models (imfuse/base_models; `--model base`, `--init-from base`)"]
     if not shipped_variants():
@@ -126,15 +126,17 @@ def format_base_models() -> str:
     for variant in shipped_variants():
         record = base_model_record(variant)
         size = (BASE_DIR / f"{variant}.npz").stat().st_size / 1e6
-        lines.append(f"{variant:<9}{size:.1f} MB (float16)  {record.get('summary', 'no record')}")
-        source = record.get("configs", {}).get("phase1", {}).get("source")
+        storage = "int8 kernels" if record.get("weights_storage") == INT8 else FLOAT16
+        lines.append(f"{variant:<9}{size:.1f} MB ({storage})  {record.get('summary', 'no record')}")
+        phase1 = record.get("configs", {}).get("phase1", {})
+        source = phase1.get("source")
         if source:  # phase 1 imported pretrained weights instead of training
             lines.append(f"  phase1 imported: {source['package']} ({source['license']}); sha256 "
                          + ", ".join(f"{name} {digest[:12]}" for name, digest in source["files"].items()))
-            widened = record["configs"]["phase1"].get("widened")
-            if widened:
-                lines.append(f"  phase1 widened: alpha {widened['from_alpha']} -> {widened['to_alpha']}, "
-                             f"{widened['method']}, seed {widened['seed']}")
+        widened = phase1.get("widened")
+        if widened:  # phase 1 is a narrower model (the import or a shipped base) widened exactly
+            lines.append(f"  phase1 widened: {widened.get('from', 'the import')}, alpha {widened['from_alpha']} -> "
+                         f"{widened['to_alpha']}, {widened['method']}, seed {widened['seed']}")
         for key in ("renamed", "commands", "dataset_hash", "steps", "trained_on", "metrics"):
             if key in record:
                 value = record[key]
