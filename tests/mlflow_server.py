@@ -7,6 +7,7 @@ importing the fixture into several modules still starts it once.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,6 +21,8 @@ def _start(config) -> str:
 
     root = Path(tempfile.mkdtemp(prefix="imfuse-mlflow-server-"))
     store = StoreLocation(f"sqlite:///{root / 'mlflow.db'}", str(root / "artifacts"))
+    # Cleanups run last-in first-out: the server stops, then its folder goes.
+    config.add_cleanup(lambda: shutil.rmtree(root, ignore_errors=True))
     proc, url = start_server(store, log_path=root / "server.log", timeout=180)
     config.add_cleanup(lambda: stop_server(proc))
     return url

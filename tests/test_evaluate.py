@@ -216,10 +216,12 @@ def test_evaluate_blessing_fails_against_a_better_champion(setup, mlflow_server,
     assert np.abs(cell(1, 1) - cell(2, 1)).mean() > 1  # two models, two pictures
     assert "on real reference styles" in blessing["reason"]
     assert m["eval/baseline_style_ratio_reference"] == pytest.approx(blessing["reference_champion"])
-    assert _evaluate(setup, mlflow_server, "--gatys-subset", "0", "--max-pairs", "2", "--out", str(out_dir)) == 0
-    # without the reference styles: neither scored nor gated
-    _evaluate(setup, mlflow_server, "--gatys-subset", "0", "--max-pairs", "2", "--out", str(out_dir), "--no-reference-styles")
+    # without --fail-if-not-blessed a refusal exits 0; without the reference styles they are
+    # neither scored nor gated
+    rc = _evaluate(setup, mlflow_server, "--gatys-subset", "0", "--max-pairs", "2", "--out", str(out_dir),
+                   "--no-reference-styles")
     report = json.loads((out_dir / "eval_report.json").read_text())
+    assert rc == 0 and report["blessing"]["blessed"] is False
     assert "eval/style_ratio_reference" not in report["metrics"] and "reference" not in report["blessing"]["reason"]
     assert all(p["style_group"] != "reference" for p in report["pairs"])
 

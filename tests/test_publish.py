@@ -57,14 +57,19 @@ def test_export_to_s3_publishes_the_next_version(tmp_path, monkeypatch):
     assert not [k for k in s3.objects if ".claim-" in k]  # the version claim is dropped once published
 
 
-def test_cli_export_publishes_the_base_model_to_s3(monkeypatch, capsys):
+def test_cli_export_publishes_a_model_to_s3(monkeypatch, capsys, tmp_path):
+    """The publishing path end to end with a real SavedModel: a tiny model's (the shipped
+    base's own export is test_base_model's)."""
+    from imfuse.networks import build_model, save_model
+
+    model = save_model(build_model("tiny", "none"), tmp_path / "m.keras")
     s3 = FakeS3(["serving/imfuse/1/saved_model.pb"])
     monkeypatch.setattr(ed, "s3_client", lambda: s3)
-    assert main(["export", "--model", "base", "--base-path", "s3://models/serving"]) == 0
+    assert main(["export", "--model", str(model), "--base-path", "s3://models/serving"]) == 0
     assert capsys.readouterr().out.strip() == "s3://models/serving/imfuse/2"
     keys = [k for k in s3.uploads if k.startswith("serving/imfuse/2/")]
     assert keys[-1] == "serving/imfuse/2/saved_model.pb" and any("variables/" in k for k in keys)
-    assert main(["export", "--model", "base", "--base-path", "s3://models/serving", "--version", "7"]) == 2
+    assert main(["export", "--model", str(model), "--base-path", "s3://models/serving", "--version", "7"]) == 2
     assert "not supported on s3://" in capsys.readouterr().err
-    assert main(["export", "--model", "base", "--base-path", "gs://models"]) == 2
+    assert main(["export", "--model", str(model), "--base-path", "gs://models"]) == 2
     assert "local/mounted folder or s3://" in capsys.readouterr().err
