@@ -111,10 +111,7 @@ class PadToMultiple(keras.layers.Layer):
         m = self.multiple
         pad_h = (m - shape[1] % m) % m
         pad_w = (m - shape[2] % m) % m
-        y = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
-        # Paddings computed in the graph leave every dimension unknown; the next conv's
-        # kernel needs the channel count (TFLite conversion refuses a Conv2D without it).
-        return _with_channels(y, x.shape[-1])
+        return _with_channels(tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT"), x.shape[-1])
 
     def compute_output_shape(self, input_shape):
         return _map_hw(input_shape, lambda d: -(-d // self.multiple) * self.multiple)
