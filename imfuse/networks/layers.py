@@ -48,16 +48,6 @@ def _map_hw(input_shape, size, channels=None) -> tuple:
     return (b, *(None if d is None else size(d) for d in (h, w)), c if channels is None else channels)
 
 
-def _with_channels(x, channels: int):
-    """x, its static channel count restored after a pad by amounts computed in the graph.
-
-    Such a pad leaves every dimension unknown, and the next conv needs the channel count to
-    convert to TFLite (`imfuse models export-tflite`). A reshape, not set_shape: freezing a
-    graph for conversion re-runs shape inference, which set_shape does not survive.
-    """
-    return tf.reshape(x, tf.concat([tf.shape(x)[:3], [int(channels)]], 0))
-
-
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ReflectPad(keras.layers.Layer):
     """Reflect padding on H and W: zero padding darkens borders of stylised images."""
@@ -111,7 +101,7 @@ class PadToMultiple(keras.layers.Layer):
         m = self.multiple
         pad_h = (m - shape[1] % m) % m
         pad_w = (m - shape[2] % m) % m
-        return _with_channels(tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT"), x.shape[-1])
+        return tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
 
     def compute_output_shape(self, input_shape):
         return _map_hw(input_shape, lambda d: -(-d // self.multiple) * self.multiple)
@@ -482,9 +472,7 @@ class SpaceToDepthConv2D(keras.layers.Conv2D):
         k = self.kernel_size[0]
         shape = tf.shape(x)
         out_h, out_w = shape[1] - k + 1, shape[2] - k + 1
-        channels = x.shape[-1]
         x = tf.pad(x, [[0, 0], [0, shape[1] % 2], [0, shape[2] % 2], [0, 0]])  # even H and W
-        x = _with_channels(x, channels)
         kernel = _space_to_depth_kernel(tf.cast(self.kernel, x.dtype))
         y = tf.nn.depth_to_space(tf.nn.conv2d(tf.nn.space_to_depth(x, 2), kernel, 1, "VALID"), 2)
         return y[:, :out_h, :out_w, :]
