@@ -80,20 +80,23 @@ def _imfuse_runner(model, xla: bool, cached: bool = False):
     return prepare, run
 
 
-def _tflite_runner(model, quantize: str, sizes: list[int], folder: Path, cached: bool = False):
-    """The model exported by `imfuse models export-tflite` once per content size (the transfer
-    file's size is fixed), run by TFLite's interpreter with XNNPACK; style preprocessing as
-    imfuse's (centre crop, antialiased resize), in TensorFlow, timed."""
+def _tflite_exports(model, quantize: str, sizes: list[int], folder: Path) -> dict:
+    """{size: TFLiteStylizer}: the model exported by `imfuse models export-tflite` once per
+    content size (the transfer file's size is fixed), shared by the new-style and cached engines."""
+    from imfuse.tflite_export import TFLiteStylizer, export_tflite
+
+    for size in sizes:
+        export_tflite(model, folder / f"{quantize}-{size}", (size, size), quantize)
+    return {size: TFLiteStylizer(folder / f"{quantize}-{size}") for size in sizes}
+
+
+def _tflite_runner(stylizers: dict, style_size: int, cached: bool = False):
+    """The exports run by TFLite's interpreter with XNNPACK; style preprocessing as imfuse's
+    (centre crop, antialiased resize), in TensorFlow, timed."""
     import tensorflow as tf
 
     from imfuse.networks import preprocess_style
-    from imfuse.tflite_export import TFLiteStylizer, export_tflite
 
-    stylizers = {}
-    for size in sizes:
-        export_tflite(model, folder / f"{quantize}-{size}", (size, size), quantize)
-        stylizers[size] = TFLiteStylizer(folder / f"{quantize}-{size}")
-    style_size = model.variant.style_size
     preprocess = tf.function(lambda style: preprocess_style(style, style_size), reduce_retracing=True)
 
     def prepare(content: np.ndarray, style: np.ndarray):
@@ -185,6 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     exports = tempfile.TemporaryDirectory(prefix="imfuse-bench-tflite-")  # TFLite exports, removed at exit
     names = []  # imfuse engines: "full", "full bf16", "full cached", ...
     flops: dict[tuple[str, int], float] = {}
+
+    def add_engines(name: str, runner, summary) -> None:
+        """`name` and `name cached`, each with its GFLOPs per size (cached: the transformer's alone)."""
+        for cached in (False, True):
+            key = f"{name} cached" if cached else name
+            engines[key] = runner(cached)
+            names.append(key)
+            flops.update({(key, size): summary.transformer_gflops[size] + (0 if cached else summary.predictor_gflops)
+                          for size in sizes})
+
     for variant in variants:
         base_variant, overrides = _variant_spec(variant)
         model = build_model(base_variant, predictor_weights="none", **overrides)
@@ -197,20 +210,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"skipping {name}: oneDNN is capped below its bfloat16 kernels (ONEDNN_MAX_CPU_ISA)")
                 continue
             twin = with_precision(model, precision)  # one twin for both cases: same weights, built once
-            for cached in (False, True):
-                key = f"{name} cached" if cached else name
-                engines[key] = _imfuse_runner(twin, args.xla, cached)
-                names.append(key)
-                flops.update({(key, size): summary.transformer_gflops[size] + (0 if cached else summary.predictor_gflops)
-                              for size in sizes})
+            add_engines(name, lambda cached, twin=twin: _imfuse_runner(twin, args.xla, cached), summary)
         for quantize in filter(None, args.tflite.split(",")):
-            name = f"{variant} tflite" + ("" if quantize == "none" else f"-{quantize}")
-            for cached in (False, True):
-                key = f"{name} cached" if cached else name
-                engines[key] = _tflite_runner(model, quantize, sizes, Path(exports.name) / variant, cached)
-                names.append(key)
-                flops.update({(key, size): summary.transformer_gflops[size] + (0 if cached else summary.predictor_gflops)
-                              for size in sizes})
+            stylizers = _tflite_exports(model, quantize, sizes, Path(exports.name) / variant)
+            add_engines(f"{variant} tflite" + ("" if quantize == "none" else f"-{quantize}"),
+                        lambda cached, s=stylizers: _tflite_runner(s, model.variant.style_size, cached), summary)
 
     import tensorflow as tf
 

@@ -125,9 +125,9 @@ def _functions(model, content_size: tuple[int, int]):
 def check_pair(content_size: tuple[int, int], style_size: int) -> tuple[np.ndarray, np.ndarray]:
     """A generated landscape and brushwork painting, (1, H, W, 3) float32 in [0, 1]: the export's
     pixel-error check runs on pictures like a client's, not on noise, with no files needed."""
-    from imfuse.data.demo import brushwork, landscape
-
     from PIL import Image
+
+    from imfuse.data.demo import brushwork, landscape
 
     height, width = content_size
     scale = max(1.0, 256 / min(height, width))  # the generator draws scenes of 256 px and up
