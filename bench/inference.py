@@ -83,7 +83,8 @@ def _imfuse_runner(model, xla: bool, cached: bool = False):
 def _tflite_exports(model, quantize: str, sizes: list[int], folder: Path) -> dict:
     """{size: TFLiteStylizer}: the model exported by `imfuse models export-tflite` once per
     content size (the transfer file's size is fixed), shared by the new-style and cached engines."""
-    from imfuse.tflite_export import TFLiteStylizer, export_tflite
+    from imfuse.tflite_export import export_tflite
+    from imfuse.tflite_stylizer import TFLiteStylizer
 
     for size in sizes:
         export_tflite(model, folder / f"{quantize}-{size}", (size, size), quantize)

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,14 +25,19 @@ import numpy as np
 
 from imfuse._quiet import native_stderr_silenced
 from imfuse.errors import ConfigError
+from imfuse.tflite_stylizer import (
+    CONTENT,
+    EMBEDDING,
+    IMAGE,
+    PREDICT_FILE,
+    RECORD_FILE,
+    STYLE,
+    TRANSFER_FILE,
+    TFLiteStylizer,
+)
 
-PREDICT_FILE = "predict.tflite"
-TRANSFER_FILE = "transfer.tflite"
-RECORD_FILE = "tflite.json"
 CHECK_PICTURE = "check.png"
 QUANTIZATIONS = ("none", "int8")
-# The interpreter's input and output names, as a client reads them from the record.
-CONTENT, STYLE, EMBEDDING, IMAGE = "content", "style", "embedding", "image"
 _CHECK_SEED = 7
 
 
@@ -85,18 +88,6 @@ def _absl_warnings_hidden():
         logger.setLevel(level)
 
 
-def _interpreter(path: Path, threads: int | None):
-    """tf.lite.Interpreter without its deprecation notice (LiteRT's `ai_edge_litert` interpreter
-    reads the same files; it is not installed here) and without the XNNPACK start-up line."""
-    import tensorflow as tf
-
-    with warnings.catch_warnings(), native_stderr_silenced():
-        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
-        interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
-        interpreter.allocate_tensors()
-    return interpreter
-
-
 def _functions(model, content_size: tuple[int, int]):
     """(predict, transfer) tf.functions with fixed input shapes and the client-facing names."""
     import tensorflow as tf
@@ -135,40 +126,6 @@ def check_pair(content_size: tuple[int, int], style_size: int) -> tuple[np.ndarr
     content = np.asarray(scene.resize((width, height), Image.Resampling.LANCZOS), np.float32)
     style = np.asarray(brushwork(np.random.default_rng(_CHECK_SEED), style_size, style_size).convert("RGB"), np.float32)
     return content[None] / 255.0, style[None] / 255.0
-
-
-class TFLiteStylizer:
-    """The two exported files in TFLite interpreters (XNNPACK on CPU): embed once per style,
-    then stylise any number of contents of the exported size."""
-
-    def __init__(self, folder: str | Path, threads: int | None = None):
-        """threads: default every core this process may use (TFLite's own default is one)."""
-        folder = Path(folder)
-        threads = threads or len(os.sched_getaffinity(0))
-        record = folder / RECORD_FILE
-        if not record.is_file():
-            raise ConfigError(f"{folder} is not a TFLite export of imfuse (no {RECORD_FILE})")
-        self.record = json.loads(record.read_text())
-        self.content_size = tuple(self.record["content_size"])
-        self.style_size = int(self.record["style_size"])
-        self._predict = _interpreter(folder / PREDICT_FILE, threads)
-        self._transfer = _interpreter(folder / TRANSFER_FILE, threads)
-
-    @staticmethod
-    def _run(interpreter, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """Inputs by name (the converter keeps the TensorSpec names) -> the single output."""
-        for detail in interpreter.get_input_details():
-            interpreter.set_tensor(detail["index"], np.asarray(inputs[detail["name"]], np.float32))
-        interpreter.invoke()
-        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-
-    def embed(self, style: np.ndarray) -> np.ndarray:
-        """A (1, S, S, 3) style at the export's style size, [0, 1] -> (1, 100)."""
-        return self._run(self._predict, {STYLE: style})
-
-    def stylize(self, content: np.ndarray, embedding: np.ndarray) -> np.ndarray:
-        """A (1, H, W, 3) content at the export's content size, [0, 1] -> stylised, same shape."""
-        return self._run(self._transfer, {CONTENT: content, EMBEDDING: embedding})
 
 
 def _save_check_picture(path: Path, content, style, reference, exported) -> None:

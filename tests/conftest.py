@@ -221,3 +221,23 @@ def prepared_dataset(tmp_path_factory, shared_data) -> Path:
         )
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def tflite_model():
+    """tiny with random weights: the TFLite machinery, not a trained model's pictures."""
+    from imfuse.networks import build_model
+
+    return build_model("tiny", "none", style_size=64)
+
+
+TFLITE_SIZE = (48, 64)  # height, width: not square, so a swapped axis would show
+
+
+@pytest.fixture(scope="session")
+def tflite_exports(tflite_model, tmp_path_factory):
+    """{quantize: (TFLiteExport, folder)} of tflite_model at TFLITE_SIZE, float32 and int8."""
+    from imfuse.tflite_export import export_tflite
+
+    root = tmp_path_factory.mktemp("tflite")
+    return {q: (export_tflite(tflite_model, root / q, TFLITE_SIZE, q), root / q) for q in ("none", "int8")}

@@ -127,7 +127,7 @@ def _export_tflite(args: argparse.Namespace) -> int:
     result = export_tflite(load_model(path), args.out, size, args.quantize, source=str(args.model))
     total = sum(result.bytes.values()) / 1e6
     print(f"wrote {result.folder}: predict.tflite + transfer.tflite ({total:.1f} MB, {result.quantize} weights), "
-          f"{result.variant} variant, content {size[0]}x{size[1]} px, styles {result.style_size} px; "
+          f"{result.variant} variant, content {size[1]}x{size[0]} px (width x height), styles {result.style_size} px; "
           f"pixels vs the model in float32: mean {result.pixel_error_mean:.2f}/255, max {result.pixel_error_max:.0f}/255 "
           f"(side by side: {result.folder}/check.png)")
     return 0

@@ -96,7 +96,8 @@ def register(subparsers) -> None:
                         "shapes), then at --size")
     g.add_argument("--coarse-steps", type=int, default=100, help="steps at each level coarser than --size")
     m = p.add_argument_group("model (feed-forward)")
-    m.add_argument("--model", help="trained model (.keras from `imfuse train`); default: the shipped base model (base; base:VARIANT for another shipped variant)")
+    m.add_argument("--model", help="trained model (.keras from `imfuse train`), or a folder from `imfuse models export-tflite`; "
+                        "default: the shipped base model (base; base:VARIANT for another shipped variant)")
     m.add_argument("--strength", type=float, default=1.0, help="0 = content's own style, 1 = full style")
     m.add_argument("--tile", type=_tile_arg, default="auto", metavar="SIZE",
                    help="run the network on overlapping SIZE px tiles with shared normalisation statistics "
@@ -122,16 +123,47 @@ def load_styles(args) -> list[tuple]:
     return [(load_image(path).rgb, weight) for path, weight in map(parse_style_spec, specs)]
 
 
-def load_model_arg(args):
-    """(model, "model: WHICH, VARIANT variant, PRECISION compute") of --model and --precision."""
+def load_model_arg(args, tflite: bool = False):
+    """(model, "model: WHICH, VARIANT variant, PRECISION compute") of --model and --precision;
+    with `tflite`, a TFLite export folder loads as a TFLiteStylizer."""
     from imfuse.base_model import resolve_model_path
     from imfuse.networks import compute_precision, load_model
+    from imfuse.tflite_stylizer import TFLiteStylizer, is_tflite_export
 
+    if is_tflite_export(args.model):
+        if not tflite:
+            raise ConfigError(f"{args.model} is a TFLite export, which only `imfuse stylize` runs; "
+                              "give a .keras model file or base")
+        _check_tflite_options(args)
+        lite = TFLiteStylizer(args.model)
+        return lite, f"model: {lite.describe()}"
     path = resolve_model_path(args.model)
     model = load_model(path, precision=args.precision)
     shipped = args.model in (None, "", "base") or args.model.startswith("base:")
     which = "shipped base model" if shipped else str(path)
     return model, f"model: {which}, {model.variant.name} variant, {compute_precision(model)} compute"
+
+
+def _check_tflite_options(args) -> None:
+    """Options a TFLite export cannot honour: its size and precision were fixed when it was exported."""
+    fixed = "a TFLite export runs at the content size and precision it was exported with"
+    if args.tile not in ("auto", "off", 0):
+        raise ConfigError(f"--tile needs a .keras model: {fixed}")
+    if args.style_scale is not None:
+        raise ConfigError(f"--style-scale needs a .keras model: {fixed} (export at the size you want instead)")
+    if args.precision != "auto":
+        raise ConfigError(f"--precision needs a .keras model: {fixed} (--quantize at export)")
+
+
+def _tflite_size_note(lite, content_shape) -> str | None:
+    """A line for a person when the content's shape differs from the export's (strokes stretch)."""
+    height, width = content_shape[:2]
+    export_h, export_w = lite.content_size
+    if abs(height / width - export_h / export_w) <= 0.01 * export_h / export_w:
+        return None
+    return (f"note: the export runs at {export_w}x{export_h} px (width x height), so this {width}x{height} content is "
+            f"resized to it and back, which stretches the strokes; for this shape export with --content-size "
+            f"{round(height / 4) * 4}x{round(width / 4) * 4} (height x width, multiples of 4)")
 
 
 def _weights(args):
@@ -173,9 +205,16 @@ def run(args) -> int:
         summary = f"loss {first['loss']:.4g} -> {last['loss']:.4g} (style {first['style_loss']:.4g} -> {last['style_loss']:.4g})"
     else:
         from imfuse.stylize import stylize_with_model
+        from imfuse.tflite_stylizer import is_tflite_export
 
-        model, described = load_model_arg(args)
+        model, described = load_model_arg(args, tflite=True)
         print(described, file=sys.stderr)
+        tile = args.tile
+        if is_tflite_export(args.model):
+            tile = 0  # the export's size is fixed: the whole image is resized to it
+            note = _tflite_size_note(model, content.shape)
+            if note:
+                print(note, file=sys.stderr)
         if args.style_scale is not None and not args.style_scale > 0:
             raise ConfigError(f"--style-scale must be positive, got {args.style_scale}")
         embedding = None
@@ -185,7 +224,7 @@ def run(args) -> int:
             embedding = load_style_embedding(args.embedding, model.embedding_dim)
         image = stylize_with_model(
             model, content, styles, args.strength, mask, args.preserve_color,
-            tile=args.tile, style_scale=args.style_scale, as_uint8=True,
+            tile=tile, style_scale=args.style_scale, as_uint8=True,
             progress=_tile_progress(not args.no_progress), embedding=embedding,
         )
         summary = f"strength {args.strength}" + (f", fitted style {args.embedding}" if args.embedding else "")
