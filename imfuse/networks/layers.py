@@ -32,10 +32,18 @@ def mirror_pad(x, pad: int, symmetric: bool = False):
         tf.debugging.assert_greater_equal(
             size, pad + skip, message=f"mirror padding by {pad} needs at least {pad + skip} pixels"
         )
-        first = tf.reverse(_take(x, axis, skip, skip + pad), [axis])
-        last = tf.reverse(_take(x, axis, size - pad - skip, size - skip), [axis])
+        first = _mirrored(x, axis, skip, pad)
+        last = _mirrored(x, axis, size - pad - skip, pad)
         x = tf.concat([first, x, last], axis)
     return x
+
+
+def _mirrored(x, axis: int, start, count: int):
+    """Rows (or columns) start + count - 1 down to start: one slice per row instead of tf.reverse,
+    which TFLite's XNNPACK delegate does not take (each one split an export's graph in two and
+    ran single-threaded); a 1-pixel border needs no reversing at all."""
+    rows = [_take(x, axis, start + i, start + i + 1) for i in reversed(range(count))]
+    return rows[0] if count == 1 else tf.concat(rows, axis)
 
 
 def _take(x, axis: int, start, stop):
@@ -97,8 +105,11 @@ class PadToMultiple(keras.layers.Layer):
         self.multiple = int(multiple)
 
     def call(self, x):
-        shape = tf.shape(x)
         m = self.multiple
+        height, width = x.shape[1], x.shape[2]
+        if height is not None and width is not None and height % m == 0 and width % m == 0:
+            return x  # known to need none (a TFLite export's fixed size): no MirrorPad op, which XNNPACK lacks
+        shape = tf.shape(x)
         pad_h = (m - shape[1] % m) % m
         pad_w = (m - shape[2] % m) % m
         return tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
