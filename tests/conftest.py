@@ -236,8 +236,15 @@ TFLITE_SIZE = (48, 64)  # height, width: not square, so a swapped axis would sho
 
 @pytest.fixture(scope="session")
 def tflite_exports(tflite_model, tmp_path_factory):
-    """{quantize: (TFLiteExport, folder)} of tflite_model at TFLITE_SIZE, float32 and int8."""
+    """{quantize: (TFLiteExport, folder)} of tflite_model at TFLITE_SIZE, each exported on first use
+    (test modules run on separate xdist workers, so each builds only the exports it reads)."""
     from imfuse.tflite_export import export_tflite
 
     root = tmp_path_factory.mktemp("tflite")
-    return {q: (export_tflite(tflite_model, root / q, TFLITE_SIZE, q), root / q) for q in ("none", "int8")}
+
+    class Exports(dict):
+        def __missing__(self, quantize: str):
+            self[quantize] = (export_tflite(tflite_model, root / quantize, TFLITE_SIZE, quantize), root / quantize)
+            return self[quantize]
+
+    return Exports()

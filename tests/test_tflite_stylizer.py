@@ -48,7 +48,7 @@ def test_stylizer_embeds_and_stylises_any_size_as_the_keras_model_does(tflite_mo
 
 
 def test_stylize_cli_runs_an_export_with_mask_and_style_mixing(tflite_exports, tmp_path, capsys):
-    _, folder = tflite_exports["int8"]
+    _, folder = tflite_exports["none"]
     content, style = _pictures(tmp_path, (60, 80))  # the export's aspect ratio, another size
     mask = np.zeros((60, 80), np.uint8)
     mask[:, 40:] = 255
@@ -58,7 +58,7 @@ def test_stylize_cli_runs_an_export_with_mask_and_style_mixing(tflite_exports, t
                  "--model", str(folder), "--mask", str(tmp_path / "mask.png"), "--strength", "0.8",
                  "-o", str(out), "--no-progress"]) == 0
     captured = capsys.readouterr()
-    assert "TFLite export" in captured.err and "int8 weights" in captured.err and "note:" not in captured.err
+    assert "TFLite export" in captured.err and "float32" in captured.err and "note:" not in captured.err
     result = np.asarray(Image.open(out).convert("RGB"))
     original = np.asarray(Image.open(content).convert("RGB"))
     assert result.shape == original.shape
