@@ -18,7 +18,7 @@ To see an AVX2-only CPU's kernels on an AVX-512 machine, run with ONEDNN_MAX_CPU
 (the first line says so; `auto` precision then resolves to float32).
 
     python bench/inference.py [--sizes 256,512,1024] [--rounds 10] [--precisions float32,bfloat16] [--xla]
-                              [--tflite none,int8]
+                              [--tflite none,int8,float16]
 
 --tflite adds each variant exported by `imfuse models export-tflite` (one export per content
 size: the transfer file's size is fixed) and run by TFLite's interpreter with XNNPACK.
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--xla", action="store_true", help="jit_compile the imfuse network (slower on CPU here)")
     parser.add_argument("--tflite", default="",
                         help="also time each variant exported to TFLite (`imfuse models export-tflite`) with these "
-                             "quantisations, comma-separated: none, int8 (default: none timed)")
+                             "quantisations, comma-separated: none, int8, float16 (default: none timed)")
     args = parser.parse_args(argv)
 
     from imfuse.images import load_image, resize_to

@@ -37,7 +37,7 @@ from imfuse.tflite_stylizer import (
 )
 
 CHECK_PICTURE = "check.png"
-QUANTIZATIONS = ("none", "int8")
+QUANTIZATIONS = ("none", "int8", "float16")
 _CHECK_SEED = 7
 
 
@@ -69,8 +69,10 @@ def _convert(fn, quantize: str) -> bytes:
 
     with _absl_warnings_hidden():  # the frozen-function path's deprecation notice; it is the one that
         converter = tf.lite.TFLiteConverter.from_concrete_functions([_frozen(fn)])  # folds variables in
-        if quantize == "int8":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights, float activations
+        if quantize in ("int8", "float16"):
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8: int8 weights, float activations
+        if quantize == "float16":  # float16 weights, widened to float32 when the interpreter loads them
+            converter.target_spec.supported_types = [tf.float16]
         with native_stderr_silenced():  # the MLIR converter's progress lines
             return converter.convert()
 

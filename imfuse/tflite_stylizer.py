@@ -26,6 +26,11 @@ RECORD_FILE = "tflite.json"
 CONTENT, STYLE, EMBEDDING, IMAGE = "content", "style", "embedding", "image"
 
 
+def weights_label(quantize: str | None) -> str:
+    """How an export stores its weights, for a person: 'float32 weights', 'int8 weights', ..."""
+    return f"{'float32' if quantize == 'none' else quantize} weights"
+
+
 def is_tflite_export(path: str | os.PathLike | None) -> bool:
     """Whether `path` is a folder written by `imfuse models export-tflite`."""
     return path is not None and (Path(path) / RECORD_FILE).is_file()
@@ -73,7 +78,7 @@ class TFLiteStylizer:
     def describe(self) -> str:
         """One line for a person: what the export is and the size it runs at."""
         height, width = self.content_size
-        weights = {"int8": "int8 weights", "none": "float32"}.get(self.record.get("quantize"), "unknown weights")
+        weights = weights_label(self.record.get("quantize"))
         return (f"TFLite export {self.folder} ({self.record.get('variant', '?')} variant, {weights}, "
                 f"content {width}x{height} px, width x height)")
 

@@ -63,6 +63,14 @@ def test_check_pair_is_a_generated_picture_not_noise():
     np.testing.assert_array_equal(content, check_pair((48, 64), 32)[0])  # deterministic
 
 
+def test_float16_export_is_half_the_size_and_closer_than_int8(tflite_exports):
+    (f32, _), (q8, _), (f16, folder) = (tflite_exports[q] for q in ("none", "int8", "float16"))
+    assert 0.4 * f32.bytes[PREDICT_FILE] < f16.bytes[PREDICT_FILE] < 0.6 * f32.bytes[PREDICT_FILE]
+    assert f16.bytes[TRANSFER_FILE] < 0.8 * f32.bytes[TRANSFER_FILE]  # tiny's graph is a large part of that file
+    assert 0 < f16.pixel_error_mean < min(1.0, q8.pixel_error_mean)
+    assert "float16 weights" in TFLiteStylizer(folder).describe()
+
+
 @pytest.mark.parametrize("size, quantize, message", [
     ((48, 62), "none", "multiples of 4"), ((12, 12), "none", "at least 16"), ((48, 64), "fp16", "unknown quantisation"),
 ])

@@ -44,7 +44,7 @@ def test_stylizer_embeds_and_stylises_any_size_as_the_keras_model_does(tflite_mo
     # another size is resized to the export's and back
     out = lite.stylize_with_embedding(rng.random((1, 96, 128, 3), np.float32), embedding)
     assert out.shape == (1, 96, 128, 3) and 0 <= out.min() and out.max() <= 1
-    assert "tiny variant, float32, content 64x48 px" in lite.describe()
+    assert "tiny variant, float32 weights, content 64x48 px" in lite.describe()
 
 
 def test_stylize_cli_runs_an_export_with_mask_and_style_mixing(tflite_exports, tmp_path, capsys):
