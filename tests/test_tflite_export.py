@@ -19,6 +19,11 @@ from imfuse.tflite_export import (
 )
 from imfuse.tflite_stylizer import TFLiteStylizer
 
+try:
+    from tests.mlflow_server import mlflow_server, register_file  # noqa: F401 - pytest fixture
+except ImportError:  # tests/ is not a package: pytest puts tests/ itself on sys.path
+    from mlflow_server import mlflow_server, register_file  # noqa: F401
+
 SIZE = (48, 64)  # what conftest.tflite_exports asks for (height, width)
 
 
@@ -95,3 +100,24 @@ def test_cli_exports_and_rejects_bad_sizes_before_loading(tflite_model, tmp_path
     assert main(["models", "export-tflite", "--out", str(tmp_path / "x"), "--content-size", "big"]) == 2
     assert "--content-size must be N or HxW" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_exports_a_registered_model(tflite_model, tmp_path, capsys, mlflow_server):  # noqa: F811
+    """What an app team runs to get the champion for its client: --from-registry NAME@ALIAS."""
+    from imfuse.networks import save_model
+    from imfuse.tracking.runs import TrainingRun
+
+    keras_file = save_model(tflite_model, tmp_path / "model.keras")
+    with TrainingRun(mlflow_server, tmp_path / "run", "tiny", {}) as run:
+        version = register_file(run, keras_file, name="tfl-registry")
+    out = tmp_path / "app"
+    assert main(["models", "export-tflite", "--from-registry", f"tfl-registry@{version}", "--mlflow-uri",
+                 mlflow_server, "--out", str(out), "--content-size", "48x64"]) == 0
+    record = json.loads((out / RECORD_FILE).read_text())
+    assert record["source"] == f"tfl-registry version {version} (tfl-registry@{version}) in the MLflow registry"
+    assert record["variant"] == "tiny" and record["pixel_error_max"] < 0.5
+    capsys.readouterr()
+    assert main(["models", "export-tflite", "--from-registry", "no-such-model@champion", "--mlflow-uri",
+                 mlflow_server, "--out", str(tmp_path / "x")]) != 0
+    err = capsys.readouterr().err
+    assert "no-such-model" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()

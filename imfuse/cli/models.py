@@ -116,6 +116,18 @@ def _parse_content_size(text: str) -> tuple[int, int]:
     return size
 
 
+def _registered_keras(ref: str, mlflow_uri: str | None):
+    """(local .keras file, "NAME version V (REF) in the MLflow registry") of NAME@ALIAS or NAME@VERSION."""
+    from imfuse.cli.export import parse_registry_ref
+    from imfuse.export import packaged_keras
+    from imfuse.tracking.registry import download_model, get_version
+
+    name, which = parse_registry_ref(ref)
+    version = get_version(name, which, mlflow_uri).version
+    path = packaged_keras(download_model(name, str(version), mlflow_uri))
+    return path, f"{name} version {version} ({ref}) in the MLflow registry"
+
+
 def _export_tflite(args: argparse.Namespace) -> int:
     from imfuse.base_model import resolve_model_path
     from imfuse.networks import load_model
@@ -124,8 +136,11 @@ def _export_tflite(args: argparse.Namespace) -> int:
 
     size = _parse_content_size(args.content_size)
     check_options(size, args.quantize)
-    path = resolve_model_path(args.model)
-    result = export_tflite(load_model(path), args.out, size, args.quantize, source=str(args.model))
+    if args.from_registry:
+        path, source = _registered_keras(args.from_registry, args.mlflow_uri)
+    else:
+        path, source = resolve_model_path(args.model), str(args.model)
+    result = export_tflite(load_model(path), args.out, size, args.quantize, source=source)
     total = sum(result.bytes.values()) / 1e6
     print(f"wrote {result.folder}: predict.tflite + transfer.tflite ({total:.1f} MB, {weights_label(result.quantize)}), "
           f"{result.variant} variant, content {size[1]}x{size[0]} px (width x height), styles {result.style_size} px; "
@@ -172,14 +187,19 @@ def register(subparsers) -> None:
     widen.set_defaults(func=_widen)
     tfl = sub.add_parser(
         "export-tflite",
-        help="a model as two TensorFlow Lite files for client apps (float32, or int8 weights)",
+        help="a model as two TensorFlow Lite files for client apps (float32, float16 or int8 weights)",
         description="Write predict.tflite (a style image at the model's style size -> its 100-d embedding, once "
         "per style), transfer.tflite (a content image of the fixed --content-size + an embedding -> the "
         "stylised image) and tflite.json (sizes, tensor names, and the pixels' distance from the model in "
         "float32 on a generated check pair). Images are float32 RGB in [0, 1]. XNNPACK runs them on CPU.",
     )
-    tfl.add_argument("--model", default="base", metavar="base|base:VARIANT|PATH",
-                     help="the model to export (default: the shipped reduced base)")
+    source = tfl.add_mutually_exclusive_group()
+    source.add_argument("--model", default="base", metavar="base|base:VARIANT|PATH",
+                        help="the model to export (default: the shipped reduced base)")
+    source.add_argument("--from-registry", metavar="NAME@ALIAS",
+                        help="a registered model instead, e.g. imfuse-reduced@champion or NAME@3")
+    tfl.add_argument("--mlflow-uri", default=None,
+                     help="MLflow tracking URI for --from-registry (default: MLFLOW_TRACKING_URI)")
     tfl.add_argument("--out", required=True, metavar="DIR")
     tfl.add_argument("--content-size", default="512", metavar="N|HxW",
                      help="the transfer file's content size, multiples of 4 (default 512)")
