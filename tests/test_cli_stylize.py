@@ -34,6 +34,8 @@ def test_stylize_optimize_writes_png(tmp_path, shared_data, capsys):
     "extra,needle",
     [
         (["--method", "model", "--model", "missing.keras"], "model file not found"),
+        (["--model", "missing.keras"], "model file not found"),  # --model alone means --method model
+        (["--method", "optimize", "--model", "m.keras"], "--model needs --method model"),
         (["--steps", "0"], "steps"),
     ],
 )

@@ -73,7 +73,9 @@ def register(subparsers) -> None:
     p.add_argument("style", nargs="?", help="style image (or use --style, repeatable, PATH[:WEIGHT])")
     p.add_argument("--style", dest="styles", action="append", default=[], metavar="PATH[:WEIGHT]")
     p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, ...)")
-    p.add_argument("--method", choices=("optimize", "model"), default="optimize")
+    p.add_argument("--method", choices=("optimize", "model"), default=None,
+                   help="optimize: Gatys et al.'s optimisation; model: a trained feed-forward model "
+                        "(default: model when --model or --embedding is given, else optimize)")
     p.add_argument("--mask", help="grayscale/alpha image: stylise only where it is white/opaque")
     p.add_argument("--preserve-color", action="store_true", help="transfer luminance only, keep the content's colours")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -180,9 +182,17 @@ def _weights(args):
     return weights
 
 
+def resolve_method(args) -> str:
+    """--method, or what the other options imply: a --model or --embedding means the feed-forward model."""
+    if args.method == "optimize" and args.model:
+        raise ConfigError("--model needs --method model: --method optimize runs Gatys et al.'s optimisation, no model")
+    return args.method or ("model" if args.model or args.embedding else "optimize")
+
+
 def run(args) -> int:
     from imfuse.images import load_image, load_mask, save_image
 
+    args.method = resolve_method(args)
     if args.embedding and (args.method != "model" or args.style or args.styles):
         raise ConfigError("--embedding replaces the style image and needs --method model")
     content = _load_content_uint8(args.content) if args.method == "model" else load_image(args.content).rgb
