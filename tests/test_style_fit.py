@@ -122,7 +122,7 @@ def test_cli_fits_then_stylizes_with_the_file(tmp_path, shared_data, capsys):
 
     content = shared_data / "content" / "golden_gate_sq.jpg"
     out_fit, out_style = tmp_path / "fit.png", tmp_path / "style.png"
-    assert main(["stylize", str(content), "--method", "model", "--embedding", str(fitted), "-o", str(out_fit),
+    assert main(["stylize", str(content), "--embedding", str(fitted), "-o", str(out_fit),  # implies --method model
                  "--no-progress"]) == 0
     assert main(["stylize", str(content), style, "--method", "model", "-o", str(out_style), "--no-progress"]) == 0
     a = np.asarray(Image.open(out_fit), np.float32)
@@ -131,7 +131,7 @@ def test_cli_fits_then_stylizes_with_the_file(tmp_path, shared_data, capsys):
     capsys.readouterr()
     for argv, text in [
         (["stylize", str(content), style, "--method", "model", "--embedding", str(fitted), "-o", "x.png"], "--embedding"),
-        (["stylize", str(content), "--embedding", str(fitted), "-o", "x.png"], "--method model"),
+        (["stylize", str(content), "--method", "optimize", "--embedding", str(fitted), "-o", "x.png"], "--method model"),
         (["fit-style", style, "-o", str(tmp_path / "x.txt")], ".json"),
         (["fit-style", style, "-o", str(tmp_path / "x.json"), "--photos", str(tmp_path / "none")], "none"),
         (["fit-style", style, "-o", str(tmp_path / "x.json")] + ["--photos", str(photo / "a.png")] * 65, "at most 64"),
