@@ -88,6 +88,7 @@ def stylize_with_model(
     as_uint8: bool = False,
     progress=None,
     embedding: np.ndarray | None = None,
+    work_size: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Stylise one (H, W, 3) image in [0, 1] (float, or uint8 in [0, 255]); returns float32
     (H, W, 3) in [0, 1], or uint8 with `as_uint8`.
@@ -103,7 +104,9 @@ def stylize_with_model(
     to the content's size, so stroke size relative to the image no longer depends on the
     output resolution (None: work at the content's own resolution). `progress(done, total)`
     is called after each tile. `embedding` (D,) stands in for `styles`: a style fitted once
-    by imfuse.style_fit (or any embedding the model produced).
+    by imfuse.style_fit (or any embedding the model produced). `work_size` (H, W) fixes the
+    working resolution instead (a TFLite export's content size): the content is resized to it
+    as uint8 and the result back, with no full-size float copy.
     """
     content = _check_content(content_rgb)
     if embedding is not None:
@@ -112,7 +115,9 @@ def stylize_with_model(
             raise ConfigError(f"embedding must be {model.embedding_dim} finite values, got shape {embedding.shape[1:]}")
     check_strength(strength)
     h, w = content.shape[:2]
-    work_hw = tiling.working_size(h, w, style_scale)
+    if work_size is not None and style_scale is not None:
+        raise ConfigError("give a working size or a style scale, not both")
+    work_hw = tuple(work_size) if work_size is not None else tiling.working_size(h, w, style_scale)
     tile_size = tiling.resolve_tile(tile, *work_hw)
     if content.dtype != np.uint8 and not tile_size and work_hw == (h, w) and not as_uint8:
         return _stylize_whole(model, content, styles, strength, mask, preserve_color, embedding)

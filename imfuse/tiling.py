@@ -246,7 +246,9 @@ def resize_image(arr: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     if arr.dtype == np.uint8:
         from PIL import Image
 
-        return np.asarray(Image.fromarray(arr, "RGB").resize((w, h), Image.Resampling.LANCZOS))
+        # np.array, not np.asarray: callers finish the result in place (masks, colour), and an
+        # array over Pillow's buffer is read-only
+        return np.array(Image.fromarray(arr, "RGB").resize((w, h), Image.Resampling.LANCZOS))
 
     return resize_to(np.asarray(arr, np.float32), (h, w))
 

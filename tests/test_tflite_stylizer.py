@@ -74,6 +74,9 @@ def test_stylize_cli_says_when_the_content_is_stretched_to_the_export(tflite_exp
     err = capsys.readouterr().err
     assert "64x48 px (width x height)" in err and "--content-size 80x80" in err
     assert Image.open(tmp_path / "out.png").size == (80, 80)
+    big, _ = _pictures(tmp_path, (144, 192))  # the export's shape, 3x its size
+    assert main(["stylize", big, style, "--model", str(folder), "-o", str(tmp_path / "big.png"), "--no-progress"]) == 0
+    assert "upscaled 3.0x" in capsys.readouterr().err and Image.open(tmp_path / "big.png").size == (192, 144)
 
 
 @pytest.mark.parametrize("option", [["--tile", "256"], ["--style-scale", "1"], ["--precision", "float32"]])

@@ -159,3 +159,11 @@ def test_style_scale_sets_working_resolution(model, tmp_path, shared_data, capsy
     detail = {k: np.abs(np.diff(v, axis=1)).mean() for k, v in outs.items()}
     assert detail["2"] < detail["1"]
     capsys.readouterr()
+
+
+def test_resized_uint8_images_can_be_finished_in_place():
+    """The uint8 path applies masks and colour preservation in place: `--style-scale` with
+    `--preserve-color` or `--mask` stopped with 'assignment destination is read-only'."""
+    resized = tiling.resize_image(np.full((8, 12, 3), 200, np.uint8), (4, 6))
+    assert resized.shape == (4, 6, 3) and resized.flags.writeable
+    resized[0, 0] = 0

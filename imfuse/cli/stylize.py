@@ -158,14 +158,20 @@ def _check_tflite_options(args) -> None:
 
 
 def _tflite_size_note(lite, content_shape) -> str | None:
-    """A line for a person when the content's shape differs from the export's (strokes stretch)."""
+    """A line for a person when the content's shape differs from the export's (strokes stretch),
+    or when the result is upscaled enough to look soft."""
     height, width = content_shape[:2]
     export_h, export_w = lite.content_size
-    if abs(height / width - export_h / export_w) <= 0.01 * export_h / export_w:
-        return None
-    return (f"note: the export runs at {export_w}x{export_h} px (width x height), so this {width}x{height} content is "
-            f"resized to it and back, which stretches the strokes; for this shape export with --content-size "
-            f"{round(height / 4) * 4}x{round(width / 4) * 4} (height x width, multiples of 4)")
+    runs_at = f"the export runs at {export_w}x{export_h} px (width x height)"
+    if abs(height / width - export_h / export_w) > 0.01 * export_h / export_w:
+        return (f"note: {runs_at}, so this {width}x{height} content is resized to it and back, which stretches "
+                f"the strokes; for this shape export with --content-size {round(height / 4) * 4}x{round(width / 4) * 4} "
+                "(height x width, multiples of 4)")
+    scale = max(height / export_h, width / export_w)
+    if scale > 2:
+        return (f"note: {runs_at}, so this {width}x{height} result is upscaled {scale:.1f}x and looks soft up close; "
+                "for full detail use the .keras model (it tiles big images) or export a larger --content-size")
+    return None
 
 
 def _weights(args):
@@ -219,9 +225,9 @@ def run(args) -> int:
 
         model, described = load_model_arg(args, tflite=True)
         print(described, file=sys.stderr)
-        tile = args.tile
+        tile, work_size = args.tile, None
         if is_tflite_export(args.model):
-            tile = 0  # the export's size is fixed: the whole image is resized to it
+            tile, work_size = 0, model.content_size  # the export's size is fixed: the image is resized to it
             note = _tflite_size_note(model, content.shape)
             if note:
                 print(note, file=sys.stderr)
@@ -235,7 +241,7 @@ def run(args) -> int:
         image = stylize_with_model(
             model, content, styles, args.strength, mask, args.preserve_color,
             tile=tile, style_scale=args.style_scale, as_uint8=True,
-            progress=_tile_progress(not args.no_progress), embedding=embedding,
+            progress=_tile_progress(not args.no_progress), embedding=embedding, work_size=work_size,
         )
         summary = f"strength {args.strength}" + (f", fitted style {args.embedding}" if args.embedding else "")
 
