@@ -221,12 +221,12 @@ def run(args) -> int:
         summary = f"loss {first['loss']:.4g} -> {last['loss']:.4g} (style {first['style_loss']:.4g} -> {last['style_loss']:.4g})"
     else:
         from imfuse.stylize import stylize_with_model
-        from imfuse.tflite_stylizer import is_tflite_export
+        from imfuse.tflite_stylizer import TFLiteStylizer
 
         model, described = load_model_arg(args, tflite=True)
         print(described, file=sys.stderr)
         tile, work_size = args.tile, None
-        if is_tflite_export(args.model):
+        if isinstance(model, TFLiteStylizer):
             tile, work_size = 0, model.content_size  # the export's size is fixed: the image is resized to it
             note = _tflite_size_note(model, content.shape)
             if note:
