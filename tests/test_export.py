@@ -91,6 +91,28 @@ def test_layout_and_signature_defs(exported):
     assert sigs["stylize_with_embedding"]["inputs"]["embedding"] == "DT_FLOAT [None, 100]"
 
 
+def _convolutions(graph_def) -> int:
+    """Convolution ops in a GraphDef, its function library included."""
+    nodes = [*graph_def.node, *(n for f in graph_def.library.function for n in f.node_def)]
+    return sum(n.op in ("Conv2D", "DepthwiseConv2dNative") for n in nodes)
+
+
+def test_signatures_share_one_traced_copy_of_the_networks(model, exported):
+    """The four signatures call one traced `stylize` and `embed`: the SavedModel holds the
+    transformer once and the predictor twice (the style's embedding, and the content's own for
+    `strength` < 1). Inlined, every signature and cond branch had its own copy (the reduced
+    base: 552 convolutions instead of 118, a 10.5 MB saved_model.pb, twice the export time)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    _, path, _ = exported
+    saved = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    image = tf.TensorSpec([None, None, None, 3], tf.float32)
+    transform = tf.function(model.stylize_with_embedding).get_concrete_function(image, tf.TensorSpec([None, 100], tf.float32))
+    embed = tf.function(model.embed_style).get_concrete_function(image)
+    once = _convolutions(transform.graph.as_graph_def()) + 2 * _convolutions(embed.graph.as_graph_def())
+    assert _convolutions(saved.meta_graphs[0].graph_def) == once
+
+
 def test_warmup_requests_replay(exported):
     """assets.extra/tf_serving_warmup_requests: one valid PredictRequest per signature."""
     from tensorflow_serving.apis import prediction_log_pb2
