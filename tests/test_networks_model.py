@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from imfuse.errors import ConfigError, ModelError
 from imfuse.images import load_image, resize_to
-from imfuse.networks import StyleTransferModel, VariantConfig, build_model, load_model, save_model
+from imfuse.networks import StyleTransferModel, VariantConfig, build_model, compiled_calls, load_model, save_model
 from conftest import runs_bf16
 
 
@@ -84,6 +84,21 @@ def test_traces_once_for_unknown_sizes(reduced):
     for h, w in [(33, 47), (40, 40), (61, 34)]:
         out = concrete(tf.random.uniform((2, h, w, 3)), tf.random.uniform((2, 50, 70, 3)))
         assert out.shape == (2, h, w, 3)
+
+
+def test_compiled_calls_compute_the_models_pictures_and_trace_once(reduced, images, tmp_path):
+    """Evaluation's compiled calls: the eager call's pixels for every size and batch, one trace
+    each, kept with the model, and nothing of them in its saved file."""
+    content, style = images
+    embed, stylize = compiled_calls(reduced)
+    assert compiled_calls(reduced) == (embed, stylize)
+    for h, w, batch in [(37, 53, 1), (40, 33, 2), (64, 64, 3)]:
+        contents = tf.image.resize(np.repeat(content, batch, axis=0), (h, w))
+        expected = reduced({"content": contents, "style": np.repeat(style, batch, axis=0)}).numpy()
+        np.testing.assert_allclose(stylize(contents, embed(style)).numpy(), expected, atol=2e-5)
+    assert embed.experimental_get_tracing_count() == 1 and stylize.experimental_get_tracing_count() == 1
+    loaded = load_model(save_model(reduced, tmp_path / "compiled.keras"))
+    np.testing.assert_array_equal(loaded({"content": content, "style": style}).numpy(), reduced({"content": content, "style": style}).numpy())
 
 
 @pytest.mark.parametrize("variant", ["reduced", "full"])
