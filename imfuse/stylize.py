@@ -36,8 +36,9 @@ def check_strength(strength: float, name: str = "strength") -> None:
         raise ConfigError(f"{name} must be between 0 and 1, got {strength}")
 
 
-def mix_style_embeddings(model: "StyleTransferModel", styles: list[tuple[np.ndarray, float]]) -> np.ndarray:
-    """Weighted average (weights normalised to sum 1) of the styles' embeddings -> (1, D)."""
+def mix_style_embeddings(model: "StyleTransferModel", styles: list[tuple[np.ndarray, float]], embed=None) -> np.ndarray:
+    """Weighted average (weights normalised to sum 1) of the styles' embeddings -> (1, D).
+    `embed` (default: model.embed_style) embeds a (1, h, w, 3) batch."""
     if not styles:
         raise ConfigError("at least one style image is needed")
     weights = np.array([float(w) for _, w in styles], dtype=np.float64)
@@ -49,7 +50,7 @@ def mix_style_embeddings(model: "StyleTransferModel", styles: list[tuple[np.ndar
         if weight == 0:
             continue
         arr = _check_image(style, f"style image #{i + 1}")
-        mixed += weight * np.asarray(model.embed_style(arr[None]), dtype=np.float64)
+        mixed += weight * np.asarray((embed or model.embed_style)(arr[None]), dtype=np.float64)
     return mixed.astype(np.float32)
 
 
@@ -89,6 +90,7 @@ def stylize_with_model(
     progress=None,
     embedding: np.ndarray | None = None,
     work_size: tuple[int, int] | None = None,
+    compiled: bool = False,
 ) -> np.ndarray:
     """Stylise one (H, W, 3) image in [0, 1] (float, or uint8 in [0, 255]); returns float32
     (H, W, 3) in [0, 1], or uint8 with `as_uint8`.
@@ -106,7 +108,9 @@ def stylize_with_model(
     is called after each tile. `embedding` (D,) stands in for `styles`: a style fitted once
     by imfuse.style_fit (or any embedding the model produced). `work_size` (H, W) fixes the
     working resolution instead (a TFLite export's content size): the content is resized to it
-    as uint8 and the result back, with no full-size float copy.
+    as uint8 and the result back, with no full-size float copy. `compiled` runs the Keras
+    model's calls traced once (networks.compiled_calls): for callers that stylise many images
+    (the studio), not a one-off call, which the trace would make slower.
     """
     content = _check_content(content_rgb)
     if embedding is not None:
@@ -119,15 +123,16 @@ def stylize_with_model(
         raise ConfigError("give a working size or a style scale, not both")
     work_hw = tuple(work_size) if work_size is not None else tiling.working_size(h, w, style_scale)
     tile_size = tiling.resolve_tile(tile, *work_hw)
+    embed, transform = _calls(model, compiled)
     if content.dtype != np.uint8 and not tile_size and work_hw == (h, w) and not as_uint8:
-        return _stylize_whole(model, content, styles, strength, mask, preserve_color, embedding)
+        return _stylize_whole(model, content, styles, strength, mask, preserve_color, embedding, embed, transform)
 
     if embedding is None:
-        embedding = mix_style_embeddings(model, styles)
+        embedding = mix_style_embeddings(model, styles, embed)
     work = tiling.resize_image(content, work_hw)
     if strength < 1.0:
         # embed_style centre-crops and resizes to the style size anyway: a 1 MP copy is enough.
-        own = np.asarray(model.embed_style(tiling.stats_image(work)[None]), dtype=np.float32)
+        own = np.asarray(embed(tiling.stats_image(work)[None]), dtype=np.float32)
         embedding = strength * embedding + (1.0 - strength) * own
     if tile_size:
         params = model.style_heads(embedding)
@@ -137,7 +142,7 @@ def stylize_with_model(
         stylized = tiling.stylize_tiled(model.transformer, work, params, stats, plan, progress)
     else:
         batch = to_float32(work)[None]
-        stylized = np.asarray(model.stylize_with_embedding(batch, embedding), dtype=np.float32)[0]
+        stylized = np.asarray(transform(batch, embedding), dtype=np.float32)[0]
         stylized = to_uint8(stylized) if content.dtype == np.uint8 or as_uint8 else np.clip(stylized, 0.0, 1.0)
     del work
     stylized = tiling.resize_image(stylized, (h, w))
@@ -171,13 +176,24 @@ def _finish_in_bands(content, stylized: np.ndarray, mask, preserve_color, rows: 
         stylized[band] = to_uint8(out)
 
 
-def _stylize_whole(model, content, styles, strength, mask, preserve_color, embedding=None) -> np.ndarray:
+def _calls(model, compiled: bool):
+    """(embed_style, stylize_with_embedding): the Keras model's compiled calls, or the model's own
+    (a TFLite export, or a one-off call)."""
+    if compiled:
+        from imfuse.networks import StyleTransferModel, compiled_calls
+
+        if isinstance(model, StyleTransferModel):
+            return compiled_calls(model)
+    return model.embed_style, model.stylize_with_embedding
+
+
+def _stylize_whole(model, content, styles, strength, mask, preserve_color, embedding, embed, transform) -> np.ndarray:
     """The untiled float path (the whole image through the model at once)."""
     if embedding is None:
-        embedding = mix_style_embeddings(model, styles)
+        embedding = mix_style_embeddings(model, styles, embed)
     batch = content[None]
     if strength < 1.0:
-        own = np.asarray(model.embed_style(batch), dtype=np.float32)
+        own = np.asarray(embed(batch), dtype=np.float32)
         embedding = strength * embedding + (1.0 - strength) * own
-    stylized = np.asarray(model.stylize_with_embedding(batch, embedding), dtype=np.float32)[0]
+    stylized = np.asarray(transform(batch, embedding), dtype=np.float32)[0]
     return _finish(content, stylized, mask, preserve_color)

@@ -55,6 +55,18 @@ def test_style_mixing_is_weighted_embedding_average(model, pictures):
     np.testing.assert_allclose(both, model.stylize_with_embedding(content[None], expected).numpy()[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("as_uint8", [False, True])
+def test_compiled_calls_give_the_eager_pictures(model, pictures, as_uint8):
+    """`compiled` (the studio's) runs the same computation traced: a mix at strength 0.6,
+    through the float path and the uint8 one."""
+    content, (a, b) = pictures
+    args = (model, content, [(a, 0.3), (b, 0.7)], 0.6)
+    eager = stylize_with_model(*args, as_uint8=as_uint8)
+    compiled = stylize_with_model(*args, as_uint8=as_uint8, compiled=True)
+    assert compiled.dtype == eager.dtype
+    np.testing.assert_allclose(compiled.astype(np.float32), eager.astype(np.float32), atol=1 if as_uint8 else 2e-5)
+
+
 def test_mask_leaves_unmasked_pixels_exactly_unchanged(model, pictures):
     content, (style, _) = pictures
     mask = np.zeros(content.shape[:2], np.float32)

@@ -91,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
     app = create_app(config)
     backend = app.state.studio.backend
-    if hasattr(backend, "model"):  # load the local model now, not on the first click
-        backend.model()
+    if hasattr(backend, "warm_up"):  # load and trace the local model now, not on the first click
+        backend.warm_up()
     where = config.target or backend.description
     print(f"imfuse studio on http://{config.host}:{config.port}/ (stylising with {where}"
           f"{'; MLflow ' + mlflow_uri if mlflow_uri else ''})", file=sys.stderr, flush=True)
