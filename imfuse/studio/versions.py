@@ -159,7 +159,7 @@ class VersionCatalog:
             return self.local
         with self._lock:
             if self._base is None:
-                self._base = LocalBackend(None)
+                self._base = LocalBackend(None, compiled=False)  # loaded on demand, as below
             return self._base
 
     def _serving(self, ref: str) -> ServingBackend:
@@ -193,6 +193,7 @@ class VersionCatalog:
                 from imfuse.tracking.registry import download_model
 
                 path = download_model(info.name, str(info.version), self.config.mlflow_uri)
-                self._downloaded[key] = LocalBackend(packaged_keras(path), f"{info.name} v{info.version}")
+                # Eager calls: tracing would add about 3 s to the first comparison of this version.
+                self._downloaded[key] = LocalBackend(packaged_keras(path), f"{info.name} v{info.version}", compiled=False)
             return self._downloaded[key]
 
