@@ -119,13 +119,12 @@ def _parse_content_size(text: str) -> tuple[int, int]:
 def _registered_keras(ref: str, mlflow_uri: str | None):
     """(local .keras file, "NAME version V (REF) in the MLflow registry") of NAME@ALIAS or NAME@VERSION."""
     from imfuse.cli.export import parse_registry_ref
-    from imfuse.export import packaged_keras
-    from imfuse.tracking.registry import download_model, get_version
+    from imfuse.tracking.registry import get_version
+    from imfuse.training.warm_start import registered_keras
 
     name, which = parse_registry_ref(ref)
-    version = get_version(name, which, mlflow_uri).version
-    path = packaged_keras(download_model(name, str(version), mlflow_uri))
-    return path, f"{name} version {version} ({ref}) in the MLflow registry"
+    version = get_version(name, which, mlflow_uri).version  # the alias's version, named in the record
+    return registered_keras(name, str(version), mlflow_uri), f"{name} version {version} ({ref}) in the MLflow registry"
 
 
 def _export_tflite(args: argparse.Namespace) -> int:
