@@ -14,11 +14,6 @@ if ! "$python_bin" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11)
   echo "imfuse needs Python 3.11 (found: $("$python_bin" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
   exit 2
 fi
-if [ ! -x .venv/bin/python ]; then
-  echo "creating .venv with $("$python_bin" --version)" >&2
-  "$python_bin" -m venv .venv
-  .venv/bin/python -m pip install --quiet --upgrade pip
-fi
 # The install is editable, so only pyproject.toml (pins, extras, entry points) can make it stale:
 # a stamp of it skips pip's ~7 s re-check (and its build-backend warnings) on every later run.
 stamp=".venv/.imfuse-installed"
@@ -42,8 +37,24 @@ for spec in requires("imfuse") or []:
         sys.exit(1)
 PY
 }
-if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && installed_ok; then
+if [ -x .venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && installed_ok; then
   exit 0
+fi
+# A full disk makes pip fail half-way through TensorFlow's 572 MB wheel with a misleading
+# "Connection interrupted while downloading" (its cache write fails inside the HTTP read), so
+# say so first: the venv takes 3.6 GB, pip's downloads and unpacking ~1.5 GB more.
+need_gb="${IMFUSE_SETUP_MIN_FREE_GB:-5}"
+for dir in . "${TMPDIR:-/tmp}"; do
+  free_gb="$(df -Pk "$dir" | awk 'NR == 2 { printf "%.1f", $4 / 1048576 }')"
+  if awk -v free="$free_gb" -v need="$need_gb" 'BEGIN { exit !(free < need) }'; then
+    echo "imfuse set-up needs about ${need_gb} GB free; $(cd "$dir" && pwd) has ${free_gb} GB. Free some space (or set IMFUSE_SETUP_MIN_FREE_GB)" >&2
+    exit 2
+  fi
+done
+if [ ! -x .venv/bin/python ]; then
+  echo "creating .venv with $("$python_bin" --version)" >&2
+  "$python_bin" -m venv .venv
+  .venv/bin/python -m pip install --quiet --upgrade pip
 fi
 echo "installing imfuse[$extras] into .venv (pinned; first run downloads ~1.5 GB)" >&2
 rm -f "$stamp"
