@@ -36,7 +36,6 @@ any output size; s = 2 strokes twice as large relative to the image, s = 0.5 hal
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,15 +203,13 @@ def norm_statistics(transformer, content, params) -> list:
     return [stats[name] for name in norm_layer_names(transformer)]
 
 
-_TILE_FNS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def _tile_function(transformer):
-    """tf.function(tile (1, h, w, 3), params, [(mean, var), ...]) -> (1, h, w, 3), cached per transformer."""
-    fn = _TILE_FNS.get(transformer)
-    if fn is None:
-        import tensorflow as tf
+    """tf.function(tile (1, h, w, 3), params, [(mean, var), ...]) -> (1, h, w, 3), one per transformer."""
+    import tensorflow as tf
 
+    from imfuse.networks import cached_on
+
+    def build():
         names = norm_layer_names(transformer)
 
         @tf.function(reduce_retracing=True)
@@ -225,8 +222,9 @@ def _tile_function(transformer):
 
             return tf.cast(_run_graph(transformer, tile, params, fixed), tf.float32)
 
-        _TILE_FNS[transformer] = fn
-    return fn
+        return fn
+
+    return cached_on(transformer, "_imfuse_tile_function", build)
 
 
 def _run_with_stats(transformer, tile, params, stats) -> np.ndarray:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -42,22 +41,21 @@ class VideoOptions:
             raise ConfigError(f"style scale must be positive, got {self.style_scale}")
 
 
-_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def _transformer_function(transformer):
     """tf.function(content (1, H, W, 3), params) -> stylised float32 in [0, 1], one per
     transformer (traced once per frame size, not once per clip)."""
-    fn = _FUNCTIONS.get(transformer)
-    if fn is None:
-        import tensorflow as tf
+    import tensorflow as tf
 
+    from imfuse.networks import cached_on
+
+    def build():
         @tf.function(reduce_retracing=True)
         def fn(content, params):
             return tf.clip_by_value(tf.cast(transformer([content, params]), tf.float32), 0.0, 1.0)
 
-        _FUNCTIONS[transformer] = fn
-    return fn
+        return fn
+
+    return cached_on(transformer, "_imfuse_video_function", build)
 
 
 class FrameStylizer:

@@ -83,6 +83,28 @@ def test_fixed_statistics_reproduce_the_model(model, shared_data, style):
     assert np.abs(got - expected).max() < 1e-4
 
 
+def test_a_dropped_model_is_freed_after_tiled_stylising(style):
+    """The tile function is kept with its transformer, not in a module-level cache whose
+    values (closing over their keys) would keep every model ever tiled alive."""
+    import gc
+    import weakref
+
+    from imfuse.networks import build_model
+
+    def tile_once():
+        tiny = build_model("tiny")
+        content = np.zeros((96, 160, 3), np.float32)
+        params = tiny.style_heads(tiny.embed_style(style[None]))
+        stats = tiling.norm_statistics(tiny.transformer, content[None], params)
+        out = tiling.stylize_tiled(tiny.transformer, content, params, stats, tiling.plan_tiles(96, 160, 64, margin=8))
+        assert out.shape == (96, 160, 3)
+        return weakref.ref(tiny.transformer)
+
+    transformer = tile_once()
+    gc.collect()
+    assert transformer() is None
+
+
 def test_tiled_matches_untiled(model, shared_data, style):
     content = resize_to(load_image(shared_data / "content" / "tubingen.jpg").rgb, (384, 512))
     untiled = stylize_with_model(model, content, [(style, 1.0)])

@@ -252,6 +252,25 @@ def test_temporal_stability_lowers_warping_error_on_pan(model, style, shared_dat
     assert np.abs(steady_out[-1].astype(int) - frames[-1].astype(int)).mean() > 15
 
 
+def test_a_dropped_model_is_freed_after_stylising_frames(style):
+    """The compiled frame function is kept with its transformer, not in a module-level cache
+    whose values (closing over their keys) would keep every model a clip used alive."""
+    import gc
+    import weakref
+
+    from imfuse.networks import build_model
+    from imfuse.video_stylize import FrameStylizer
+
+    def stylise_a_frame():
+        tiny = build_model("tiny")
+        assert FrameStylizer(tiny, style)(shapes_frame(0, 96, 64)).shape == (64, 96, 3)
+        return weakref.ref(tiny.transformer)
+
+    transformer = stylise_a_frame()
+    gc.collect()
+    assert transformer() is None
+
+
 def test_stabilizer_ignores_occlusions():
     """Where the content changed (a new object), the fresh stylised frame is used as it is."""
     from imfuse.video_stability import TemporalStabilizer

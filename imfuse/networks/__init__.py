@@ -14,6 +14,7 @@ from imfuse.networks.config import VARIANTS, VariantConfig, variant_config
 _MODEL_NAMES = (
     "StyleTransferModel",
     "build_model",
+    "cached_on",
     "compiled_calls",
     "compute_precision",
     "load_model",

@@ -7,6 +7,8 @@ records the variant so a saved `.keras` file rebuilds the same architecture.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import keras
 import tensorflow as tf
@@ -17,6 +19,8 @@ from imfuse.networks.config import VariantConfig, variant_config
 from imfuse.networks.predictor import build_predictor, build_style_heads
 from imfuse.networks.transformer import LAYOUT, build_transformer
 from imfuse.precision import dtype_policy_for, dtype_policy_scope, resolve_precision
+
+T = TypeVar("T")
 
 
 def _as_float(x) -> tf.Tensor:
@@ -153,6 +157,21 @@ def with_precision(model: StyleTransferModel, precision: str = "float32") -> Sty
     return twin
 
 
+def cached_on(owner, key: str, build: Callable[[], T]) -> T:
+    """`build()` once per `owner`, kept as an attribute of the owner so that it goes when the
+    owner goes.
+
+    What is cached here (tf.functions) closes over its owner: a module-level
+    WeakKeyDictionary would hold the owner alive through its own value and never free it.
+    Set past Keras's and tf.Module's attribute tracking: the cached value is not a layer.
+    """
+    value = owner.__dict__.get(key)
+    if value is None:
+        value = build()
+        object.__setattr__(owner, key, value)
+    return value
+
+
 def compiled_calls(model: StyleTransferModel):
     """(embed_style, stylize_with_embedding) of `model` as tf.functions traced once for every
     size and batch, kept with the model.
@@ -162,17 +181,15 @@ def compiled_calls(model: StyleTransferModel):
     70 ms). A trace costs about a second, so what stylises many images (evaluation, the studio)
     calls these, and a one-off `imfuse stylize` calls the model itself.
     """
-    calls = model.__dict__.get("_imfuse_compiled")
-    if calls is None:
+    def build():
         images = tf.TensorSpec([None, None, None, 3], tf.float32)
         embedding = tf.TensorSpec([None, model.embedding_dim], tf.float32)
-        calls = (
+        return (
             tf.function(lambda styles: model.embed_style(styles), input_signature=[images], autograph=False),
             tf.function(lambda content, emb: model.stylize_with_embedding(content, emb), input_signature=[images, embedding], autograph=False),
         )
-        # Past Keras's and tf.Module's attribute tracking: the functions are not part of the model.
-        object.__setattr__(model, "_imfuse_compiled", calls)
-    return calls
+
+    return cached_on(model, "_imfuse_compiled", build)
 
 
 def compute_precision(model: StyleTransferModel) -> str:
