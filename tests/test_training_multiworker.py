@@ -36,7 +36,8 @@ def _start(data: Path, out: Path, steps: int, ports: list[int], tmp: Path, tag: 
     procs = []
     for index in range(len(ports)):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-               "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+               "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2",
+               "TMPDIR": str(tmp)}  # the other workers' scratch run folders go with tmp_path
         log = open(tmp / f"{tag}-worker{index}.log", "w")
         procs.append(subprocess.Popen([sys.executable, str(TASK), str(data), str(out), str(steps)],
                                       stdout=subprocess.PIPE, stderr=log, env=env, text=True))
