@@ -41,9 +41,11 @@ if [ -x .venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && ins
   exit 0
 fi
 # A full disk makes pip fail half-way through TensorFlow's 572 MB wheel with a misleading
-# "Connection interrupted while downloading" (its cache write fails inside the HTTP read), so
-# say so first: the venv takes 3.6 GB, pip's downloads and unpacking ~1.5 GB more.
-need_gb="${IMFUSE_SETUP_MIN_FREE_GB:-5}"
+# "Connection interrupted while downloading" (the write to its temp folder fails inside the
+# HTTP read), so say so first: a new venv takes 3.6 GB, pip's downloads and unpacking ~1.5 GB
+# more; updating an existing one needs about the downloads' share.
+if [ -x .venv/bin/python ]; then default_need=1.5; else default_need=5; fi
+need_gb="${IMFUSE_SETUP_MIN_FREE_GB:-$default_need}"
 for dir in . "${TMPDIR:-/tmp}"; do
   free_gb="$(df -Pk "$dir" | awk 'NR == 2 { printf "%.1f", $4 / 1048576 }')"
   if awk -v free="$free_gb" -v need="$need_gb" 'BEGIN { exit !(free < need) }'; then
