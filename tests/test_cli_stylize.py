@@ -1,5 +1,7 @@
 """`imfuse stylize` end to end through the CLI entry point (in-process)."""
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -87,3 +89,14 @@ def test_stylize_model_float32_matches_library_and_bfloat16_is_close(tmp_path, s
     assert np.abs(outputs["float32"] - expected).max() <= 1.0  # PNG rounding only
     diff = np.abs(outputs["bfloat16"] - outputs["float32"])
     assert 0 < diff.mean() < 3.0  # really computed in bfloat16, and still the same image
+
+
+def test_tiled_stylize_shows_a_bar_of_the_tiles_that_ends_full(tmp_path, shared_data, capsys):
+    out = tmp_path / "out.png"
+    code = main(["stylize", str(shared_data / "content" / "chicago.jpg"), str(shared_data / "styles" / "starry_night.jpg"),
+                 "--method", "model", "--tile", "256", "-o", str(out)])
+    assert code == 0
+    err = capsys.readouterr().err
+    done = re.search(r"tiles: 100%\S*\s+(\d+)/(\d+)", err)
+    assert done and done[1] == done[2] and int(done[1]) > 1
+    assert err.endswith("\n")  # the bar is closed: what follows starts on a line of its own

@@ -49,12 +49,21 @@ def _load_content_uint8(src):
 
 
 def _tile_progress(enabled: bool):
+    """A `progress(done, total)` callback drawing a tqdm bar of the tiles (made on the first
+    tile, when the plan's count is known), or None."""
     if not enabled:
         return None
+    from tqdm import tqdm
+
+    bar = None
 
     def report(done: int, total: int) -> None:
-        end = "\n" if done == total else ""
-        print(f"\rtile {done}/{total}", end=end, file=sys.stderr, flush=True)
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="tiles", unit="tile", file=sys.stderr, dynamic_ncols=True)
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
 
     return report
 
