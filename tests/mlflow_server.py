@@ -8,7 +8,6 @@ importing the fixture into several modules still starts it once.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,9 @@ import pytest
 _KEY = "_imfuse_mlflow_server"
 
 
-def _start(config) -> str:
+def _start(config, root: Path) -> str:
     from imfuse.tracking.server import StoreLocation, start_server, stop_server
 
-    root = Path(tempfile.mkdtemp(prefix="imfuse-mlflow-server-"))
     store = StoreLocation(f"sqlite:///{root / 'mlflow.db'}", str(root / "artifacts"))
     # Cleanups run last-in first-out: the server stops, then its folder goes.
     config.add_cleanup(lambda: shutil.rmtree(root, ignore_errors=True))
@@ -29,12 +27,14 @@ def _start(config) -> str:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(request) -> str:
+def mlflow_server(request, tmp_path_factory) -> str:
     """URL (http://127.0.0.1:PORT) of a running tracking + registry server."""
     config = request.config
     url = getattr(config, _KEY, None)
     if url is None:
-        url = _start(config)
+        # Under pytest's own temp root, so a run killed before its cleanups (a timeout) leaves
+        # it where pytest's retention of the last few runs removes it, not in /tmp for good.
+        url = _start(config, tmp_path_factory.mktemp("mlflow-server"))
         setattr(config, _KEY, url)
     return url
 
